@@ -1,0 +1,82 @@
+# Thin wrapper over CMake. The first two targets are the README's commands.
+#   make demo   install what is missing, build, run the producer/consumer demo
+#   make test   install what is missing, build and run every test: the normal
+#               build, ThreadSanitizer, ASan+UBSan, and a fuzz smoke run
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD     ?= build
+CMAKE_ARGS ?=
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 20
+
+.PHONY: all demo test deps build release debug tsan asan fuzz fuzz-smoke bench memcheck \
+        install clean format check-format test-release test-tsan test-asan
+
+all: build
+
+deps:
+	@sh scripts/deps.sh
+
+build release: deps
+	cmake -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD)/release -j $(JOBS)
+
+debug: deps
+	cmake -S . -B $(BUILD)/debug -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD)/debug -j $(JOBS)
+
+tsan: deps
+	CC=clang cmake -S . -B $(BUILD)/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DSHMRING_SANITIZE=thread -DSHMRING_BENCH=OFF $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD)/tsan -j $(JOBS)
+
+asan: deps
+	CC=clang cmake -S . -B $(BUILD)/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DSHMRING_SANITIZE=address -DSHMRING_BENCH=OFF $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD)/asan -j $(JOBS)
+
+demo: build
+	$(BUILD)/release/examples/demo
+
+test-release: build
+	cd $(BUILD)/release && ctest --output-on-failure -j 1
+
+# TSan needs the low-entropy address space of older kernels: run without ASLR.
+test-tsan: tsan
+	cd $(BUILD)/tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	    setarch $$(uname -m) -R ctest --output-on-failure -j 1
+
+test-asan: asan
+	cd $(BUILD)/asan && ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
+	    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" ctest --output-on-failure -j 1
+
+fuzz: deps
+	CC=clang cmake -S . -B $(BUILD)/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMRING_FUZZ=ON \
+	    -DSHMRING_TESTS=OFF -DSHMRING_BENCH=OFF -DSHMRING_EXAMPLES=OFF $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD)/fuzz -j $(JOBS)
+	@if [ -x fuzz/run.sh ]; then sh fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS); fi
+
+fuzz-smoke:
+	@if [ -d fuzz ]; then $(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS); fi
+
+test: test-release test-tsan test-asan fuzz-smoke
+	@echo "shmring: all test builds passed"
+
+bench: build
+	@sh scripts/deps.sh gnuplot-nox
+	sh bench/run.sh $(BUILD)/release
+
+memcheck: debug
+	@sh scripts/deps.sh valgrind
+	cd $(BUILD)/debug && ctest --output-on-failure -j 1 -T memcheck
+
+install: build
+	cmake --install $(BUILD)/release
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+check-format:
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD)

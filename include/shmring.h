@@ -1,0 +1,351 @@
+/*
+ * shmring: lock-free single-producer / multi-consumer rings and shared state
+ * in shared memory, with automatic fallback to heap memory.
+ *
+ * Conventions for every function in this header:
+ *  - a function returning int or ssize_t returns 0 (or a non-negative count)
+ *    on success and a negative errno value on failure;
+ *  - a failed call changes nothing, unless its comment says otherwise;
+ *  - a handle (shmring_t) is used by one thread at a time; another thread or
+ *    process opens its own handle.
+ *
+ * Quick start (a producer and a consumer, error handling left out):
+ *
+ *     shmring_t *p, *c;
+ *     shmring_create("/feed", NULL, &p);                 // producer role
+ *     shmring_open("/feed", SHMRING_CONSUMER, &c);       // anywhere else
+ *     shmring_push(p, "hello", 5);
+ *     char buf[256];
+ *     ssize_t n = shmring_pop(c, buf, sizeof buf);       // n == 5
+ *     shmring_close(c); shmring_close(p); shmring_unlink("/feed");
+ */
+#ifndef SHMRING_H
+#define SHMRING_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "shmring/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SHMRING_BUILDING) && defined(__GNUC__)
+#define SHMRING_API __attribute__((visibility("default")))
+#else
+#define SHMRING_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Flags                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Roles of a handle (shmring_open needs at least one). */
+#define SHMRING_PRODUCER 0x0001u /* holds the ring's single producer lease */
+#define SHMRING_CONSUMER 0x0002u /* competes with other consumers for messages */
+#define SHMRING_OBSERVER 0x0004u /* attaches for shmring_stats only */
+
+/* Backend selection. */
+#define SHMRING_FORCE_HEAP  0x0100u /* process-private heap memory */
+#define SHMRING_FORCE_MEMFD 0x0200u /* anonymous shared memory (memfd) */
+#define SHMRING_NO_FALLBACK 0x0400u /* fail instead of falling back */
+
+/* Ring policy (given at creation, fixed for the ring's life). */
+#define SHMRING_OVERWRITE 0x1000u /* full ring: drop the oldest messages */
+
+/*
+ * Security relaxations: allow opening a segment owned by another user or
+ * writable by other users, and creating one with a group/other write mode.
+ */
+#define SHMRING_ALLOW_INSECURE 0x10000u
+
+/* Backends, as returned by shmring_backend(). */
+#define SHMRING_BACKEND_SHM   1 /* named POSIX shared memory */
+#define SHMRING_BACKEND_MEMFD 2 /* anonymous shared memory */
+#define SHMRING_BACKEND_HEAP  3 /* process-private heap memory */
+
+/* Limits. */
+#define SHMRING_NAME_MAX      200 /* longest name, leading '/' included */
+#define SHMRING_MAX_SLOTS     (1u << 24)
+#define SHMRING_MAX_SLOT_SIZE (1u << 30)
+#define SHMRING_MAX_CONSUMERS 32 /* attached consumer and observer handles */
+
+/* ------------------------------------------------------------------------ */
+/* Errors and logging                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Text for a value returned by any shmring function (negative or positive
+ * errno, or 0). Never NULL. */
+SHMRING_API const char *shmring_strerror(int err);
+
+/*
+ * Log hook: receives one line (without newline) for events that are not
+ * errors of the current call, such as a fallback to another backend and its
+ * reason. The default writes "shmring: <line>" to stderr. Passing NULL
+ * restores the default; pass a function that does nothing to silence it.
+ * Not thread-safe against concurrent calls of itself.
+ */
+typedef void (*shmring_log_fn)(const char *line, void *ctx);
+SHMRING_API void shmring_set_log(shmring_log_fn fn, void *ctx);
+
+/* Version of the library at run time ("MAJOR.MINOR.PATCH"). */
+SHMRING_API const char *shmring_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Ring                                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct shmring shmring_t;
+
+typedef struct shmring_config {
+    uint32_t slots;     /* power of two >= 2; 0 = default (1024) */
+    uint32_t slot_size; /* largest message in bytes; 0 = default (256) */
+    uint32_t flags;     /* roles, backend, SHMRING_OVERWRITE, ... */
+    uint32_t mode;      /* permission bits of a named segment; 0 = 0600 */
+} shmring_config_t;
+
+/*
+ * Create a ring. `name` is a POSIX shm name ("/feed": one leading '/', no
+ * other '/', not "." or "..", at most SHMRING_NAME_MAX bytes), or NULL for
+ * an anonymous ring (memfd, shared through shmring_fd()). `cfg` may be NULL
+ * for the defaults. Without a role flag the creator gets the producer role.
+ *
+ * Backends are tried in order: named shm (in $SHMRING_SHM_DIR or /dev/shm),
+ * memfd, heap; each fallback is logged with its reason. A ring that fell
+ * back from shm can still be opened by name from the creating process.
+ * $SHMRING_FORCE_HEAP=1 forces the heap backend.
+ *
+ * Errors: -EINVAL (NULL out, bad name, slots not a power of two in
+ * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
+ * flag, mode with bits outside 0777 or writable by group/others without
+ * SHMRING_ALLOW_INSECURE); -EEXIST (the name exists); -ENOSPC (the shm file
+ * system is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits); any errno
+ * of the last backend tried when all fail.
+ */
+SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, shmring_t **out);
+
+/*
+ * Open an existing ring by name with the given roles (at least one of
+ * SHMRING_PRODUCER, SHMRING_CONSUMER, SHMRING_OBSERVER), optionally with
+ * SHMRING_ALLOW_INSECURE.
+ *
+ * The segment is validated before its data is touched: owner (the caller's
+ * effective uid), permissions (not writable by others), size, magic, type,
+ * layout version and every size field.
+ *
+ * Errors: -EINVAL (NULL, bad name, no role, unknown flag); -ENOENT (no such
+ * ring); -EACCES (owned by another user or writable by others, or no
+ * permission); -ELOOP (a symlink where the segment should be); -EAGAIN (its
+ * creator has not finished initialising it within about a second);
+ * -EPROTO (not a shmring segment, or a corrupt or truncated header);
+ * -EPROTONOSUPPORT (another layout version); -EPROTOTYPE (not a ring);
+ * -EBUSY (SHMRING_PRODUCER and a live producer holds the lease);
+ * -EUSERS (SHMRING_MAX_CONSUMERS handles already attached); -ENOMEM;
+ * -EMFILE/-ENFILE.
+ */
+SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out);
+
+/*
+ * Open an anonymous (or any) ring from a file descriptor, e.g. one inherited
+ * across fork() or received over a Unix socket. The descriptor is not
+ * consumed: the handle keeps its own. Same validation and errors as
+ * shmring_open, plus -EBADF for a descriptor that is not open.
+ */
+SHMRING_API int shmring_open_fd(int fd, uint32_t flags, shmring_t **out);
+
+/*
+ * The descriptor of the ring's segment, for passing to another process.
+ * Owned by the handle: do not close it. -ENOTSUP on the heap backend,
+ * -EINVAL for NULL.
+ */
+SHMRING_API int shmring_fd(const shmring_t *r);
+
+/*
+ * Close a handle: releases its claims, its consumer entry and, for a
+ * producer, the lease (consumers then drain what is left and get -EPIPE).
+ * NULL is ignored. The ring itself lives on until unlinked and unmapped.
+ */
+SHMRING_API void shmring_close(shmring_t *r);
+
+/*
+ * Remove a ring's name. Handles already open keep working.
+ * Errors: -EINVAL (bad name), -ENOENT, -EACCES.
+ */
+SHMRING_API int shmring_unlink(const char *name);
+
+/* SHMRING_BACKEND_SHM, _MEMFD or _HEAP; -EINVAL for NULL. */
+SHMRING_API int shmring_backend(const shmring_t *r);
+
+/* Slot count and slot size of the ring; 0 for NULL. */
+SHMRING_API uint32_t shmring_slots(const shmring_t *r);
+SHMRING_API uint32_t shmring_slot_size(const shmring_t *r);
+
+/*
+ * Push one message of 0..slot_size bytes (copy API). Never blocks, never
+ * makes a syscall.
+ * Errors: -EINVAL (NULL ring, or NULL msg with len > 0); -EPERM (no producer
+ * role); -EMSGSIZE (len > slot_size); -EAGAIN (full; never in overwrite
+ * mode); -EBUSY (a reservation is open on this handle); -EOWNERDEAD (another
+ * producer took the lease from this handle).
+ */
+SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len);
+
+/*
+ * Pop the oldest message into buf (copy API). Returns its length. The
+ * message is taken only if it fits: otherwise -EMSGSIZE and it stays.
+ * Never blocks, never makes a syscall.
+ * Errors: -EINVAL (NULL ring, or NULL buf with cap > 0); -EPERM (no consumer
+ * role); -EMSGSIZE (cap smaller than the next message); -EAGAIN (empty);
+ * -EPIPE (empty and the producer closed its handle: end of stream).
+ */
+SHMRING_API ssize_t shmring_pop(shmring_t *r, void *buf, size_t cap);
+
+/* ---- Blocking waits ----------------------------------------------------- */
+
+/*
+ * How a *_wait call waits. SPIN: busy-polls (lowest latency, burns a core);
+ * YIELD: polls with sched_yield() between tries (a little slower to react,
+ * gives the core to other runnable threads, still 100% CPU when alone);
+ * SLEEP (default): spins `spins` times, then sleeps on a futex in the shared
+ * header (wake-up costs a few microseconds; no CPU while asleep).
+ */
+#define SHMRING_WAIT_SPIN     1
+#define SHMRING_WAIT_YIELD    2
+#define SHMRING_WAIT_SLEEP    3
+#define SHMRING_DEFAULT_SPINS 2000
+
+/*
+ * Set the wait strategy of this handle and how many polls a SLEEP waiter
+ * makes before sleeping. Errors: -EINVAL (NULL, unknown strategy).
+ */
+SHMRING_API int shmring_set_wait(shmring_t *r, int strategy, uint32_t spins);
+
+/*
+ * Waiting variants. timeout_ns < 0 waits forever, 0 does not wait (same as
+ * the plain call). Signals do not interrupt them (-EINTR is never returned).
+ * Besides the errors of the plain calls: -ETIMEDOUT when the time ran out.
+ * A consumer waiting on an empty ring whose producer died without closing
+ * gets -EPIPE within SHMRING_DEAD_PEER_NS of the death.
+ */
+#define SHMRING_DEAD_PEER_NS 100000000LL /* 100 ms */
+SHMRING_API int shmring_push_wait(shmring_t *r, const void *msg, size_t len, int64_t timeout_ns);
+SHMRING_API ssize_t shmring_pop_wait(shmring_t *r, void *buf, size_t cap, int64_t timeout_ns);
+
+/* ---- Zero-copy ---------------------------------------------------------- */
+
+/* A message held in place by shmring_claim. Fields other than data and len
+ * are private. */
+typedef struct shmring_msg {
+    const void *data; /* payload in shared memory, valid until release */
+    size_t len;
+    uint64_t pos;    /* private */
+    uint32_t slot;   /* private */
+    uint32_t cookie; /* private */
+} shmring_msg_t;
+
+/*
+ * Reserve the next slot for writing in place: *payload points to len bytes
+ * in shared memory (len <= slot_size). Nothing is visible to consumers until
+ * shmring_commit. One reservation at a time per handle.
+ * Errors: as shmring_push, plus -EINVAL for NULL payload and -EBUSY when a
+ * reservation is already open.
+ */
+SHMRING_API int shmring_reserve(shmring_t *r, size_t len, void **payload);
+SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, int64_t timeout_ns);
+
+/*
+ * Publish the open reservation with its final length (len may be smaller
+ * than reserved). Errors: -EINVAL (NULL, no open reservation, len larger
+ * than reserved); -EOWNERDEAD (the lease was taken over meanwhile).
+ */
+SHMRING_API int shmring_commit(shmring_t *r, size_t len);
+
+/*
+ * Take the oldest message in place: m->data and m->len point into shared
+ * memory until shmring_release(m). A handle may hold several claims and
+ * release them in any order; the producer never reuses a claimed slot
+ * before its release (in overwrite mode claims do not hold the producer
+ * back: release then tells whether the data stayed intact).
+ * Errors: -EINVAL (NULL); -EPERM (no consumer role); -EAGAIN (empty);
+ * -EPIPE (end of stream).
+ */
+SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m);
+SHMRING_API int shmring_claim_wait(shmring_t *r, shmring_msg_t *m, int64_t timeout_ns);
+
+/*
+ * Give a claimed slot back. Errors: -EINVAL (NULL, or m not a claim held by
+ * this handle); -ESTALE (overwrite mode: the producer overwrote the slot
+ * while it was claimed, so the data read may be torn and must be discarded;
+ * the claim is released all the same).
+ */
+SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m);
+
+/* ---- Batches ------------------------------------------------------------ */
+
+/*
+ * Push up to n messages (iov[i] each) with one index update. Returns how
+ * many were pushed (>= 1), in order. All lengths are checked first: one
+ * above slot_size gives -EMSGSIZE and nothing is pushed.
+ * Errors: as shmring_push (-EAGAIN when not even one fits).
+ */
+SHMRING_API ssize_t shmring_push_batch(shmring_t *r, const struct iovec *iov, size_t n);
+
+/*
+ * Pop up to n messages with one index update: message i is copied into
+ * iov[i].iov_base (capacity iov[i].iov_len) and iov[i].iov_len is set to its
+ * length. Returns how many were taken (>= 1). A message that does not fit
+ * its buffer ends the batch before it; if it is the first, -EMSGSIZE and
+ * nothing is taken. Errors: as shmring_pop.
+ */
+SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n);
+
+/* ---- Overwrite mode ----------------------------------------------------- */
+
+/*
+ * Messages the producer dropped (overwrite mode) since this handle last
+ * asked or was opened: an upper bound on what this consumer missed, since
+ * some dropped messages might have gone to other consumers had they been
+ * faster. 0 for NULL.
+ */
+SHMRING_API uint64_t shmring_missed(shmring_t *r);
+
+/* ---- Stats -------------------------------------------------------------- */
+
+typedef struct shmring_stats {
+    uint32_t slots, slot_size;
+    uint32_t flags;        /* SHMRING_OVERWRITE, ... as created */
+    int backend;           /* SHMRING_BACKEND_* */
+    uint64_t count;        /* messages in the ring now */
+    uint64_t pushed;       /* messages pushed since creation */
+    uint64_t popped;       /* messages taken by consumers (pop or claim) */
+    uint64_t bytes_pushed; /* payload bytes pushed */
+    uint64_t bytes_popped; /* payload bytes taken */
+    uint64_t dropped;      /* overwritten before any consumer took them */
+    uint64_t abandoned;    /* claimed by a consumer that died before release */
+    uint64_t full_events;  /* pushes that found the ring full */
+    uint64_t empty_events; /* pops that found the ring empty */
+    int32_t producer_pid;  /* holder of the producer lease, 0 if none */
+    int producer_alive;    /* 1 if that holder is alive */
+    int producer_closed;   /* 1 if the last producer closed (end of stream) */
+    uint32_t consumers;    /* live attached consumer handles */
+    uint32_t observers;    /* live attached observer handles */
+    int32_t creator_pid;
+    uint64_t created_ns;     /* CLOCK_REALTIME at creation */
+    uint64_t producer_epoch; /* how many producers have held the lease */
+} shmring_stats_t;
+
+/*
+ * Fill *st. Counters are read without stopping the ring, so they are each
+ * exact but not a single snapshot. Also reclaims the entries and claims of
+ * consumers that died. Errors: -EINVAL (NULL).
+ */
+SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SHMRING_H */

@@ -1,0 +1,241 @@
+/*
+ * The only file that names ck_pr_* or __atomic_*.
+ *
+ * Normal builds map every access to Concurrency Kit (ck_pr), whose x86-64
+ * atomics are inline assembly. ThreadSanitizer cannot see inline assembly,
+ * so sanitizer builds (SHMRING_ATOMIC_BUILTINS) map the same functions to
+ * the compiler's __atomic builtins, which TSan understands. The semantics of
+ * each function are the C11 ones named in it; the ck mapping is at least as
+ * strong on every architecture ck supports.
+ *
+ * Seqlock-protected data (slot payloads, state values) is copied with
+ * shmring__copy_from_shared / shmring__copy_to_shared: memcpy in normal
+ * builds, word-wise relaxed atomics in sanitizer builds, so that TSan
+ * reports only real races and not the benign, validated ones of a seqlock.
+ */
+#ifndef SHMRING_ATOMIC_H
+#define SHMRING_ATOMIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if !defined(SHMRING_ATOMIC_BUILTINS)
+#include <ck_pr.h>
+#endif
+
+#define SHMRING_INLINE static inline __attribute__((always_inline))
+
+#if defined(SHMRING_ATOMIC_BUILTINS)
+
+SHMRING_INLINE uint64_t shmring__load_relaxed_64(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+SHMRING_INLINE uint64_t shmring__load_acquire_64(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+SHMRING_INLINE uint32_t shmring__load_relaxed_32(const uint32_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+SHMRING_INLINE uint32_t shmring__load_acquire_32(const uint32_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+SHMRING_INLINE void shmring__store_relaxed_64(uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+SHMRING_INLINE void shmring__store_release_64(uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+SHMRING_INLINE void shmring__store_relaxed_32(uint32_t *p, uint32_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+SHMRING_INLINE void shmring__store_release_32(uint32_t *p, uint32_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+/* Sequentially consistent compare-and-swap; on failure *expected is updated. */
+SHMRING_INLINE int shmring__cas_64(uint64_t *p, uint64_t *expected, uint64_t desired)
+{
+    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+SHMRING_INLINE int shmring__cas_32(uint32_t *p, uint32_t *expected, uint32_t desired)
+{
+    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+/* Sequentially consistent fetch-and-add. */
+SHMRING_INLINE uint64_t shmring__faa_64(uint64_t *p, uint64_t d)
+{
+    return __atomic_fetch_add(p, d, __ATOMIC_SEQ_CST);
+}
+SHMRING_INLINE uint32_t shmring__faa_32(uint32_t *p, uint32_t d)
+{
+    return __atomic_fetch_add(p, d, __ATOMIC_SEQ_CST);
+}
+/* Sequentially consistent exchange. */
+SHMRING_INLINE uint32_t shmring__xchg_32(uint32_t *p, uint32_t v)
+{
+    return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
+}
+SHMRING_INLINE void shmring__fence_acquire(void)
+{
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+}
+SHMRING_INLINE void shmring__fence_release(void)
+{
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+/* Full fence: orders earlier stores before later loads (Dekker). */
+SHMRING_INLINE void shmring__fence_seq_cst(void)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+SHMRING_INLINE void shmring__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+#else /* Concurrency Kit */
+
+SHMRING_INLINE uint64_t shmring__load_relaxed_64(const uint64_t *p)
+{
+    return ck_pr_load_64(p);
+}
+SHMRING_INLINE uint64_t shmring__load_acquire_64(const uint64_t *p)
+{
+    uint64_t v = ck_pr_load_64(p);
+    ck_pr_fence_acquire();
+    return v;
+}
+SHMRING_INLINE uint32_t shmring__load_relaxed_32(const uint32_t *p)
+{
+    return ck_pr_load_32(p);
+}
+SHMRING_INLINE uint32_t shmring__load_acquire_32(const uint32_t *p)
+{
+    uint32_t v = ck_pr_load_32(p);
+    ck_pr_fence_acquire();
+    return v;
+}
+SHMRING_INLINE void shmring__store_relaxed_64(uint64_t *p, uint64_t v)
+{
+    ck_pr_store_64(p, v);
+}
+SHMRING_INLINE void shmring__store_release_64(uint64_t *p, uint64_t v)
+{
+    ck_pr_fence_release();
+    ck_pr_store_64(p, v);
+}
+SHMRING_INLINE void shmring__store_relaxed_32(uint32_t *p, uint32_t v)
+{
+    ck_pr_store_32(p, v);
+}
+SHMRING_INLINE void shmring__store_release_32(uint32_t *p, uint32_t v)
+{
+    ck_pr_fence_release();
+    ck_pr_store_32(p, v);
+}
+/* ck_pr_cas_*_value is a full barrier (lock cmpxchg on x86-64). */
+SHMRING_INLINE int shmring__cas_64(uint64_t *p, uint64_t *expected, uint64_t desired)
+{
+    return ck_pr_cas_64_value(p, *expected, desired, expected);
+}
+SHMRING_INLINE int shmring__cas_32(uint32_t *p, uint32_t *expected, uint32_t desired)
+{
+    return ck_pr_cas_32_value(p, *expected, desired, expected);
+}
+SHMRING_INLINE uint64_t shmring__faa_64(uint64_t *p, uint64_t d)
+{
+    ck_pr_fence_atomic();
+    uint64_t v = ck_pr_faa_64(p, d);
+    ck_pr_fence_atomic_load();
+    return v;
+}
+SHMRING_INLINE uint32_t shmring__faa_32(uint32_t *p, uint32_t d)
+{
+    ck_pr_fence_atomic();
+    uint32_t v = ck_pr_faa_32(p, d);
+    ck_pr_fence_atomic_load();
+    return v;
+}
+SHMRING_INLINE uint32_t shmring__xchg_32(uint32_t *p, uint32_t v)
+{
+    ck_pr_fence_atomic();
+    uint32_t old = ck_pr_fas_32(p, v);
+    ck_pr_fence_atomic_load();
+    return old;
+}
+SHMRING_INLINE void shmring__fence_acquire(void)
+{
+    ck_pr_fence_acquire();
+}
+SHMRING_INLINE void shmring__fence_release(void)
+{
+    ck_pr_fence_release();
+}
+SHMRING_INLINE void shmring__fence_seq_cst(void)
+{
+    ck_pr_fence_memory();
+}
+SHMRING_INLINE void shmring__cpu_relax(void)
+{
+    ck_pr_stall();
+}
+
+#endif
+
+/*
+ * Copy n bytes out of seqlock-protected shared memory. The source may be
+ * overwritten concurrently; the caller validates the sequence afterwards
+ * and discards the copy if it changed.
+ */
+SHMRING_INLINE void shmring__copy_from_shared(void *dst, const void *src, size_t n)
+{
+#if defined(SHMRING_ATOMIC_BUILTINS)
+    unsigned char *d = (unsigned char *)dst;
+    const unsigned char *s = (const unsigned char *)src;
+    size_t i = 0;
+    if (((uintptr_t)s & 7u) == 0) {
+        for (; i + 8 <= n; i += 8) {
+            uint64_t w = __atomic_load_n((const uint64_t *)(const void *)(s + i), __ATOMIC_RELAXED);
+            memcpy(d + i, &w, 8);
+        }
+    }
+    for (; i < n; i++)
+        d[i] = __atomic_load_n(s + i, __ATOMIC_RELAXED);
+#else
+    memcpy(dst, src, n);
+#endif
+}
+
+/* Copy n bytes into seqlock-protected shared memory that readers may be
+ * reading concurrently (they validate and retry). */
+SHMRING_INLINE void shmring__copy_to_shared(void *dst, const void *src, size_t n)
+{
+#if defined(SHMRING_ATOMIC_BUILTINS)
+    unsigned char *d = (unsigned char *)dst;
+    const unsigned char *s = (const unsigned char *)src;
+    size_t i = 0;
+    if (((uintptr_t)d & 7u) == 0) {
+        for (; i + 8 <= n; i += 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            __atomic_store_n((uint64_t *)(void *)(d + i), w, __ATOMIC_RELAXED);
+        }
+    }
+    for (; i < n; i++)
+        __atomic_store_n(d + i, s[i], __ATOMIC_RELAXED);
+#else
+    memcpy(dst, src, n);
+#endif
+}
+
+#endif /* SHMRING_ATOMIC_H */

@@ -1,0 +1,67 @@
+/* Error text, the log hook and the run-time version. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "shmring.h"
+
+static shmring_log_fn log_fn;
+static void *log_ctx;
+
+SHMRING_API void shmring_set_log(shmring_log_fn fn, void *ctx)
+{
+    __atomic_store_n(&log_ctx, ctx, __ATOMIC_RELAXED);
+    __atomic_store_n(&log_fn, fn, __ATOMIC_RELEASE);
+}
+
+void shmring__log_line(const char *line);
+void shmring__log_line(const char *line)
+{
+    shmring_log_fn fn = __atomic_load_n(&log_fn, __ATOMIC_ACQUIRE);
+    if (fn != NULL)
+        fn(line, __atomic_load_n(&log_ctx, __ATOMIC_RELAXED));
+    else
+        fprintf(stderr, "shmring: %s\n", line);
+}
+
+SHMRING_API const char *shmring_strerror(int err)
+{
+    if (err < 0)
+        err = -err;
+    switch (err) {
+    case 0:
+        return "success";
+    case EAGAIN:
+        return "would block: ring empty or full, or segment not ready";
+    case EPIPE:
+        return "end of stream: the producer is gone and the ring is drained";
+    case EMSGSIZE:
+        return "message too large for the slot or the buffer";
+    case EPERM:
+        return "the handle does not have the role this call needs";
+    case EBUSY:
+        return "busy: another live producer holds the lease, or a reservation is open";
+    case EPROTO:
+        return "not a valid shmring segment (bad magic, corrupt or truncated header)";
+    case EPROTONOSUPPORT:
+        return "segment has an unsupported layout version";
+    case EPROTOTYPE:
+        return "segment holds another kind of object";
+    case EUSERS:
+        return "too many handles attached to the segment";
+    case ESTALE:
+        return "claimed data was overwritten while held";
+    case EOWNERDEAD:
+        return "the producer lease was taken over by another handle";
+    case ETIMEDOUT:
+        return "timed out";
+    default:
+        return strerror(err);
+    }
+}
+
+SHMRING_API const char *shmring_version(void)
+{
+    return SHMRING_VERSION_STRING;
+}

@@ -1,0 +1,1176 @@
+/*
+ * The single-producer / multi-consumer ring.
+ *
+ * Memory-ordering edges (labels used in the comments below):
+ *
+ *   P1  producer: seq := 2p+1 (relaxed), release fence, payload and len.
+ *   P2  producer: seq := 2p+2, release. Publishes payload and len.
+ *   C1  consumer: seq load, acquire. Pairs with P2: sees payload and len.
+ *   C2  consumer: after copying, acquire fence, seq re-load. Pairs with P1:
+ *       a copy that saw any byte of a newer write sees seq changed.
+ *   C3  consumer: CAS read_index r -> r+1 (seq_cst). The only step that
+ *       delivers a message; a consumer that dies before it holds nothing.
+ *   P3  producer: read_index load, acquire. Pairs with C3: every slot below
+ *       read_index has been copied out (or is claimed, see Z1).
+ *   Z1  claimer: claim := (r, me) (CAS, seq_cst) before C3. The producer's
+ *       P3 then Z2 loads see the claim of any position below read_index.
+ *   Z2  producer: claim load, acquire. Pairs with Z3.
+ *   Z3  release: claim := 0, release: the consumer's reads of the payload
+ *       happen before the producer rewrites the slot.
+ *   O1  overwrite producer: CAS read_index forward past the oldest messages
+ *       (counted as dropped) before P1; a consumer racing with it fails C2
+ *       or C3 and retries, so it never returns a torn message.
+ *   W*  wake-ups: see wait.h (Dekker between publishing and the sleep flag).
+ *
+ * Everything read from the shared segment is treated as untrusted: slot
+ * indices are masked, lengths checked against the validated slot size,
+ * claim owners checked against the party table size, and every retry loop
+ * that depends on peer-written values is bounded.
+ */
+#define _GNU_SOURCE
+#include "ring.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "atomic.h"
+#include "wait.h"
+
+#define DEFAULT_SLOTS     1024u
+#define DEFAULT_SLOT_SIZE 256u
+#define MAX_RETRIES       (1u << 20) /* bound on retries against peer-written state */
+#define CLAIM_OWNER_BITS  8u
+#define CLAIM_OWNER_MASK  ((1u << CLAIM_OWNER_BITS) - 1u)
+
+#define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
+#define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
+#define CREATE_FLAGS  (ROLE_FLAGS | BACKEND_FLAGS | SHMRING_OVERWRITE | SHMRING_ALLOW_INSECURE)
+#define OPEN_FLAGS    (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
+
+struct shmring {
+    struct shmring__seg *seg;
+    struct shmring__ring_shared *sh;
+    unsigned char *data;
+    uint64_t mask;
+    size_t stride;
+    uint32_t nslots;
+    uint32_t slot_size;
+    uint32_t roles;
+    int overwrite;
+    int party; /* consumer/observer entry, or -1 */
+    int producer;
+    uint32_t lease_generation;
+    uint32_t cookie;
+    /* producer-local */
+    uint64_t w;           /* next position to write */
+    uint64_t cached_read; /* last read_index seen (P3) */
+    int reserved;
+    size_t reserved_len;
+    struct shmring__slot *reserved_slot;
+    /* consumer-local */
+    uint64_t seen_dropped;
+    /* waiting */
+    int wait_strategy;
+    uint32_t spins;
+};
+
+/* ---- Layout ------------------------------------------------------------- */
+
+static uint64_t stride_of(uint32_t slot_size)
+{
+    return ((uint64_t)SHMRING__SLOT_HEADER + slot_size + SHMRING__LINE - 1) &
+           ~(uint64_t)(SHMRING__LINE - 1);
+}
+
+int shmring__ring_layout(const uint32_t param[4], uint32_t flags, uint64_t *total)
+{
+    uint32_t slots = param[0], slot_size = param[1];
+    if (slots < 2 || slots > SHMRING_MAX_SLOTS || (slots & (slots - 1)) != 0)
+        return -EINVAL;
+    if (slot_size > SHMRING_MAX_SLOT_SIZE)
+        return -EINVAL;
+    if (param[2] != stride_of(slot_size) || param[3] != 0)
+        return -EINVAL;
+    if (flags & ~SHMRING_OVERWRITE)
+        return -EINVAL;
+    uint64_t t = SHMRING__HEADER_SIZE + (uint64_t)slots * param[2];
+    if (t > SHMRING__MAX_TOTAL)
+        return -EINVAL;
+    *total = t;
+    return 0;
+}
+
+static inline struct shmring__slot *slot_at(const shmring_t *r, uint64_t pos)
+{
+    return (struct shmring__slot *)(void *)(r->data + (size_t)(pos & r->mask) * r->stride);
+}
+
+static inline unsigned char *payload_of(struct shmring__slot *s)
+{
+    return (unsigned char *)s + SHMRING__SLOT_HEADER;
+}
+
+static inline uint64_t published(uint64_t pos)
+{
+    return 2 * pos + 2;
+}
+
+static inline uint64_t claim_word(uint64_t pos, unsigned owner)
+{
+    return ((pos + 1) << CLAIM_OWNER_BITS) | owner;
+}
+
+static inline uint64_t claim_pos(uint64_t c)
+{
+    return (c >> CLAIM_OWNER_BITS) - 1;
+}
+
+static inline struct shmring__party *my_party(const shmring_t *r)
+{
+    return &r->seg->hdr->party[r->party];
+}
+
+/* Owner-only counter: a plain increment published with a relaxed store. */
+static inline void count(uint64_t *c, uint64_t n)
+{
+    /* Relaxed: one writer; readers (stats) want a recent value, not ordering. */
+    shmring__store_relaxed_64(c, shmring__load_relaxed_64(c) + n);
+}
+
+static inline uint32_t lease_state(const shmring_t *r)
+{
+    /* Acquire: pairs with the release in shmring__party_release() (CLOSED). */
+    return SHMRING__OWNER_STATE(shmring__load_acquire_64(&r->seg->hdr->party[0].owner));
+}
+
+/* ---- Reclaiming dead consumers ----------------------------------------- */
+
+/* Fold the counters of a departing entry into the retired ones. */
+static void fold_counters(struct shmring__ring_shared *sh, struct shmring__party *p)
+{
+    shmring__faa_64(&sh->retired_popped, shmring__load_relaxed_64(&p->counter[SHMRING__C_POPPED]));
+    shmring__faa_64(&sh->retired_bytes, shmring__load_relaxed_64(&p->counter[SHMRING__C_BYTES]));
+    shmring__faa_64(&sh->retired_empty, shmring__load_relaxed_64(&p->counter[SHMRING__C_EMPTY]));
+}
+
+/*
+ * Clear every claim of entry `owner`. Claims of delivered positions (below
+ * read_index) are counted as abandoned when `abandon` is set; a pending claim
+ * (its CAS on read_index not done or lost) held nothing.
+ */
+static void sweep_claims(shmring_t *r, unsigned owner, int abandon)
+{
+    if (r->overwrite)
+        return;
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < r->nslots; i++) {
+        struct shmring__slot *s = slot_at(r, i);
+        uint64_t c = shmring__load_relaxed_64(&s->claim);
+        if (c == 0 || (c & CLAIM_OWNER_MASK) != owner)
+            continue;
+        uint64_t ri = shmring__load_acquire_64(&r->sh->read_index);
+        /* Z3: release, pairs with Z2 in produce_begin(). */
+        if (shmring__cas_64(&s->claim, &c, 0) && abandon && claim_pos(c) < ri)
+            n++;
+    }
+    if (n > 0)
+        shmring__faa_64(&r->sh->abandoned, n);
+    if (n > 0 || !abandon)
+        shmring__ec_notify(&r->sh->space_ec);
+}
+
+static void reclaim_entry(struct shmring__seg *seg, unsigned index, void *ctx)
+{
+    shmring_t *r = ctx;
+    (void)seg;
+    sweep_claims(r, index, 1);
+    fold_counters(r->sh, &r->seg->hdr->party[index]);
+}
+
+/* If consumer entry `owner` is dead, reclaim it. Returns 1 if it did. */
+static int reclaim_if_dead(shmring_t *r, unsigned owner)
+{
+    if (owner < 1 || owner >= SHMRING__PARTIES || (int)owner == r->party)
+        return 0;
+    if (!shmring__party_seize_dead(r->seg, owner))
+        return 0;
+    reclaim_entry(r->seg, owner, r);
+    shmring__party_release(r->seg, owner, SHMRING__PARTY_FREE);
+    return 1;
+}
+
+/* Reclaim every dead consumer entry (slow paths only: makes syscalls). */
+static void reclaim_dead(shmring_t *r)
+{
+    for (unsigned i = 1; i < SHMRING__PARTIES; i++)
+        reclaim_if_dead(r, i);
+}
+
+/* ---- Producer ----------------------------------------------------------- */
+
+/* Position the producer resumes at after taking the lease. */
+static uint64_t resume_position(shmring_t *r)
+{
+    /* Acquire: the previous producer's last write_index store (P2 order). */
+    uint64_t w = shmring__load_acquire_64(&r->sh->write_index);
+    /* A producer that died between P2 and its write_index store published
+     * one more message than write_index says. */
+    if (shmring__load_acquire_64(&slot_at(r, w)->seq) == published(w))
+        w++;
+    return w;
+}
+
+/* Make room for position w in overwrite mode (O1). */
+static int overwrite_room(shmring_t *r, uint64_t w)
+{
+    uint64_t ri = r->cached_read;
+    for (unsigned i = 0; i < MAX_RETRIES; i++) {
+        if (ri > w)
+            return -EPROTO; /* consumers past the producer: corrupt segment */
+        if (w - ri < r->nslots) {
+            r->cached_read = ri;
+            return 0;
+        }
+        uint64_t target = w - r->nslots + 1;
+        /* O1: CAS, pairs with C3; moves the oldest messages out of reach. */
+        if (shmring__cas_64(&r->sh->read_index, &ri, target)) {
+            count(&r->sh->dropped, target - ri);
+            r->cached_read = target;
+            return 0;
+        }
+    }
+    return -EAGAIN;
+}
+
+/*
+ * Find room for the slot of position w: -EAGAIN if full (never in overwrite
+ * mode). No syscall unless the slot is held by a claim.
+ */
+static int room_for(shmring_t *r, uint64_t w, int slow)
+{
+    if (w - r->cached_read >= r->nslots) {
+        /* P3: acquire, pairs with C3 (and Z1 through it). */
+        r->cached_read = shmring__load_acquire_64(&r->sh->read_index);
+        if (r->cached_read > w)
+            return -EPROTO;
+        if (w - r->cached_read >= r->nslots) {
+            if (!r->overwrite)
+                return -EAGAIN;
+            int rc = overwrite_room(r, w);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    if (r->overwrite)
+        return 0;
+    struct shmring__slot *s = slot_at(r, w);
+    /* Z2: acquire, pairs with Z3 (release) and Z1. */
+    uint64_t c = shmring__load_acquire_64(&s->claim);
+    if (c == 0)
+        return 0;
+    if (slow && reclaim_if_dead(r, (unsigned)(c & CLAIM_OWNER_MASK)) &&
+        shmring__load_acquire_64(&s->claim) == 0)
+        return 0;
+    return -EAGAIN;
+}
+
+/* P1: mark the slot of w as being written. */
+static inline struct shmring__slot *write_begin(shmring_t *r, uint64_t w)
+{
+    struct shmring__slot *s = slot_at(r, w);
+    shmring__store_relaxed_64(&s->seq, 2 * w + 1);
+    /* P1: release fence: seq odd is ordered before the payload stores. */
+    shmring__fence_release();
+    return s;
+}
+
+/* P2: publish the slot of w. */
+static inline void write_end(struct shmring__slot *s, uint64_t w, uint32_t len)
+{
+    shmring__store_relaxed_32(&s->len, len);
+    /* P2: release, pairs with C1 in read_slot(). */
+    shmring__store_release_64(&s->seq, published(w));
+}
+
+/* After one or more write_end: advance write_index and wake sleepers. */
+static inline void write_commit(shmring_t *r, uint64_t n, uint64_t bytes)
+{
+    r->w += n;
+    /* Release: write_index is for stats and for a successor producer; the
+     * consumers poll slots, not this line. */
+    shmring__store_release_64(&r->sh->write_index, r->w);
+    count(&r->sh->pushed, n);
+    count(&r->sh->bytes_pushed, bytes);
+    shmring__ec_notify(&r->sh->data_ec);
+}
+
+static int producer_check(const shmring_t *r)
+{
+    if (r == NULL)
+        return -EINVAL;
+    if (!r->producer)
+        return -EPERM;
+    if (r->reserved)
+        return -EBUSY;
+    return 0;
+}
+
+/* On the slow path only: did another handle take our lease? */
+static int lease_lost(const shmring_t *r)
+{
+    const struct shmring__party *p = &r->seg->hdr->party[0];
+    uint64_t o = shmring__load_acquire_64(&p->owner);
+    return SHMRING__OWNER_PID(o) != getpid() ||
+           shmring__load_relaxed_32(&p->generation) != r->lease_generation;
+}
+
+static int push_try(shmring_t *r, const void *msg, size_t len, int slow)
+{
+    int rc = room_for(r, r->w, slow);
+    if (rc < 0)
+        return rc;
+    struct shmring__slot *s = write_begin(r, r->w);
+    shmring__copy_to_shared(payload_of(s), msg, len);
+    write_end(s, r->w, (uint32_t)len);
+    write_commit(r, 1, len);
+    return 0;
+}
+
+static int push_full(shmring_t *r, int rc)
+{
+    if (rc == -EAGAIN) {
+        count(&r->sh->full_events, 1);
+        if (lease_lost(r))
+            return -EOWNERDEAD;
+    }
+    return rc;
+}
+
+SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len)
+{
+    int rc = producer_check(r);
+    if (rc < 0)
+        return rc;
+    if (msg == NULL && len > 0)
+        return -EINVAL;
+    if (len > r->slot_size)
+        return -EMSGSIZE;
+    rc = push_try(r, msg, len, 0);
+    if (rc == -EAGAIN)
+        rc = push_try(r, msg, len, 1);
+    return rc < 0 ? push_full(r, rc) : 0;
+}
+
+SHMRING_API ssize_t shmring_push_batch(shmring_t *r, const struct iovec *iov, size_t n)
+{
+    int rc = producer_check(r);
+    if (rc < 0)
+        return rc;
+    if (iov == NULL && n > 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (iov[i].iov_base == NULL && iov[i].iov_len > 0)
+            return -EINVAL;
+        if (iov[i].iov_len > r->slot_size)
+            return -EMSGSIZE;
+    }
+    size_t done = 0;
+    uint64_t bytes = 0;
+    while (done < n) {
+        uint64_t w = r->w + done;
+        rc = room_for(r, w, done == 0);
+        if (rc < 0)
+            break;
+        struct shmring__slot *s = write_begin(r, w);
+        shmring__copy_to_shared(payload_of(s), iov[done].iov_base, iov[done].iov_len);
+        write_end(s, w, (uint32_t)iov[done].iov_len);
+        bytes += iov[done].iov_len;
+        done++;
+    }
+    if (done > 0) {
+        write_commit(r, done, bytes);
+        return (ssize_t)done;
+    }
+    return n == 0 ? 0 : push_full(r, rc);
+}
+
+SHMRING_API int shmring_reserve(shmring_t *r, size_t len, void **payload)
+{
+    int rc = producer_check(r);
+    if (rc < 0)
+        return rc;
+    if (payload == NULL)
+        return -EINVAL;
+    if (len > r->slot_size)
+        return -EMSGSIZE;
+    rc = room_for(r, r->w, 0);
+    if (rc == -EAGAIN)
+        rc = room_for(r, r->w, 1);
+    if (rc < 0)
+        return push_full(r, rc);
+    r->reserved_slot = write_begin(r, r->w);
+    r->reserved = 1;
+    r->reserved_len = len;
+    *payload = payload_of(r->reserved_slot);
+    return 0;
+}
+
+SHMRING_API int shmring_commit(shmring_t *r, size_t len)
+{
+    if (r == NULL || !r->producer || !r->reserved || len > r->reserved_len)
+        return -EINVAL;
+    write_end(r->reserved_slot, r->w, (uint32_t)len);
+    r->reserved = 0;
+    r->reserved_slot = NULL;
+    write_commit(r, 1, len);
+    return 0;
+}
+
+/* ---- Consumer ----------------------------------------------------------- */
+
+enum slot_state { SLOT_READY, SLOT_EMPTY, SLOT_STALE, SLOT_CORRUPT };
+
+/*
+ * C1: is position r published in its slot? STALE: read_index moved (retry);
+ * CORRUPT: the slot claims a later position while read_index has not moved.
+ */
+static enum slot_state read_slot(const shmring_t *r, uint64_t pos, uint64_t *seq)
+{
+    struct shmring__slot *s = slot_at(r, pos);
+    /* C1: acquire, pairs with P2. */
+    uint64_t q = shmring__load_acquire_64(&s->seq);
+    *seq = q;
+    if (q == published(pos))
+        return SLOT_READY;
+    /* Relaxed: only compared with the value loaded before. */
+    if (shmring__load_relaxed_64(&r->sh->read_index) != pos)
+        return SLOT_STALE;
+    return q > published(pos) ? SLOT_CORRUPT : SLOT_EMPTY;
+}
+
+/* Length of a published slot, checked against the validated slot size. */
+static inline int slot_len(const shmring_t *r, struct shmring__slot *s, uint32_t *len)
+{
+    /* Relaxed: ordered by C1 before and C2 after. Peer-written: checked. */
+    uint32_t l = shmring__load_relaxed_32(&s->len);
+    if (l > r->slot_size)
+        return -EPROTO;
+    *len = l;
+    return 0;
+}
+
+/* C2: did the slot keep its sequence while we read it? */
+static inline int seq_unchanged(struct shmring__slot *s, uint64_t seq)
+{
+    /* C2: acquire fence, pairs with the release fence of P1. */
+    shmring__fence_acquire();
+    return shmring__load_relaxed_64(&s->seq) == seq;
+}
+
+/* Empty ring: -EPIPE if the producer closed (and the ring is still empty). */
+static int empty_result(const shmring_t *r, uint64_t pos)
+{
+    if (lease_state(r) != SHMRING__PARTY_CLOSED)
+        return -EAGAIN;
+    uint64_t q;
+    /* Re-check after seeing CLOSED: messages published before the close. */
+    return read_slot(r, pos, &q) == SLOT_EMPTY ? -EPIPE : -EAGAIN;
+}
+
+static int consumer_check(const shmring_t *r)
+{
+    if (r == NULL)
+        return -EINVAL;
+    if (!(r->roles & SHMRING_CONSUMER))
+        return -EPERM;
+    return 0;
+}
+
+static inline void consumed(shmring_t *r, uint64_t n, uint64_t bytes)
+{
+    struct shmring__party *p = my_party(r);
+    count(&p->counter[SHMRING__C_POPPED], n);
+    count(&p->counter[SHMRING__C_BYTES], bytes);
+    /* After C3 (a full barrier): wake a producer waiting for space. */
+    shmring__ec_notify(&r->sh->space_ec);
+}
+
+/* One try of a copy pop: length, -EAGAIN, -EPIPE, -EMSGSIZE or -EPROTO. */
+static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
+{
+    for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
+        uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
+        uint64_t seq;
+        enum slot_state st = read_slot(r, pos, &seq);
+        if (st == SLOT_STALE)
+            continue;
+        if (st == SLOT_EMPTY)
+            return empty_result(r, pos);
+        if (st == SLOT_CORRUPT)
+            return -EPROTO;
+        struct shmring__slot *s = slot_at(r, pos);
+        uint32_t len;
+        int bad = slot_len(r, s, &len);
+        if (bad < 0 || len > cap) {
+            if (!seq_unchanged(s, seq))
+                continue;
+            return bad < 0 ? bad : -EMSGSIZE;
+        }
+        shmring__copy_from_shared(buf, payload_of(s), len);
+        if (!seq_unchanged(s, seq))
+            continue;
+        /* C3: CAS, the delivering step; pairs with P3 and other consumers. */
+        if (shmring__cas_64(&r->sh->read_index, &pos, pos + 1)) {
+            consumed(r, 1, len);
+            return (ssize_t)len;
+        }
+    }
+    return -EAGAIN;
+}
+
+static ssize_t pop_result(shmring_t *r, ssize_t rc)
+{
+    if (rc == -EAGAIN || rc == -EPIPE || rc == -ETIMEDOUT)
+        count(&my_party(r)->counter[SHMRING__C_EMPTY], 1);
+    return rc;
+}
+
+SHMRING_API ssize_t shmring_pop(shmring_t *r, void *buf, size_t cap)
+{
+    int rc = consumer_check(r);
+    if (rc < 0)
+        return rc;
+    if (buf == NULL && cap > 0)
+        return -EINVAL;
+    return pop_result(r, pop_try(r, buf, cap));
+}
+
+/* Collect up to n published, fitting messages from pos; returns how many. */
+static size_t batch_copy(shmring_t *r, uint64_t pos, struct iovec *iov, size_t n, uint64_t *seqs,
+                         size_t *lens, int *first_error)
+{
+    size_t k = 0;
+    *first_error = 0;
+    for (; k < n; k++) {
+        uint64_t seq;
+        enum slot_state st = read_slot(r, pos + k, &seq);
+        if (st != SLOT_READY) {
+            if (k == 0)
+                *first_error = st == SLOT_EMPTY ? -EAGAIN : st == SLOT_STALE ? -ESTALE : -EPROTO;
+            break;
+        }
+        struct shmring__slot *s = slot_at(r, pos + k);
+        uint32_t len;
+        int bad = slot_len(r, s, &len);
+        if (bad < 0 || len > iov[k].iov_len) {
+            if (k == 0)
+                *first_error = !seq_unchanged(s, seq) ? -ESTALE : bad < 0 ? bad : -EMSGSIZE;
+            break;
+        }
+        shmring__copy_from_shared(iov[k].iov_base, payload_of(s), len);
+        seqs[k] = seq;
+        lens[k] = len;
+    }
+    /* C2 for every copied slot. */
+    for (size_t i = 0; i < k; i++)
+        if (!seq_unchanged(slot_at(r, pos + i), seqs[i]))
+            return i;
+    return k;
+}
+
+#define BATCH_MAX 64
+
+SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
+{
+    int rc = consumer_check(r);
+    if (rc < 0)
+        return rc;
+    if (iov == NULL && n > 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (iov[i].iov_base == NULL && iov[i].iov_len > 0)
+            return -EINVAL;
+    if (n == 0)
+        return 0;
+    if (n > BATCH_MAX)
+        n = BATCH_MAX;
+    uint64_t seqs[BATCH_MAX];
+    size_t lens[BATCH_MAX];
+    for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
+        uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
+        int err;
+        size_t k = batch_copy(r, pos, iov, n, seqs, lens, &err);
+        if (k == 0) {
+            if (err == -ESTALE || err == 0)
+                continue;
+            if (err == -EAGAIN)
+                return pop_result(r, empty_result(r, pos));
+            return err;
+        }
+        /* C3 for the whole batch: one index update. */
+        if (shmring__cas_64(&r->sh->read_index, &pos, pos + k)) {
+            uint64_t bytes = 0;
+            for (size_t i = 0; i < k; i++) {
+                iov[i].iov_len = lens[i];
+                bytes += lens[i];
+            }
+            consumed(r, k, bytes);
+            return (ssize_t)k;
+        }
+    }
+    return pop_result(r, -EAGAIN);
+}
+
+/* ---- Zero-copy consumer ------------------------------------------------- */
+
+static void fill_msg(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint32_t len)
+{
+    m->data = payload_of(slot_at(r, pos));
+    m->len = len;
+    m->pos = pos;
+    m->slot = (uint32_t)(pos & r->mask);
+    m->cookie = r->cookie;
+}
+
+/* Overwrite mode: claims do not hold the producer back (checked at release). */
+static int claim_overwrite(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t seq)
+{
+    struct shmring__slot *s = slot_at(r, pos);
+    uint32_t len;
+    int bad = slot_len(r, s, &len);
+    if (bad < 0)
+        return seq_unchanged(s, seq) ? bad : -ESTALE;
+    /* C3. */
+    if (!shmring__cas_64(&r->sh->read_index, &pos, pos + 1))
+        return -ESTALE;
+    fill_msg(r, m, pos, len);
+    count(&my_party(r)->counter[SHMRING__C_CLAIMS], 1);
+    consumed(r, 1, len);
+    return 0;
+}
+
+/* Z1 then C3; -ESTALE means "retry". */
+static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t seq)
+{
+    struct shmring__slot *s = slot_at(r, pos);
+    uint64_t c = shmring__load_relaxed_64(&s->claim);
+    if (c != 0) {
+        /* Another consumer is claiming this position (or died doing so). */
+        if (claim_pos(c) == pos && reclaim_if_dead(r, (unsigned)(c & CLAIM_OWNER_MASK)))
+            return -ESTALE;
+        shmring__cpu_relax();
+        return -ESTALE;
+    }
+    /* Z1: CAS, seq_cst; ordered before C3 below. */
+    if (!shmring__cas_64(&s->claim, &c, claim_word(pos, (unsigned)r->party)))
+        return -ESTALE;
+    uint32_t len;
+    int bad = slot_len(r, s, &len);
+    if (bad == 0 && !seq_unchanged(s, seq))
+        bad = -ESTALE;
+    /* C3. */
+    if (bad == 0 && shmring__cas_64(&r->sh->read_index, &pos, pos + 1)) {
+        fill_msg(r, m, pos, len);
+        count(&my_party(r)->counter[SHMRING__C_CLAIMS], 1);
+        consumed(r, 1, len);
+        return 0;
+    }
+    /* Z3: release, lost the race: give the slot back. */
+    shmring__store_release_64(&s->claim, 0);
+    return bad == -EPROTO ? -EPROTO : -ESTALE;
+}
+
+static int claim_try(shmring_t *r, shmring_msg_t *m)
+{
+    for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
+        uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
+        uint64_t seq;
+        enum slot_state st = read_slot(r, pos, &seq);
+        if (st == SLOT_STALE)
+            continue;
+        if (st == SLOT_EMPTY)
+            return empty_result(r, pos);
+        if (st == SLOT_CORRUPT)
+            return -EPROTO;
+        int rc = r->overwrite ? claim_overwrite(r, m, pos, seq) : claim_pinned(r, m, pos, seq);
+        if (rc != -ESTALE)
+            return rc;
+    }
+    return -EAGAIN;
+}
+
+SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
+{
+    int rc = consumer_check(r);
+    if (rc < 0)
+        return rc;
+    if (m == NULL)
+        return -EINVAL;
+    return (int)pop_result(r, claim_try(r, m));
+}
+
+SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
+{
+    if (r == NULL || m == NULL || r->party < 0 || !(r->roles & SHMRING_CONSUMER))
+        return -EINVAL;
+    if (m->cookie != r->cookie || m->slot >= r->nslots || (m->pos & r->mask) != m->slot ||
+        m->data == NULL)
+        return -EINVAL;
+    struct shmring__slot *s = slot_at(r, m->pos);
+    uint64_t *held = &my_party(r)->counter[SHMRING__C_CLAIMS];
+    int rc = 0;
+    if (r->overwrite) {
+        if (!seq_unchanged(s, published(m->pos)))
+            rc = -ESTALE;
+    } else {
+        uint64_t c = claim_word(m->pos, (unsigned)r->party);
+        if (shmring__load_relaxed_64(&s->claim) != c)
+            return -EINVAL;
+        /* Z3: release, pairs with Z2 in room_for(): our reads of the
+         * payload happen before the producer rewrites the slot. */
+        shmring__store_release_64(&s->claim, 0);
+        shmring__ec_notify(&r->sh->space_ec);
+    }
+    if (shmring__load_relaxed_64(held) > 0)
+        count(held, (uint64_t)-1);
+    m->data = NULL;
+    m->cookie = 0;
+    return rc;
+}
+
+SHMRING_API uint64_t shmring_missed(shmring_t *r)
+{
+    if (r == NULL)
+        return 0;
+    /* Relaxed: a statistic. */
+    uint64_t d = shmring__load_relaxed_64(&r->sh->dropped);
+    uint64_t n = d - r->seen_dropped;
+    r->seen_dropped = d;
+    return n;
+}
+
+/* ---- Waiting ------------------------------------------------------------ */
+
+SHMRING_API int shmring_set_wait(shmring_t *r, int strategy, uint32_t spins)
+{
+    if (r == NULL)
+        return -EINVAL;
+    if (strategy != SHMRING_WAIT_SPIN && strategy != SHMRING_WAIT_YIELD &&
+        strategy != SHMRING_WAIT_SLEEP)
+        return -EINVAL;
+    r->wait_strategy = strategy;
+    r->spins = spins;
+    return 0;
+}
+
+enum wait_op { OP_PUSH, OP_POP, OP_CLAIM, OP_RESERVE };
+
+struct wait_args {
+    const void *msg;
+    void *buf;
+    size_t len;
+    shmring_msg_t *m;
+    void **payload;
+};
+
+static ssize_t op_try(shmring_t *r, enum wait_op op, struct wait_args *a, int slow)
+{
+    switch (op) {
+    case OP_PUSH:
+        return push_try(r, a->msg, a->len, slow);
+    case OP_RESERVE: {
+        int rc = room_for(r, r->w, slow);
+        if (rc < 0)
+            return rc;
+        r->reserved_slot = write_begin(r, r->w);
+        r->reserved = 1;
+        r->reserved_len = a->len;
+        *a->payload = payload_of(r->reserved_slot);
+        return 0;
+    }
+    case OP_POP:
+        return pop_try(r, a->buf, a->len);
+    case OP_CLAIM:
+        return claim_try(r, a->m);
+    }
+    return -EINVAL;
+}
+
+/* Slow-path checks while waiting: a dead producer ends the stream for
+ * consumers; dead consumers' claims are reclaimed for the producer. */
+static int peer_check(shmring_t *r, enum wait_op op)
+{
+    if (op == OP_PUSH || op == OP_RESERVE) {
+        reclaim_dead(r);
+        return lease_lost(r) ? -EOWNERDEAD : 0;
+    }
+    uint64_t o = shmring__load_acquire_64(&r->seg->hdr->party[0].owner);
+    uint32_t st = SHMRING__OWNER_STATE(o);
+    if ((st == SHMRING__PARTY_ACTIVE || st == SHMRING__PARTY_TAKING) &&
+        !shmring__party_alive(r->seg, 0))
+        return -EPIPE;
+    return 0;
+}
+
+static uint64_t deadline_of(int64_t timeout_ns)
+{
+    if (timeout_ns < 0)
+        return UINT64_MAX;
+    return shmring__now_ns() + (uint64_t)timeout_ns;
+}
+
+static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int64_t timeout_ns)
+{
+    ssize_t rc = op_try(r, op, a, 0);
+    if (rc != -EAGAIN || timeout_ns == 0)
+        return rc;
+    uint32_t *ec = (op == OP_PUSH || op == OP_RESERVE) ? &r->sh->space_ec : &r->sh->data_ec;
+    uint64_t deadline = deadline_of(timeout_ns);
+    uint64_t next_check = shmring__now_ns() + SHMRING_DEAD_PEER_NS;
+    for (uint64_t spin = 0;; spin++) {
+        int may_sleep = r->wait_strategy == SHMRING_WAIT_SLEEP && spin >= r->spins;
+        uint32_t v = may_sleep ? shmring__ec_prepare(ec) : 0;
+        rc = op_try(r, op, a, may_sleep);
+        if (rc != -EAGAIN)
+            return rc;
+        if (!may_sleep && (spin & 255) != 0) {
+            if (r->wait_strategy == SHMRING_WAIT_YIELD)
+                sched_yield();
+            else
+                shmring__cpu_relax();
+            continue;
+        }
+        uint64_t now = shmring__now_ns();
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        if (now >= next_check) {
+            int prc = peer_check(r, op);
+            if (prc < 0) {
+                rc = op_try(r, op, a, 1);
+                return rc != -EAGAIN ? rc : prc;
+            }
+            next_check = now + SHMRING_DEAD_PEER_NS;
+        }
+        if (may_sleep) {
+            uint64_t left = deadline - now;
+            uint64_t until_check = next_check > now ? next_check - now : 1;
+            shmring__ec_sleep(ec, v, left < until_check ? left : until_check);
+        } else if (r->wait_strategy == SHMRING_WAIT_YIELD) {
+            sched_yield();
+        }
+    }
+}
+
+/* Producer-side result of a wait: counts a full ring, notices a lost lease. */
+static int wait_result(shmring_t *r, int rc)
+{
+    if (rc != -EAGAIN && rc != -ETIMEDOUT)
+        return rc;
+    int f = push_full(r, -EAGAIN);
+    return f == -EOWNERDEAD ? f : rc;
+}
+
+SHMRING_API int shmring_push_wait(shmring_t *r, const void *msg, size_t len, int64_t timeout_ns)
+{
+    int rc = producer_check(r);
+    if (rc < 0)
+        return rc;
+    if (msg == NULL && len > 0)
+        return -EINVAL;
+    if (len > r->slot_size)
+        return -EMSGSIZE;
+    struct wait_args a = {.msg = msg, .len = len};
+    return wait_result(r, (int)wait_loop(r, OP_PUSH, &a, timeout_ns));
+}
+
+SHMRING_API ssize_t shmring_pop_wait(shmring_t *r, void *buf, size_t cap, int64_t timeout_ns)
+{
+    int rc = consumer_check(r);
+    if (rc < 0)
+        return rc;
+    if (buf == NULL && cap > 0)
+        return -EINVAL;
+    struct wait_args a = {.buf = buf, .len = cap};
+    return pop_result(r, wait_loop(r, OP_POP, &a, timeout_ns));
+}
+
+SHMRING_API int shmring_claim_wait(shmring_t *r, shmring_msg_t *m, int64_t timeout_ns)
+{
+    int rc = consumer_check(r);
+    if (rc < 0)
+        return rc;
+    if (m == NULL)
+        return -EINVAL;
+    struct wait_args a = {.m = m};
+    return (int)pop_result(r, wait_loop(r, OP_CLAIM, &a, timeout_ns));
+}
+
+SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, int64_t timeout_ns)
+{
+    int rc = producer_check(r);
+    if (rc < 0)
+        return rc;
+    if (payload == NULL)
+        return -EINVAL;
+    if (len > r->slot_size)
+        return -EMSGSIZE;
+    struct wait_args a = {.len = len, .payload = payload};
+    return wait_result(r, (int)wait_loop(r, OP_RESERVE, &a, timeout_ns));
+}
+
+/* ---- Handles ------------------------------------------------------------ */
+
+static int attach_roles(shmring_t *r, uint32_t roles)
+{
+    r->party = -1;
+    if (roles & (SHMRING_CONSUMER | SHMRING_OBSERVER)) {
+        uint32_t role =
+            (roles & SHMRING_CONSUMER) ? SHMRING__ROLE_CONSUMER : SHMRING__ROLE_OBSERVER;
+        int idx = shmring__party_take(r->seg, 1, SHMRING__PARTIES - 1, role, reclaim_entry, r);
+        if (idx < 0)
+            return idx;
+        r->party = idx;
+        r->seen_dropped = shmring__load_relaxed_64(&r->sh->dropped);
+    }
+    if (roles & SHMRING_PRODUCER) {
+        int took_over = 0;
+        int rc = shmring__lease_take(r->seg, &took_over);
+        if (rc < 0) {
+            if (r->party >= 0)
+                shmring__party_release(r->seg, (unsigned)r->party, SHMRING__PARTY_FREE);
+            r->party = -1;
+            return rc;
+        }
+        r->producer = 1;
+        r->lease_generation = shmring__load_relaxed_32(&r->seg->hdr->party[0].generation);
+        r->w = resume_position(r);
+        r->cached_read = shmring__load_acquire_64(&r->sh->read_index);
+        if (took_over)
+            shmring__log("%s: producer lease taken over from a dead holder (epoch %u)",
+                         r->seg->name[0] ? r->seg->name : "(anonymous)", r->lease_generation);
+    }
+    return 0;
+}
+
+int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t **out)
+{
+    shmring_t *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return -ENOMEM;
+    static uint32_t cookies;
+    r->seg = seg;
+    r->sh = (struct shmring__ring_shared *)(void *)seg->hdr->object;
+    r->data = seg->base + SHMRING__HEADER_SIZE;
+    /* Validated copies: never re-read from the segment. */
+    r->nslots = seg->param[0];
+    r->slot_size = seg->param[1];
+    r->stride = seg->param[2];
+    r->mask = (uint64_t)r->nslots - 1;
+    r->overwrite = (seg->flags & SHMRING_OVERWRITE) != 0;
+    r->roles = roles;
+    r->wait_strategy = SHMRING_WAIT_SLEEP;
+    r->spins = SHMRING_DEFAULT_SPINS;
+    r->cookie = (shmring__faa_32(&cookies, 1) * 2654435761u) | 1u;
+    int rc = attach_roles(r, roles);
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+static int check_create_config(const shmring_config_t *cfg, uint32_t *slots, uint32_t *slot_size,
+                               uint32_t *flags, uint32_t *mode)
+{
+    shmring_config_t def = {0};
+    if (cfg == NULL)
+        cfg = &def;
+    *slots = cfg->slots ? cfg->slots : DEFAULT_SLOTS;
+    *slot_size = cfg->slot_size ? cfg->slot_size : DEFAULT_SLOT_SIZE;
+    *flags = cfg->flags;
+    *mode = cfg->mode ? cfg->mode : 0600;
+    if (*flags & ~CREATE_FLAGS)
+        return -EINVAL;
+    if (*mode & ~0777u)
+        return -EINVAL;
+    if ((*mode & 0022u) && !(*flags & SHMRING_ALLOW_INSECURE))
+        return -EINVAL;
+    if (!(*flags & ROLE_FLAGS))
+        *flags |= SHMRING_PRODUCER;
+    return 0;
+}
+
+SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, shmring_t **out)
+{
+    if (out == NULL)
+        return -EINVAL;
+    uint32_t slots, slot_size, flags, mode;
+    int rc = check_create_config(cfg, &slots, &slot_size, &flags, &mode);
+    if (rc < 0)
+        return rc;
+    uint32_t param[4] = {slots, slot_size, 0, 0};
+    if (slots < 2 || slots > SHMRING_MAX_SLOTS || (slots & (slots - 1)) != 0 ||
+        slot_size > SHMRING_MAX_SLOT_SIZE)
+        return -EINVAL;
+    param[2] = (uint32_t)stride_of(slot_size);
+    struct shmring__seg *seg;
+    rc = shmring__seg_create(name, SHMRING__TYPE_RING, flags, flags & SHMRING_OVERWRITE, mode,
+                             param, shmring__ring_layout, &seg);
+    if (rc < 0)
+        return rc;
+    shmring__seg_publish(seg);
+    rc = shmring__ring_from_seg(seg, flags & ROLE_FLAGS, out);
+    if (rc < 0) {
+        shmring__seg_close(seg);
+        if (name != NULL)
+            shmring__seg_unlink(name);
+    }
+    return rc;
+}
+
+static int check_open_flags(uint32_t flags)
+{
+    if (flags & ~OPEN_FLAGS)
+        return -EINVAL;
+    if (!(flags & ROLE_FLAGS))
+        return -EINVAL;
+    return 0;
+}
+
+SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out)
+{
+    if (out == NULL || check_open_flags(flags) < 0)
+        return -EINVAL;
+    struct shmring__seg *seg;
+    int rc = shmring__seg_open(name, SHMRING__TYPE_RING, flags, shmring__ring_layout, &seg);
+    if (rc < 0)
+        return rc;
+    rc = shmring__ring_from_seg(seg, flags & ROLE_FLAGS, out);
+    if (rc < 0)
+        shmring__seg_close(seg);
+    return rc;
+}
+
+SHMRING_API int shmring_open_fd(int fd, uint32_t flags, shmring_t **out)
+{
+    if (out == NULL || check_open_flags(flags) < 0)
+        return -EINVAL;
+    struct shmring__seg *seg;
+    int rc = shmring__seg_open_fd(fd, SHMRING__TYPE_RING, flags, shmring__ring_layout, &seg);
+    if (rc < 0)
+        return rc;
+    rc = shmring__ring_from_seg(seg, flags & ROLE_FLAGS, out);
+    if (rc < 0)
+        shmring__seg_close(seg);
+    return rc;
+}
+
+SHMRING_API void shmring_close(shmring_t *r)
+{
+    if (r == NULL)
+        return;
+    if (r->party >= 0) {
+        sweep_claims(r, (unsigned)r->party, 0);
+        fold_counters(r->sh, my_party(r));
+        shmring__party_release(r->seg, (unsigned)r->party, SHMRING__PARTY_FREE);
+    }
+    if (r->producer && !lease_lost(r)) {
+        /* An open reservation is dropped: its slot stays odd, unpublished. */
+        shmring__party_release(r->seg, 0, SHMRING__PARTY_CLOSED);
+        /* Wake consumers so that they see the end of the stream. */
+        shmring__ec_notify(&r->sh->data_ec);
+    }
+    shmring__seg_close(r->seg);
+    free(r);
+}
+
+SHMRING_API int shmring_unlink(const char *name)
+{
+    return shmring__seg_unlink(name);
+}
+
+SHMRING_API int shmring_backend(const shmring_t *r)
+{
+    return r == NULL ? -EINVAL : r->seg->backend;
+}
+
+SHMRING_API int shmring_fd(const shmring_t *r)
+{
+    if (r == NULL)
+        return -EINVAL;
+    return r->seg->fd >= 0 ? r->seg->fd : -ENOTSUP;
+}
+
+SHMRING_API uint32_t shmring_slots(const shmring_t *r)
+{
+    return r == NULL ? 0 : r->nslots;
+}
+
+SHMRING_API uint32_t shmring_slot_size(const shmring_t *r)
+{
+    return r == NULL ? 0 : r->slot_size;
+}
+
+/* ---- Stats -------------------------------------------------------------- */
+
+static void stats_parties(shmring_t *r, shmring_stats_t *st)
+{
+    st->popped = shmring__load_relaxed_64(&r->sh->retired_popped);
+    st->bytes_popped = shmring__load_relaxed_64(&r->sh->retired_bytes);
+    st->empty_events = shmring__load_relaxed_64(&r->sh->retired_empty);
+    for (unsigned i = 1; i < SHMRING__PARTIES; i++) {
+        struct shmring__party *p = &r->seg->hdr->party[i];
+        /* Acquire: pairs with the release in party_setup(). */
+        uint64_t o = shmring__load_acquire_64(&p->owner);
+        if (SHMRING__OWNER_STATE(o) != SHMRING__PARTY_ACTIVE)
+            continue;
+        st->popped += shmring__load_relaxed_64(&p->counter[SHMRING__C_POPPED]);
+        st->bytes_popped += shmring__load_relaxed_64(&p->counter[SHMRING__C_BYTES]);
+        st->empty_events += shmring__load_relaxed_64(&p->counter[SHMRING__C_EMPTY]);
+        if (!shmring__party_alive(r->seg, i))
+            continue;
+        uint32_t role = shmring__load_relaxed_32(&p->role);
+        if (role & SHMRING__ROLE_CONSUMER)
+            st->consumers++;
+        else if (role & SHMRING__ROLE_OBSERVER)
+            st->observers++;
+    }
+}
+
+SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st)
+{
+    if (r == NULL || st == NULL)
+        return -EINVAL;
+    reclaim_dead(r);
+    memset(st, 0, sizeof *st);
+    const struct shmring__hdr *h = r->seg->hdr;
+    st->slots = r->nslots;
+    st->slot_size = r->slot_size;
+    st->flags = r->seg->flags;
+    st->backend = r->seg->backend;
+    /* Relaxed loads throughout: statistics, not synchronisation. */
+    uint64_t wi = shmring__load_relaxed_64(&r->sh->write_index);
+    uint64_t ri = shmring__load_relaxed_64(&r->sh->read_index);
+    st->count = wi > ri ? wi - ri : 0;
+    if (st->count > r->nslots)
+        st->count = r->nslots;
+    st->pushed = shmring__load_relaxed_64(&r->sh->pushed);
+    st->bytes_pushed = shmring__load_relaxed_64(&r->sh->bytes_pushed);
+    st->dropped = shmring__load_relaxed_64(&r->sh->dropped);
+    st->abandoned = shmring__load_relaxed_64(&r->sh->abandoned);
+    st->full_events = shmring__load_relaxed_64(&r->sh->full_events);
+    stats_parties(r, st);
+    uint64_t o = shmring__load_acquire_64(&h->party[0].owner);
+    uint32_t ls = SHMRING__OWNER_STATE(o);
+    st->producer_pid = ls == SHMRING__PARTY_FREE ? 0 : SHMRING__OWNER_PID(o);
+    st->producer_alive = (ls == SHMRING__PARTY_ACTIVE) && shmring__party_alive(r->seg, 0);
+    st->producer_closed = ls == SHMRING__PARTY_CLOSED;
+    st->producer_epoch = shmring__load_relaxed_32(&h->party[0].generation);
+    st->creator_pid = h->creator_pid;
+    st->created_ns = h->created_ns;
+    return 0;
+}

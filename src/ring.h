@@ -1,0 +1,86 @@
+/*
+ * The ring's shared layout, private to src/.
+ *
+ * Header page object lines (see segment.h for the page as a whole):
+ *
+ *   line 0  producer: write_index, pushed, bytes_pushed, full_events, dropped
+ *   line 1  consumers: read_index (CAS)
+ *   line 2  data eventcount (consumers sleep on it, the producer wakes)
+ *   line 3  space eventcount (the producer sleeps on it, consumers wake)
+ *   line 4  rare writes: abandoned, counters of consumers that left
+ *
+ * Data: `slots` slots of `stride` bytes (a multiple of 64) after the page:
+ *
+ *   +-------+-------+-----+-----+----------------------------+
+ *   | seq   | claim | len | pad | payload (slot_size bytes)  |  pad to 64
+ *   +-------+-------+-----+-----+----------------------------+
+ *   0       8       16    20    32
+ *
+ * seq   per-slot seqlock written by the producer: 2p+1 while position p is
+ *       being written, 2p+2 once it is published (0: never written).
+ * claim zero-copy claim: 0, or ((p+1) << 8 | consumer entry) while a
+ *       consumer holds position p in place (not used in overwrite mode).
+ * len   payload length of the published message.
+ */
+#ifndef SHMRING_RING_H
+#define SHMRING_RING_H
+
+#include <stdint.h>
+
+#include "segment.h"
+
+#define SHMRING__SLOT_HEADER 32u
+
+struct shmring__ring_shared {
+    /* line 0: written by the producer only */
+    uint64_t write_index;
+    uint64_t pushed;
+    uint64_t bytes_pushed;
+    uint64_t full_events;
+    uint64_t dropped;
+    uint64_t pad0[3];
+    /* line 1: CAS by consumers (and by the producer in overwrite mode) */
+    uint64_t read_index;
+    uint64_t pad1[7];
+    /* line 2 */
+    uint32_t data_ec;
+    uint32_t pad2[15];
+    /* line 3 */
+    uint32_t space_ec;
+    uint32_t pad3[15];
+    /* line 4: rare, fetch-add by anyone */
+    uint64_t abandoned;
+    uint64_t retired_popped;
+    uint64_t retired_bytes;
+    uint64_t retired_empty;
+    uint64_t pad4[4];
+};
+
+_Static_assert(sizeof(struct shmring__ring_shared) <= SHMRING__OBJECT_LINES * SHMRING__LINE,
+               "ring lines fit the header page");
+
+struct shmring__slot {
+    uint64_t seq;
+    uint64_t claim;
+    uint32_t len;
+    uint32_t reserved0;
+    uint64_t reserved1;
+    /* payload follows */
+};
+
+_Static_assert(sizeof(struct shmring__slot) == SHMRING__SLOT_HEADER, "slot header size");
+
+/* Consumer party counters (segment.h: party.counter[]). */
+#define SHMRING__C_POPPED 0
+#define SHMRING__C_BYTES  1
+#define SHMRING__C_EMPTY  2
+#define SHMRING__C_CLAIMS 3
+
+/* Layout function of rings (segment.h), also used by the fuzzers. */
+int shmring__ring_layout(const uint32_t param[4], uint32_t flags, uint64_t *total);
+
+/* Wrap a segment as a ring handle with the given roles (internal entry for
+ * fuzzers: shmring__seg_attach_image, then this). */
+int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t **out);
+
+#endif /* SHMRING_RING_H */

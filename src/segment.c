@@ -1,0 +1,914 @@
+/*
+ * Segments: creation, validation, backends and fallback, the registry of
+ * process-local named segments, and the party table (liveness of peers).
+ */
+#define _GNU_SOURCE
+#include "segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "atomic.h"
+
+/* ---- Clocks and processes ---------------------------------------------- */
+
+uint64_t shmring__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t shmring__realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t shmring__proc_start_time(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* The command name may hold spaces and ')': fields resume after the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return 0;
+    /* Field 3 (state) follows; starttime is field 22. */
+    int field = 2;
+    for (p++; *p != '\0' && field < 21; p++)
+        if (*p == ' ')
+            field++;
+    return strtoull(p, NULL, 10);
+}
+
+int shmring__pid_alive(pid_t pid, uint64_t start)
+{
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, 0) != 0 && errno == ESRCH)
+        return 0;
+    if (start == 0)
+        return 1;
+    uint64_t now = shmring__proc_start_time(pid);
+    /* Unknown (no /proc): trust the pid. A different start: the pid was reused. */
+    return now == 0 || now == start;
+}
+
+static uint64_t self_start_time(void)
+{
+    static pid_t cached_pid;
+    static uint64_t cached_start;
+    pid_t me = getpid();
+    /* Benign race: both writers store the same values for the same pid. */
+    if (__atomic_load_n(&cached_pid, __ATOMIC_ACQUIRE) != me) {
+        uint64_t s = shmring__proc_start_time(me);
+        __atomic_store_n(&cached_start, s, __ATOMIC_RELAXED);
+        __atomic_store_n(&cached_pid, me, __ATOMIC_RELEASE);
+        return s;
+    }
+    return __atomic_load_n(&cached_start, __ATOMIC_RELAXED);
+}
+
+/* ---- Names and directories --------------------------------------------- */
+
+int shmring__name_check(const char *name)
+{
+    if (name == NULL || name[0] != '/')
+        return -EINVAL;
+    size_t len = strnlen(name, SHMRING_NAME_MAX + 1);
+    if (len < 2 || len > SHMRING_NAME_MAX)
+        return -EINVAL;
+    for (size_t i = 1; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c == '/' || c < 0x20 || c == 0x7f)
+            return -EINVAL;
+    }
+    if (strcmp(name, "/.") == 0 || strcmp(name, "/..") == 0)
+        return -EINVAL;
+    return 0;
+}
+
+const char *shmring__shm_dir(void)
+{
+    const char *d = getenv("SHMRING_SHM_DIR");
+    return (d != NULL && d[0] != '\0') ? d : "/dev/shm";
+}
+
+static int force_heap_env(void)
+{
+    const char *v = getenv("SHMRING_FORCE_HEAP");
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+/* ---- Registry of process-local named segments (memfd and heap) --------- */
+
+struct shmring__reg {
+    struct shmring__reg *next;
+    char name[SHMRING_NAME_MAX + 1];
+    int backend;
+    int fd;     /* memfd, or -1 */
+    void *heap; /* heap memory, or NULL */
+    size_t size;
+    unsigned refs; /* open handles */
+    int linked;    /* still reachable by name */
+};
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shmring__reg *reg_head;
+
+static struct shmring__reg *reg_find_locked(const char *name)
+{
+    for (struct shmring__reg *e = reg_head; e != NULL; e = e->next)
+        if (e->linked && strcmp(e->name, name) == 0)
+            return e;
+    return NULL;
+}
+
+static void reg_unlink_locked(struct shmring__reg *e)
+{
+    struct shmring__reg **pp = &reg_head;
+    while (*pp != NULL && *pp != e)
+        pp = &(*pp)->next;
+    if (*pp == e)
+        *pp = e->next;
+    e->linked = 0;
+}
+
+static void reg_put_locked(struct shmring__reg *e)
+{
+    if (--e->refs > 0 || e->linked)
+        return;
+    if (e->fd >= 0)
+        close(e->fd);
+    free(e->heap);
+    free(e);
+}
+
+/* ---- Logging ------------------------------------------------------------ */
+
+/* Defined in error.c. */
+void shmring__log_line(const char *line);
+
+void shmring__log(const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    shmring__log_line(line);
+}
+
+/* ---- Header validation -------------------------------------------------- */
+
+int shmring__hdr_check(const struct shmring__hdr *h, uint32_t type, size_t size,
+                       shmring__layout_fn layout)
+{
+    /* Peer-written: every field is checked before anything depends on it. */
+    if (h->magic != SHMRING__MAGIC)
+        return -EPROTO;
+    if (h->layout != SHMRING__LAYOUT)
+        return -EPROTONOSUPPORT;
+    if (h->header_size != SHMRING__HEADER_SIZE)
+        return -EPROTO;
+    if (h->type != type)
+        return (h->type == SHMRING__TYPE_RING || h->type == SHMRING__TYPE_STATE) ? -EPROTOTYPE
+                                                                                 : -EPROTO;
+    uint64_t total = 0;
+    int rc = layout(h->param, h->flags, &total);
+    if (rc < 0)
+        return -EPROTO;
+    if (h->total_size != total || total != size)
+        return -EPROTO;
+    return 0;
+}
+
+/* ---- Mapping helpers ---------------------------------------------------- */
+
+static int map_fd(int fd, size_t size, unsigned char **out)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    *out = p;
+    return 0;
+}
+
+/* A descriptor with its own open file description (own OFD locks). */
+static int reopen_fd(int fd)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int nfd = open(path, O_RDWR | O_CLOEXEC);
+    if (nfd >= 0)
+        return nfd;
+    if (errno == EMFILE || errno == ENFILE)
+        return -errno;
+    nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    return nfd >= 0 ? nfd : -errno;
+}
+
+static int ofd_lock(int fd, unsigned index, short type)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)index;
+    fl.l_len = 1;
+    return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
+}
+
+/* 1: someone (other than this descriptor) holds the lock; 0: nobody; <0: error. */
+static int ofd_held(int fd, unsigned index)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)index;
+    fl.l_len = 1;
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
+        return -errno;
+    return fl.l_type != F_UNLCK;
+}
+
+static struct shmring__seg *seg_new(void)
+{
+    struct shmring__seg *s = calloc(1, sizeof *s);
+    if (s != NULL)
+        s->fd = -1;
+    return s;
+}
+
+static void seg_set_view(struct shmring__seg *s, unsigned char *base, size_t size)
+{
+    s->base = base;
+    s->hdr = (struct shmring__hdr *)(void *)base;
+    s->size = size;
+}
+
+static void seg_copy_identity(struct shmring__seg *s)
+{
+    s->type = s->hdr->type;
+    s->flags = s->hdr->flags;
+    memcpy(s->param, s->hdr->param, sizeof s->param);
+}
+
+static void hdr_fill(struct shmring__hdr *h, uint32_t type, uint32_t object_flags, uint64_t total,
+                     const uint32_t param[4])
+{
+    h->magic = SHMRING__MAGIC;
+    h->type = type;
+    h->layout = SHMRING__LAYOUT;
+    h->header_size = SHMRING__HEADER_SIZE;
+    h->flags = object_flags;
+    h->total_size = total;
+    memcpy(h->param, param, sizeof h->param);
+    h->creator_pid = (int32_t)getpid();
+    h->creator_start = self_start_time();
+    h->created_ns = shmring__realtime_ns();
+}
+
+void shmring__seg_publish(struct shmring__seg *seg)
+{
+    /* Release: pairs with the acquire in wait_ready(); publishes the header. */
+    shmring__store_release_32(&seg->hdr->ready, SHMRING__READY);
+}
+
+/* ---- Creation ----------------------------------------------------------- */
+
+static int is_unavailable(int err)
+{
+    switch (err) {
+    case ENOENT:
+    case EACCES:
+    case EPERM:
+    case EROFS:
+    case ENOTDIR:
+    case ENOSYS:
+    case EOPNOTSUPP:
+    case ENODEV:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int create_shm(const char *name, uint32_t mode, size_t total, struct shmring__seg *s)
+{
+    const char *dir = shmring__shm_dir();
+    int dfd = open(dir, O_DIRECTORY | O_PATH | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    int fd = openat(dfd, name + 1, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    int err = errno;
+    if (fd < 0) {
+        close(dfd);
+        return -err;
+    }
+    int rc = 0;
+    /* The exact mode asked for, whatever the umask. */
+    if (fchmod(fd, mode) != 0)
+        rc = -errno;
+    /* Reserve every page now: a full tmpfs fails here, not with SIGBUS later. */
+    if (rc == 0 && ftruncate(fd, (off_t)total) != 0)
+        rc = -errno;
+    if (rc == 0) {
+        int e = posix_fallocate(fd, 0, (off_t)total);
+        if (e != 0 && e != EOPNOTSUPP && e != EINVAL)
+            rc = -e;
+    }
+    unsigned char *base = NULL;
+    if (rc == 0)
+        rc = map_fd(fd, total, &base);
+    if (rc < 0) {
+        unlinkat(dfd, name + 1, 0);
+        close(dfd);
+        close(fd);
+        return rc;
+    }
+    close(dfd);
+    s->fd = fd;
+    s->backend = SHMRING_BACKEND_SHM;
+    seg_set_view(s, base, total);
+    return 0;
+}
+
+static int create_memfd(const char *name, size_t total, struct shmring__seg *s)
+{
+    char label[SHMRING_NAME_MAX + 16];
+    snprintf(label, sizeof label, "shmring:%s", name != NULL ? name + 1 : "anon");
+    int fd = memfd_create(label, MFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    if (ftruncate(fd, (off_t)total) != 0)
+        rc = -errno;
+    if (rc == 0) {
+        int e = posix_fallocate(fd, 0, (off_t)total);
+        if (e != 0 && e != EOPNOTSUPP && e != EINVAL)
+            rc = -e;
+    }
+    unsigned char *base = NULL;
+    if (rc == 0)
+        rc = map_fd(fd, total, &base);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    s->fd = fd;
+    s->backend = SHMRING_BACKEND_MEMFD;
+    seg_set_view(s, base, total);
+    return 0;
+}
+
+static int create_heap(size_t total, struct shmring__seg *s)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, SHMRING__HEADER_SIZE, total) != 0)
+        return -ENOMEM;
+    memset(p, 0, total);
+    s->fd = -1;
+    s->backend = SHMRING_BACKEND_HEAP;
+    seg_set_view(s, p, total);
+    return 0;
+}
+
+/* Make a named memfd or heap segment reachable by name in this process. */
+static int registry_add(const char *name, struct shmring__seg *s)
+{
+    struct shmring__reg *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return -ENOMEM;
+    e->backend = s->backend;
+    e->size = s->size;
+    e->refs = 1;
+    e->linked = name != NULL;
+    e->fd = -1;
+    if (s->backend == SHMRING_BACKEND_HEAP) {
+        e->heap = s->base;
+    } else if (name != NULL) {
+        e->fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
+        if (e->fd < 0) {
+            int err = -errno;
+            free(e);
+            return err;
+        }
+    }
+    if (name != NULL)
+        snprintf(e->name, sizeof e->name, "%s", name);
+    pthread_mutex_lock(&reg_lock);
+    if (name != NULL && reg_find_locked(name) != NULL) {
+        pthread_mutex_unlock(&reg_lock);
+        if (e->fd >= 0)
+            close(e->fd);
+        free(e);
+        return -EEXIST;
+    }
+    if (e->linked) {
+        e->next = reg_head;
+        reg_head = e;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    s->reg = e;
+    return 0;
+}
+
+static int name_in_registry(const char *name)
+{
+    pthread_mutex_lock(&reg_lock);
+    int found = reg_find_locked(name) != NULL;
+    pthread_mutex_unlock(&reg_lock);
+    return found;
+}
+
+static int choose_first_backend(uint32_t flags)
+{
+    if ((flags & SHMRING_FORCE_HEAP) || force_heap_env())
+        return SHMRING_BACKEND_HEAP;
+    if (flags & SHMRING_FORCE_MEMFD)
+        return SHMRING_BACKEND_MEMFD;
+    return SHMRING_BACKEND_SHM;
+}
+
+static int create_backends(const char *name, uint32_t flags, uint32_t mode, size_t total,
+                           struct shmring__seg *s)
+{
+    int backend = choose_first_backend(flags);
+    int rc = -ENOSYS;
+    if (backend == SHMRING_BACKEND_SHM && name == NULL)
+        backend = SHMRING_BACKEND_MEMFD;
+    if (backend == SHMRING_BACKEND_SHM) {
+        rc = create_shm(name, mode, total, s);
+        if (rc == 0 || !is_unavailable(-rc) || (flags & SHMRING_NO_FALLBACK))
+            return rc;
+        shmring__log("%s: %s not usable (%s): falling back to memfd, visible only in this "
+                     "process and its children",
+                     name, shmring__shm_dir(), strerror(-rc));
+        backend = SHMRING_BACKEND_MEMFD;
+    }
+    if (backend == SHMRING_BACKEND_MEMFD) {
+        rc = create_memfd(name, total, s);
+        if (rc == 0 || !is_unavailable(-rc) || (flags & SHMRING_NO_FALLBACK))
+            return rc;
+        shmring__log("%s: memfd_create failed (%s): falling back to heap memory, shared only "
+                     "between threads of this process",
+                     name != NULL ? name : "(anonymous)", strerror(-rc));
+    }
+    return create_heap(total, s);
+}
+
+int shmring__seg_create(const char *name, uint32_t type, uint32_t flags, uint32_t object_flags,
+                        uint32_t mode, const uint32_t param[4], shmring__layout_fn layout,
+                        struct shmring__seg **out)
+{
+    if (name != NULL && shmring__name_check(name) < 0)
+        return -EINVAL;
+    uint64_t total = 0;
+    int rc = layout(param, object_flags, &total);
+    if (rc < 0)
+        return rc;
+    if (name != NULL && name_in_registry(name))
+        return -EEXIST;
+    struct shmring__seg *s = seg_new();
+    if (s == NULL)
+        return -ENOMEM;
+    rc = create_backends(name, flags, mode, (size_t)total, s);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    hdr_fill(s->hdr, type, object_flags, total, param);
+    seg_copy_identity(s);
+    s->locks = s->fd >= 0;
+    if (name != NULL)
+        snprintf(s->name, sizeof s->name, "%s", name);
+    if (s->backend != SHMRING_BACKEND_SHM) {
+        rc = registry_add(name, s);
+        if (rc < 0) {
+            if (s->backend == SHMRING_BACKEND_HEAP)
+                free(s->base);
+            else
+                munmap(s->base, s->size);
+            if (s->fd >= 0)
+                close(s->fd);
+            free(s);
+            return rc;
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+/* ---- Opening ------------------------------------------------------------ */
+
+/* Wait (at most about a second) for the creator to finish the header. */
+static int wait_ready(const struct shmring__hdr *h)
+{
+    for (int i = 0; i < 1000; i++) {
+        /* Acquire: pairs with the release in shmring__seg_publish(). */
+        if (shmring__load_acquire_32(&h->ready) == SHMRING__READY)
+            return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return -EAGAIN;
+}
+
+static int check_owner(const struct stat *st, uint32_t flags)
+{
+    if (flags & SHMRING_ALLOW_INSECURE)
+        return 0;
+    if (st->st_uid != geteuid())
+        return -EACCES;
+    if (st->st_mode & S_IWOTH)
+        return -EACCES;
+    return 0;
+}
+
+/* Validate and map the segment behind fd (which the segment then owns). */
+static int open_mapped(int fd, uint32_t type, uint32_t flags, shmring__layout_fn layout,
+                       struct shmring__seg *s)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode))
+        return -EPROTO;
+    int rc = check_owner(&st, flags);
+    if (rc < 0)
+        return rc;
+    if (st.st_size < (off_t)SHMRING__HEADER_SIZE || (uint64_t)st.st_size > SHMRING__MAX_TOTAL)
+        return -EPROTO;
+    unsigned char *head = NULL;
+    rc = map_fd(fd, SHMRING__HEADER_SIZE, &head);
+    if (rc < 0)
+        return rc;
+    const struct shmring__hdr *h = (const struct shmring__hdr *)(void *)head;
+    rc = wait_ready(h);
+    if (rc == 0) {
+        /* Validate a private copy, so a peer cannot change it between check and use. */
+        struct shmring__hdr copy;
+        memcpy(&copy, h, sizeof copy);
+        rc = shmring__hdr_check(&copy, type, (size_t)st.st_size, layout);
+    }
+    munmap(head, SHMRING__HEADER_SIZE);
+    if (rc < 0)
+        return rc;
+    unsigned char *base = NULL;
+    rc = map_fd(fd, (size_t)st.st_size, &base);
+    if (rc < 0)
+        return rc;
+    seg_set_view(s, base, (size_t)st.st_size);
+    /* Identity copied from the mapping must match what was validated. */
+    struct shmring__hdr copy;
+    memcpy(&copy, s->hdr, sizeof copy);
+    rc = shmring__hdr_check(&copy, type, s->size, layout);
+    if (rc < 0) {
+        munmap(base, s->size);
+        return rc;
+    }
+    s->type = copy.type;
+    s->flags = copy.flags;
+    memcpy(s->param, copy.param, sizeof s->param);
+    s->fd = fd;
+    s->locks = 1;
+    return 0;
+}
+
+static int open_registry(const char *name, uint32_t type, shmring__layout_fn layout,
+                         struct shmring__seg *s)
+{
+    pthread_mutex_lock(&reg_lock);
+    struct shmring__reg *e = reg_find_locked(name);
+    if (e == NULL) {
+        pthread_mutex_unlock(&reg_lock);
+        return -ENOENT;
+    }
+    int rc = 0;
+    if (e->backend == SHMRING_BACKEND_HEAP) {
+        seg_set_view(s, e->heap, e->size);
+        s->fd = -1;
+        rc = shmring__hdr_check(s->hdr, type, s->size, layout);
+        if (rc == 0)
+            seg_copy_identity(s);
+    } else {
+        int fd = reopen_fd(e->fd);
+        if (fd < 0) {
+            rc = fd;
+        } else {
+            rc = open_mapped(fd, type, SHMRING_ALLOW_INSECURE, layout, s);
+            if (rc < 0)
+                close(fd);
+        }
+    }
+    if (rc == 0) {
+        e->refs++;
+        s->reg = e;
+        s->backend = e->backend;
+        snprintf(s->name, sizeof s->name, "%s", name);
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return rc;
+}
+
+int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__layout_fn layout,
+                      struct shmring__seg **out)
+{
+    if (shmring__name_check(name) < 0)
+        return -EINVAL;
+    struct shmring__seg *s = seg_new();
+    if (s == NULL)
+        return -ENOMEM;
+    int rc = open_registry(name, type, layout, s);
+    if (rc != -ENOENT) {
+        if (rc < 0)
+            free(s);
+        else
+            *out = s;
+        return rc;
+    }
+    if ((flags & SHMRING_FORCE_HEAP) || force_heap_env()) {
+        free(s);
+        return -ENOENT;
+    }
+    int dfd = open(shmring__shm_dir(), O_DIRECTORY | O_PATH | O_CLOEXEC);
+    if (dfd < 0) {
+        rc = errno == ENOENT ? -ENOENT : -errno;
+        free(s);
+        return rc;
+    }
+    int fd = openat(dfd, name + 1, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    rc = fd < 0 ? -errno : 0;
+    close(dfd);
+    if (rc == 0) {
+        rc = open_mapped(fd, type, flags, layout, s);
+        if (rc < 0)
+            close(fd);
+    }
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    s->backend = SHMRING_BACKEND_SHM;
+    snprintf(s->name, sizeof s->name, "%s", name);
+    *out = s;
+    return 0;
+}
+
+int shmring__seg_open_fd(int fd, uint32_t type, uint32_t flags, shmring__layout_fn layout,
+                         struct shmring__seg **out)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (fcntl(fd, F_GETFD) < 0)
+        return -EBADF;
+    int nfd = reopen_fd(fd);
+    if (nfd < 0)
+        return nfd;
+    struct shmring__seg *s = seg_new();
+    if (s == NULL) {
+        close(nfd);
+        return -ENOMEM;
+    }
+    int rc = open_mapped(nfd, type, flags, layout, s);
+    if (rc < 0) {
+        close(nfd);
+        free(s);
+        return rc;
+    }
+    /* A memfd has no name in the shm directory; a shm file has. */
+    char path[64], target[256];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", nfd);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    s->backend = SHMRING_BACKEND_SHM;
+    if (n > 0) {
+        target[n] = '\0';
+        if (strncmp(target, "/memfd:", 7) == 0)
+            s->backend = SHMRING_BACKEND_MEMFD;
+    }
+    *out = s;
+    return 0;
+}
+
+int shmring__seg_attach_image(void *image, size_t size, uint32_t type, shmring__layout_fn layout,
+                              struct shmring__seg **out)
+{
+    if (image == NULL || size < SHMRING__HEADER_SIZE)
+        return -EPROTO;
+    struct shmring__hdr copy;
+    memcpy(&copy, image, sizeof copy);
+    if (copy.ready != SHMRING__READY)
+        return -EAGAIN;
+    int rc = shmring__hdr_check(&copy, type, size, layout);
+    if (rc < 0)
+        return rc;
+    struct shmring__seg *s = seg_new();
+    if (s == NULL)
+        return -ENOMEM;
+    seg_set_view(s, image, size);
+    s->type = copy.type;
+    s->flags = copy.flags;
+    memcpy(s->param, copy.param, sizeof s->param);
+    s->backend = SHMRING_BACKEND_HEAP;
+    s->fd = -1;
+    s->reg = NULL;
+    s->name[0] = '\0';
+    /* Marks an image the caller owns: close must not free it. */
+    s->locks = -1;
+    *out = s;
+    return 0;
+}
+
+void shmring__seg_close(struct shmring__seg *seg)
+{
+    if (seg == NULL)
+        return;
+    if (seg->locks == -1) {
+        free(seg);
+        return;
+    }
+    if (seg->backend != SHMRING_BACKEND_HEAP)
+        munmap(seg->base, seg->size);
+    if (seg->fd >= 0)
+        close(seg->fd);
+    if (seg->reg != NULL) {
+        pthread_mutex_lock(&reg_lock);
+        reg_put_locked(seg->reg);
+        pthread_mutex_unlock(&reg_lock);
+    } else if (seg->backend == SHMRING_BACKEND_HEAP) {
+        free(seg->base);
+    }
+    free(seg);
+}
+
+int shmring__seg_unlink(const char *name)
+{
+    if (shmring__name_check(name) < 0)
+        return -EINVAL;
+    pthread_mutex_lock(&reg_lock);
+    struct shmring__reg *e = reg_find_locked(name);
+    if (e != NULL) {
+        reg_unlink_locked(e);
+        e->refs++; /* reg_put_locked() frees once the last handle is gone */
+        reg_put_locked(e);
+        pthread_mutex_unlock(&reg_lock);
+        return 0;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    int dfd = open(shmring__shm_dir(), O_DIRECTORY | O_PATH | O_CLOEXEC);
+    if (dfd < 0)
+        return errno == ENOENT ? -ENOENT : -errno;
+    int rc = unlinkat(dfd, name + 1, 0) == 0 ? 0 : -errno;
+    close(dfd);
+    return rc;
+}
+
+/* ---- Parties ------------------------------------------------------------ */
+
+static void party_setup(struct shmring__seg *seg, unsigned index, uint32_t role)
+{
+    struct shmring__party *p = &seg->hdr->party[index];
+    pid_t me = getpid();
+    uint32_t locked = 0;
+    if (seg->locks == 1 && seg->fd >= 0 && ofd_lock(seg->fd, index, F_WRLCK) == 0)
+        locked = SHMRING__ROLE_LOCKED;
+    /* Relaxed: published by the release store of owner below. */
+    shmring__store_relaxed_32(&p->role, role | locked);
+    shmring__store_relaxed_32(&p->generation, shmring__load_relaxed_32(&p->generation) + 1);
+    shmring__store_relaxed_64(&p->start_time, self_start_time());
+    for (unsigned i = 0; i < 5; i++)
+        shmring__store_relaxed_64(&p->counter[i], 0);
+    /* Release: pairs with the acquire in shmring__party_alive() and the readers of counters. */
+    shmring__store_release_64(&p->owner, SHMRING__OWNER(SHMRING__PARTY_ACTIVE, me));
+}
+
+int shmring__party_alive(const struct shmring__seg *seg, unsigned index)
+{
+    if (index >= SHMRING__PARTIES)
+        return 0;
+    const struct shmring__party *p = &seg->hdr->party[index];
+    /* Acquire: pairs with the release in party_setup(). */
+    uint64_t o = shmring__load_acquire_64(&p->owner);
+    uint32_t st = SHMRING__OWNER_STATE(o);
+    if (st != SHMRING__PARTY_ACTIVE && st != SHMRING__PARTY_TAKING)
+        return 0;
+    if (seg->backend == SHMRING_BACKEND_HEAP)
+        return 1;
+    pid_t pid = SHMRING__OWNER_PID(o);
+    uint32_t role = shmring__load_relaxed_32(&p->role);
+    if (st == SHMRING__PARTY_ACTIVE && (role & SHMRING__ROLE_LOCKED) && seg->fd >= 0 &&
+        seg->locks == 1) {
+        int held = ofd_held(seg->fd, index);
+        if (held >= 0) {
+            /* Our own descriptor's lock does not show as a conflict. */
+            return held || pid == getpid();
+        }
+    }
+    return shmring__pid_alive(pid, shmring__load_relaxed_64(&p->start_time));
+}
+
+int shmring__party_seize_dead(struct shmring__seg *seg, unsigned index)
+{
+    if (index >= SHMRING__PARTIES || seg->backend == SHMRING_BACKEND_HEAP)
+        return 0;
+    struct shmring__party *p = &seg->hdr->party[index];
+    uint64_t o = shmring__load_acquire_64(&p->owner);
+    uint32_t st = SHMRING__OWNER_STATE(o);
+    if (st != SHMRING__PARTY_ACTIVE && st != SHMRING__PARTY_TAKING)
+        return 0;
+    if (st == SHMRING__PARTY_TAKING) {
+        if (shmring__pid_alive(SHMRING__OWNER_PID(o), 0))
+            return 0;
+    } else if (shmring__party_alive(seg, index)) {
+        return 0;
+    }
+    /* CAS: only one reclaimer wins a dead entry. */
+    return shmring__cas_64(&p->owner, &o, SHMRING__OWNER(SHMRING__PARTY_TAKING, getpid()));
+}
+
+int shmring__party_take(struct shmring__seg *seg, unsigned first, unsigned last, uint32_t role,
+                        shmring__reclaim_fn reclaim, void *ctx)
+{
+    pid_t me = getpid();
+    for (unsigned i = first; i <= last && i < SHMRING__PARTIES; i++) {
+        uint64_t o = shmring__load_relaxed_64(&seg->hdr->party[i].owner);
+        if (SHMRING__OWNER_STATE(o) != SHMRING__PARTY_FREE)
+            continue;
+        if (shmring__cas_64(&seg->hdr->party[i].owner, &o,
+                            SHMRING__OWNER(SHMRING__PARTY_TAKING, me))) {
+            party_setup(seg, i, role);
+            return (int)i;
+        }
+    }
+    for (unsigned i = first; i <= last && i < SHMRING__PARTIES; i++) {
+        if (!shmring__party_seize_dead(seg, i))
+            continue;
+        if (reclaim != NULL)
+            reclaim(seg, i, ctx);
+        party_setup(seg, i, role);
+        return (int)i;
+    }
+    return -EUSERS;
+}
+
+int shmring__lease_take(struct shmring__seg *seg, int *took_over)
+{
+    struct shmring__party *p = &seg->hdr->party[0];
+    pid_t me = getpid();
+    *took_over = 0;
+    for (int tries = 0; tries < 100; tries++) {
+        uint64_t o = shmring__load_acquire_64(&p->owner);
+        uint32_t st = SHMRING__OWNER_STATE(o);
+        if (st == SHMRING__PARTY_FREE || st == SHMRING__PARTY_CLOSED) {
+            if (!shmring__cas_64(&p->owner, &o, SHMRING__OWNER(SHMRING__PARTY_TAKING, me)))
+                continue;
+        } else if (shmring__party_seize_dead(seg, 0)) {
+            *took_over = 1;
+        } else {
+            return -EBUSY;
+        }
+        party_setup(seg, 0, SHMRING__ROLE_PRODUCER);
+        return 0;
+    }
+    return -EBUSY;
+}
+
+void shmring__party_release(struct shmring__seg *seg, unsigned index, uint32_t final_state)
+{
+    if (index >= SHMRING__PARTIES)
+        return;
+    struct shmring__party *p = &seg->hdr->party[index];
+    uint32_t role = shmring__load_relaxed_32(&p->role);
+    pid_t pid = SHMRING__OWNER_PID(shmring__load_relaxed_64(&p->owner));
+    /*
+     * TAKING by a live process first, so that nobody sees the entry ACTIVE
+     * with its lock gone and reclaims (and counts) it a second time.
+     */
+    shmring__store_release_64(&p->owner, SHMRING__OWNER(SHMRING__PARTY_TAKING, getpid()));
+    if ((role & SHMRING__ROLE_LOCKED) && seg->fd >= 0 && seg->locks == 1)
+        ofd_lock(seg->fd, index, F_UNLCK);
+    uint64_t v = final_state == SHMRING__PARTY_FREE ? 0 : SHMRING__OWNER(final_state, pid);
+    /* Release: pairs with the acquire of readers of the entry's counters. */
+    shmring__store_release_64(&p->owner, v);
+}

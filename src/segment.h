@@ -1,0 +1,216 @@
+/*
+ * Segments: one shared object (ring, state table) lives in one segment, a
+ * 4 KiB header page followed by the object's data.
+ *
+ *   0        64       128                                  1984             4096
+ *   +--------+--------+------------------------------------+----------------+----------
+ *   |identity| ready  | object lines (29 x 64 B), layout   | party table    | data ...
+ *   |line    | line   | private to the object's module     | 33 x 64 B      |
+ *   +--------+--------+------------------------------------+----------------+----------
+ *
+ * The identity line is written once by the creator before `ready` is set
+ * (release) and never again. A process that opens the segment validates it
+ * and copies what it needs into process-local memory: nothing read from the
+ * segment after that is trusted to size or index memory.
+ *
+ * The party table has one cache line per attached party, written only by
+ * that party (and by whoever reclaims it after its death). Entry 0 is the
+ * producer lease of a ring; the others are consumers, observers, or users of
+ * a state table. Liveness of a party: an open-file-description lock on byte
+ * `index` of the segment's file, held for as long as the party is attached;
+ * the kernel drops it when the process dies, whatever its pid namespace.
+ * The pid and process start time beside it are for display and are the
+ * fallback where such locks are not available.
+ *
+ * Backends: named POSIX shm (a file in $SHMRING_SHM_DIR or /dev/shm), memfd,
+ * heap. Named segments on the memfd or heap backend (a fallback, or forced)
+ * are kept in a process-local registry so that the threads of the creating
+ * process can open them by name.
+ */
+#ifndef SHMRING_SEGMENT_H
+#define SHMRING_SEGMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shmring.h"
+
+#define SHMRING__MAGIC        0x474e49524d485353ull /* "SSHMRING" little-endian */
+#define SHMRING__LAYOUT       1u
+#define SHMRING__HEADER_SIZE  4096u
+#define SHMRING__LINE         64u
+#define SHMRING__OBJECT_LINES 29u
+#define SHMRING__PARTIES      33u /* entry 0: producer lease; 1..32: others */
+#define SHMRING__MAX_TOTAL    (1ull << 40)
+#define SHMRING__READY        0x52454459u /* "READY" */
+
+enum shmring__type {
+    SHMRING__TYPE_RING = 1,
+    SHMRING__TYPE_STATE = 2,
+};
+
+/* Party states. */
+enum shmring__party_state {
+    SHMRING__PARTY_FREE = 0,
+    SHMRING__PARTY_TAKING = 1, /* being set up by its owner */
+    SHMRING__PARTY_ACTIVE = 2,
+    SHMRING__PARTY_CLOSED = 3, /* lease only: the holder closed (end of stream) */
+};
+
+/* Roles recorded in a party entry. */
+#define SHMRING__ROLE_PRODUCER 1u
+#define SHMRING__ROLE_CONSUMER 2u
+#define SHMRING__ROLE_OBSERVER 4u
+#define SHMRING__ROLE_USER     8u
+
+/* Flag in party.role: the owner holds its OFD liveness lock. */
+#define SHMRING__ROLE_LOCKED 0x80000000u
+
+/*
+ * One party: a cache line written by its owner. `owner` packs the state
+ * (low 32 bits) with the pid of whoever set it (high 32 bits), so that an
+ * entry and the process that took it change together in one CAS.
+ */
+struct shmring__party {
+    uint64_t owner;      /* state | (uint64_t)pid << 32; CAS */
+    uint32_t role;       /* SHMRING__ROLE_* */
+    uint32_t generation; /* bumped each time the entry is taken */
+    uint64_t start_time; /* process start, clock ticks since boot */
+    uint64_t counter[5]; /* object-defined, written by the owner only */
+};
+
+#define SHMRING__OWNER(state, pid) ((uint64_t)(uint32_t)(pid) << 32 | (uint32_t)(state))
+#define SHMRING__OWNER_STATE(o)    ((uint32_t)(o))
+#define SHMRING__OWNER_PID(o)      ((int32_t)((o) >> 32))
+
+struct shmring__hdr {
+    /* line 0: identity, immutable once ready */
+    uint64_t magic;
+    uint32_t type;
+    uint32_t layout;
+    uint32_t header_size;
+    uint32_t flags; /* object flags given at creation */
+    uint64_t total_size;
+    uint32_t param[4]; /* object-defined sizes */
+    int32_t creator_pid;
+    uint32_t reserved0;
+    uint64_t creator_start;
+    /* line 1 */
+    uint32_t ready; /* SHMRING__READY once initialised; release store, last */
+    uint32_t reserved1;
+    uint64_t created_ns; /* CLOCK_REALTIME; written before ready */
+    uint64_t reserved2[6];
+    /* lines 2..30: the object's own lines */
+    unsigned char object[SHMRING__OBJECT_LINES * SHMRING__LINE];
+    /* lines 31..63 */
+    struct shmring__party party[SHMRING__PARTIES];
+};
+
+_Static_assert(sizeof(struct shmring__party) == SHMRING__LINE, "party is one line");
+_Static_assert(sizeof(struct shmring__hdr) == SHMRING__HEADER_SIZE, "header is one page");
+
+/*
+ * Computes the total segment size for the object-defined params, or returns
+ * a negative errno if they are out of range. Used at creation and to
+ * validate a segment on open.
+ */
+typedef int (*shmring__layout_fn)(const uint32_t param[4], uint32_t flags, uint64_t *total);
+
+/* A process-local view of a segment. */
+struct shmring__seg {
+    unsigned char *base;
+    struct shmring__hdr *hdr;
+    size_t size;
+    int fd; /* -1 on the heap backend */
+    int backend;
+    int locks;                /* 1 if OFD locks work on fd */
+    struct shmring__reg *reg; /* registry entry (memfd/heap names), or NULL */
+    uint32_t type;
+    uint32_t flags;    /* object flags (validated copy) */
+    uint32_t param[4]; /* validated copy */
+    char name[SHMRING_NAME_MAX + 1];
+};
+
+/* 0 if name is a valid segment name, -EINVAL otherwise. */
+int shmring__name_check(const char *name);
+
+/*
+ * Create a segment (not yet ready: the caller initialises the object, then
+ * calls shmring__seg_publish). name NULL: anonymous (memfd, else heap).
+ * flags: SHMRING_FORCE_*, SHMRING_NO_FALLBACK, SHMRING_ALLOW_INSECURE, plus
+ * object flags stored in the header.
+ */
+int shmring__seg_create(const char *name, uint32_t type, uint32_t flags, uint32_t object_flags,
+                        uint32_t mode, const uint32_t param[4], shmring__layout_fn layout,
+                        struct shmring__seg **out);
+void shmring__seg_publish(struct shmring__seg *seg);
+
+/* Open and validate a ready segment by name or by descriptor. */
+int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__layout_fn layout,
+                      struct shmring__seg **out);
+int shmring__seg_open_fd(int fd, uint32_t type, uint32_t flags, shmring__layout_fn layout,
+                         struct shmring__seg **out);
+
+/*
+ * Validate a segment image already in memory (header and data, `size`
+ * bytes) with the same checks as an open, and wrap it without copying.
+ * Internal: for fuzzers and tests. The image must stay valid until close.
+ */
+int shmring__seg_attach_image(void *image, size_t size, uint32_t type, shmring__layout_fn layout,
+                              struct shmring__seg **out);
+
+void shmring__seg_close(struct shmring__seg *seg);
+int shmring__seg_unlink(const char *name);
+
+/* Directory of named segments: $SHMRING_SHM_DIR or /dev/shm. */
+const char *shmring__shm_dir(void);
+
+/* Validate a header copy against its layout function and a size. */
+int shmring__hdr_check(const struct shmring__hdr *h, uint32_t type, size_t size,
+                       shmring__layout_fn layout);
+
+/* ---- Parties ------------------------------------------------------------ */
+
+/*
+ * Take a free party entry in [first, last] for `role`, holding its liveness
+ * lock. If none is free, entries of dead parties are handed to `reclaim`
+ * (which must fold their counters and release what they held) and reused.
+ * Returns the index or -EUSERS.
+ */
+typedef void (*shmring__reclaim_fn)(struct shmring__seg *seg, unsigned index, void *ctx);
+int shmring__party_take(struct shmring__seg *seg, unsigned first, unsigned last, uint32_t role,
+                        shmring__reclaim_fn reclaim, void *ctx);
+
+/* Take the producer lease (entry 0): -EBUSY while a live holder has it. */
+int shmring__lease_take(struct shmring__seg *seg, int *took_over);
+
+/* Release an entry this handle holds; `final_state` FREE or CLOSED. */
+void shmring__party_release(struct shmring__seg *seg, unsigned index, uint32_t final_state);
+
+/*
+ * 1 if the party at index is attached and its process lives, 0 if it is
+ * dead (or the entry is free). Makes a syscall: not for fast paths.
+ */
+int shmring__party_alive(const struct shmring__seg *seg, unsigned index);
+
+/*
+ * If the entry at index is ACTIVE but its owner died, move it to TAKING for
+ * the caller (CAS) and return 1: the caller reclaims it and then frees it
+ * with shmring__party_release. Otherwise 0.
+ */
+int shmring__party_seize_dead(struct shmring__seg *seg, unsigned index);
+
+/* Start time of a process (clock ticks since boot), 0 if unknown. */
+uint64_t shmring__proc_start_time(pid_t pid);
+/* 1 if pid runs and (when start != 0) started at `start`. */
+int shmring__pid_alive(pid_t pid, uint64_t start);
+
+/* Log one formatted line through the log hook. */
+void shmring__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Monotonic and real-time clocks in nanoseconds. */
+uint64_t shmring__now_ns(void);
+uint64_t shmring__realtime_ns(void);
+
+#endif /* SHMRING_SEGMENT_H */

@@ -1,0 +1,36 @@
+/* Helpers shared by the test suites. */
+#ifndef SHMRING_TEST_COMMON_H
+#define SHMRING_TEST_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shmring.h"
+
+/* A name unique to this process and call: "/t-<pid>-<tag>-<n>". */
+const char *test_name(const char *tag);
+
+/* 1 when the suite runs with SHMRING_FORCE_HEAP (no cross-process tests). */
+int test_heap_forced(void);
+
+/* Payload of message `id` with a given length: bytes derived from id, and
+ * the first 8 bytes (when len >= 8) hold id, the next 8 a checksum. */
+void test_fill(void *buf, size_t len, uint64_t id);
+/* 1 if buf/len is a well-formed message; its id in *id (len >= 16). */
+int test_check(const void *buf, size_t len, uint64_t *id);
+
+/* Shared anonymous memory visible across fork(). */
+void *test_shared_alloc(size_t size);
+void test_shared_free(void *p, size_t size);
+
+/* Wait for a child; returns its exit status or 128+signal. */
+int test_wait_child(pid_t pid);
+
+/* Scale factor for long tests ($SHMRING_TEST_SCALE, default 1). */
+double test_scale(void);
+
+/* Silence the fallback log for the duration of a test. */
+void test_quiet_log(void);
+
+#endif
