@@ -83,6 +83,10 @@ SHMRING_INLINE uint32_t shmring__xchg_32(uint32_t *p, uint32_t v)
 {
     return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
 }
+SHMRING_INLINE uint64_t shmring__xchg_64(uint64_t *p, uint64_t v)
+{
+    return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
+}
 SHMRING_INLINE void shmring__fence_acquire(void)
 {
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
@@ -96,6 +100,11 @@ SHMRING_INLINE void shmring__fence_seq_cst(void)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
+/* Full fence after an atomic read-modify-write (free where RMWs serialise). */
+SHMRING_INLINE void shmring__fence_after_atomic(void)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
 SHMRING_INLINE void shmring__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -104,6 +113,22 @@ SHMRING_INLINE void shmring__cpu_relax(void)
 }
 
 #else /* Concurrency Kit */
+
+/*
+ * ck's read-modify-write operations are full barriers on x86-64 (lock
+ * prefix) but not on every architecture: these fences make them sequentially
+ * consistent everywhere, and compile to nothing on TSO machines.
+ */
+#define SHMRING__RMW_BEFORE()                                                                      \
+    do {                                                                                           \
+        ck_pr_fence_store_atomic();                                                                \
+        ck_pr_fence_load_atomic();                                                                 \
+    } while (0)
+#define SHMRING__RMW_AFTER()                                                                       \
+    do {                                                                                           \
+        ck_pr_fence_atomic_load();                                                                 \
+        ck_pr_fence_atomic_store();                                                                \
+    } while (0)
 
 SHMRING_INLINE uint64_t shmring__load_relaxed_64(const uint64_t *p)
 {
@@ -143,34 +168,46 @@ SHMRING_INLINE void shmring__store_release_32(uint32_t *p, uint32_t v)
     ck_pr_fence_release();
     ck_pr_store_32(p, v);
 }
-/* ck_pr_cas_*_value is a full barrier (lock cmpxchg on x86-64). */
 SHMRING_INLINE int shmring__cas_64(uint64_t *p, uint64_t *expected, uint64_t desired)
 {
-    return ck_pr_cas_64_value(p, *expected, desired, expected);
+    SHMRING__RMW_BEFORE();
+    int ok = ck_pr_cas_64_value(p, *expected, desired, expected);
+    SHMRING__RMW_AFTER();
+    return ok;
 }
 SHMRING_INLINE int shmring__cas_32(uint32_t *p, uint32_t *expected, uint32_t desired)
 {
-    return ck_pr_cas_32_value(p, *expected, desired, expected);
+    SHMRING__RMW_BEFORE();
+    int ok = ck_pr_cas_32_value(p, *expected, desired, expected);
+    SHMRING__RMW_AFTER();
+    return ok;
 }
 SHMRING_INLINE uint64_t shmring__faa_64(uint64_t *p, uint64_t d)
 {
-    ck_pr_fence_atomic();
+    SHMRING__RMW_BEFORE();
     uint64_t v = ck_pr_faa_64(p, d);
-    ck_pr_fence_atomic_load();
+    SHMRING__RMW_AFTER();
     return v;
 }
 SHMRING_INLINE uint32_t shmring__faa_32(uint32_t *p, uint32_t d)
 {
-    ck_pr_fence_atomic();
+    SHMRING__RMW_BEFORE();
     uint32_t v = ck_pr_faa_32(p, d);
-    ck_pr_fence_atomic_load();
+    SHMRING__RMW_AFTER();
     return v;
 }
 SHMRING_INLINE uint32_t shmring__xchg_32(uint32_t *p, uint32_t v)
 {
-    ck_pr_fence_atomic();
+    SHMRING__RMW_BEFORE();
     uint32_t old = ck_pr_fas_32(p, v);
-    ck_pr_fence_atomic_load();
+    SHMRING__RMW_AFTER();
+    return old;
+}
+SHMRING_INLINE uint64_t shmring__xchg_64(uint64_t *p, uint64_t v)
+{
+    SHMRING__RMW_BEFORE();
+    uint64_t old = ck_pr_fas_64(p, v);
+    SHMRING__RMW_AFTER();
     return old;
 }
 SHMRING_INLINE void shmring__fence_acquire(void)
@@ -184,6 +221,11 @@ SHMRING_INLINE void shmring__fence_release(void)
 SHMRING_INLINE void shmring__fence_seq_cst(void)
 {
     ck_pr_fence_memory();
+}
+/* The wrappers above already end every RMW with a full barrier. */
+SHMRING_INLINE void shmring__fence_after_atomic(void)
+{
+    ck_pr_barrier();
 }
 SHMRING_INLINE void shmring__cpu_relax(void)
 {

@@ -1,26 +1,33 @@
 /* Error text, the log hook and the run-time version. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "shmring.h"
 
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static shmring_log_fn log_fn;
 static void *log_ctx;
 
 SHMRING_API void shmring_set_log(shmring_log_fn fn, void *ctx)
 {
-    __atomic_store_n(&log_ctx, ctx, __ATOMIC_RELAXED);
-    __atomic_store_n(&log_fn, fn, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&log_lock);
+    log_fn = fn;
+    log_ctx = ctx;
+    pthread_mutex_unlock(&log_lock);
 }
 
 void shmring__log_line(const char *line);
 void shmring__log_line(const char *line)
 {
-    shmring_log_fn fn = __atomic_load_n(&log_fn, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&log_lock);
+    shmring_log_fn fn = log_fn;
+    void *ctx = log_ctx;
+    pthread_mutex_unlock(&log_lock);
     if (fn != NULL)
-        fn(line, __atomic_load_n(&log_ctx, __ATOMIC_RELAXED));
+        fn(line, ctx);
     else
         fprintf(stderr, "shmring: %s\n", line);
 }

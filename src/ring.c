@@ -299,12 +299,13 @@ static inline void write_end(struct shmring__slot *s, uint64_t w, uint32_t len)
 static inline void write_commit(shmring_t *r, uint64_t n, uint64_t bytes)
 {
     r->w += n;
-    /* Release: write_index is for stats and for a successor producer; the
-     * consumers poll slots, not this line. */
-    shmring__store_release_64(&r->sh->write_index, r->w);
     count(&r->sh->pushed, n);
     count(&r->sh->bytes_pushed, bytes);
-    shmring__ec_notify(&r->sh->data_ec);
+    /* Exchange: write_index is for stats and for a successor producer (the
+     * consumers poll slots, not this line); as a full barrier it also orders
+     * P2 before the load of the sleep flag (W: pairs with ec_prepare). */
+    shmring__xchg_64(&r->sh->write_index, r->w);
+    shmring__ec_notify_after_atomic(&r->sh->data_ec);
 }
 
 static int producer_check(const shmring_t *r)
@@ -494,8 +495,8 @@ static inline void consumed(shmring_t *r, uint64_t n, uint64_t bytes)
     struct shmring__party *p = my_party(r);
     count(&p->counter[SHMRING__C_POPPED], n);
     count(&p->counter[SHMRING__C_BYTES], bytes);
-    /* After C3 (a full barrier): wake a producer waiting for space. */
-    shmring__ec_notify(&r->sh->space_ec);
+    /* C3 was an atomic RMW: wake a producer waiting for space (W). */
+    shmring__ec_notify_after_atomic(&r->sh->space_ec);
 }
 
 /* One try of a copy pop: length, -EAGAIN, -EPIPE, -EMSGSIZE or -EPROTO. */

@@ -73,19 +73,21 @@ int shmring__pid_alive(pid_t pid, uint64_t start)
     return now == 0 || now == start;
 }
 
+/* Start time of this process, cached per pid (a fork gets its own). */
 static uint64_t self_start_time(void)
 {
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     static pid_t cached_pid;
     static uint64_t cached_start;
     pid_t me = getpid();
-    /* Benign race: both writers store the same values for the same pid. */
-    if (__atomic_load_n(&cached_pid, __ATOMIC_ACQUIRE) != me) {
-        uint64_t s = shmring__proc_start_time(me);
-        __atomic_store_n(&cached_start, s, __ATOMIC_RELAXED);
-        __atomic_store_n(&cached_pid, me, __ATOMIC_RELEASE);
-        return s;
+    pthread_mutex_lock(&lock);
+    if (cached_pid != me) {
+        cached_start = shmring__proc_start_time(me);
+        cached_pid = me;
     }
-    return __atomic_load_n(&cached_start, __ATOMIC_RELAXED);
+    uint64_t s = cached_start;
+    pthread_mutex_unlock(&lock);
+    return s;
 }
 
 /* ---- Names and directories --------------------------------------------- */

@@ -43,4 +43,17 @@ SHMRING_INLINE void shmring__ec_notify(uint32_t *word)
         shmring__ec_wake(word);
 }
 
+/*
+ * Same, for a caller whose last publishing step was an atomic
+ * read-modify-write (a CAS or exchange): that already orders the publishing
+ * before the load of the flag on machines where RMWs are full barriers.
+ */
+SHMRING_INLINE void shmring__ec_notify_after_atomic(uint32_t *word)
+{
+    /* Pairs with the fence in shmring__ec_prepare() (Dekker). */
+    shmring__fence_after_atomic();
+    if (shmring__load_relaxed_32(word) & 1u)
+        shmring__ec_wake(word);
+}
+
 #endif /* SHMRING_WAIT_H */
