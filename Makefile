@@ -51,7 +51,7 @@ test-asan: asan
 
 fuzz: deps
 	CC=clang cmake -S . -B $(BUILD)/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMRING_FUZZ=ON \
-	    -DSHMRING_TESTS=OFF -DSHMRING_BENCH=OFF -DSHMRING_EXAMPLES=OFF $(CMAKE_ARGS) >/dev/null
+	    -DSHMRING_TESTS=OFF -DSHMRING_BENCH=OFF -DSHMRING_EXAMPLES=OFF -DSHMRING_CLI=OFF $(CMAKE_ARGS) >/dev/null
 	cmake --build $(BUILD)/fuzz -j $(JOBS)
 	@if [ -x fuzz/run.sh ]; then sh fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS); fi
 

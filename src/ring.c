@@ -314,8 +314,6 @@ static int producer_check(const shmring_t *r)
         return -EINVAL;
     if (!r->producer)
         return -EPERM;
-    if (r->reserved)
-        return -EBUSY;
     return 0;
 }
 
@@ -359,6 +357,8 @@ SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len)
         return -EINVAL;
     if (len > r->slot_size)
         return -EMSGSIZE;
+    if (r->reserved)
+        return -EBUSY;
     rc = push_try(r, msg, len, 0);
     if (rc == -EAGAIN)
         rc = push_try(r, msg, len, 1);
@@ -378,6 +378,8 @@ SHMRING_API ssize_t shmring_push_batch(shmring_t *r, const struct iovec *iov, si
         if (iov[i].iov_len > r->slot_size)
             return -EMSGSIZE;
     }
+    if (r->reserved)
+        return -EBUSY;
     size_t done = 0;
     uint64_t bytes = 0;
     while (done < n) {
@@ -407,6 +409,8 @@ SHMRING_API int shmring_reserve(shmring_t *r, size_t len, void **payload)
         return -EINVAL;
     if (len > r->slot_size)
         return -EMSGSIZE;
+    if (r->reserved)
+        return -EBUSY;
     rc = room_for(r, r->w, 0);
     if (rc == -EAGAIN)
         rc = room_for(r, r->w, 1);
@@ -883,6 +887,8 @@ SHMRING_API int shmring_push_wait(shmring_t *r, const void *msg, size_t len, int
         return -EINVAL;
     if (len > r->slot_size)
         return -EMSGSIZE;
+    if (r->reserved)
+        return -EBUSY;
     struct wait_args a = {.msg = msg, .len = len};
     return wait_result(r, (int)wait_loop(r, OP_PUSH, &a, timeout_ns));
 }
@@ -918,6 +924,8 @@ SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, i
         return -EINVAL;
     if (len > r->slot_size)
         return -EMSGSIZE;
+    if (r->reserved)
+        return -EBUSY;
     struct wait_args a = {.len = len, .payload = payload};
     return wait_result(r, (int)wait_loop(r, OP_RESERVE, &a, timeout_ns));
 }
