@@ -1,0 +1,154 @@
+/* `shmring create` and `shmring rm`: make and remove named segments. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+
+static const char create_help[] =
+    "Usage: shmring create NAME [--slots N] [--slot-size N] [--overwrite] [--mode MODE]\n"
+    "                            [--insecure]\n"
+    "\n"
+    "Create a ring that stays after shmring exits, with no producer attached: a later\n"
+    "producer (e.g. shmring send) takes the producer role, consumers may attach first.\n"
+    "\n"
+    "Options:\n"
+    "  --slots N       slot count, a power of two >= 2 (default 1024)\n"
+    "  --slot-size N   largest message in bytes (default 256); K, M, G suffixes allowed\n"
+    "  --overwrite     a full ring drops its oldest messages instead of blocking\n"
+    "  --mode MODE     octal permission bits (default 0600)\n"
+    "  --insecure      allow a MODE writable by group or others\n"
+    "  --help          show this help\n";
+
+static const char rm_help[] = "Usage: shmring rm NAME\n"
+                              "\n"
+                              "Remove a segment's name. Handles already open keep working;\n"
+                              "nothing new can open it. Refuses a file that is not a shmring\n"
+                              "segment.\n";
+
+struct create_args {
+    char name[SHMRING_NAME_MAX + 1];
+    shmring_config_t cfg;
+};
+
+enum { OPT_SLOTS = 256, OPT_SLOT_SIZE, OPT_OVERWRITE, OPT_MODE, OPT_INSECURE };
+
+static int create_option(int opt, const char *arg, struct create_args *a)
+{
+    uint64_t v = 0;
+    switch (opt) {
+    case OPT_SLOTS:
+        if (cli_parse_count(arg, 2, SHMRING_MAX_SLOTS, &v) < 0 || (v & (v - 1)) != 0)
+            return cli_usage("create", "--slots: '%s' is not a power of two in [2, %u]", arg,
+                             SHMRING_MAX_SLOTS);
+        a->cfg.slots = (uint32_t)v;
+        return CLI_OK;
+    case OPT_SLOT_SIZE:
+        if (cli_parse_count(arg, 1, SHMRING_MAX_SLOT_SIZE, &v) < 0)
+            return cli_usage("create", "--slot-size: '%s' is not a size in [1, %u]", arg,
+                             SHMRING_MAX_SLOT_SIZE);
+        a->cfg.slot_size = (uint32_t)v;
+        return CLI_OK;
+    case OPT_OVERWRITE:
+        a->cfg.flags |= SHMRING_OVERWRITE;
+        return CLI_OK;
+    case OPT_MODE:
+        if (cli_parse_mode(arg, &a->cfg.mode) < 0 || a->cfg.mode == 0)
+            return cli_usage("create", "--mode: '%s' is not an octal mode in [1, 0777]", arg);
+        return CLI_OK;
+    case OPT_INSECURE:
+        a->cfg.flags |= SHMRING_ALLOW_INSECURE;
+        return CLI_OK;
+    default:
+        return -1;
+    }
+}
+
+static int create_parse(int argc, char **argv, struct create_args *a)
+{
+    static const struct option opts[] = {
+        {"slots", required_argument, NULL, OPT_SLOTS},
+        {"slot-size", required_argument, NULL, OPT_SLOT_SIZE},
+        {"overwrite", no_argument, NULL, OPT_OVERWRITE},
+        {"mode", required_argument, NULL, OPT_MODE},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    cli_getopt_reset();
+    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        int rc = create_option(opt, optarg, a);
+        if (rc < 0)
+            return cli_bad_option("create", opt, argv);
+        if (rc != CLI_OK)
+            return rc;
+    }
+    if ((a->cfg.mode & 0022u) && !(a->cfg.flags & SHMRING_ALLOW_INSECURE))
+        return cli_usage("create", "mode %04o is writable by group or others: add --insecure",
+                         a->cfg.mode);
+    return cli_take_name("create", argc, argv, a->name);
+}
+
+static int create_ring(const struct create_args *a)
+{
+    shmring_config_t cfg = a->cfg;
+    /* Observer only: no producer lease is held, so closing signals no end of stream. */
+    cfg.flags |= SHMRING_OBSERVER | SHMRING_NO_FALLBACK;
+    shmring_t *r = NULL;
+    int rc = shmring_create(a->name, &cfg, &r);
+    if (rc < 0)
+        return cli_fail("create", "%s: %s", a->name, shmring_strerror(rc));
+    int backend = shmring_backend(r);
+    shmring_close(r);
+    if (backend != SHMRING_BACKEND_SHM)
+        return cli_fail("create", "%s: not created in shared memory (is SHMRING_FORCE_HEAP set?)",
+                        a->name);
+    return CLI_OK;
+}
+
+static int create_run(int argc, char **argv)
+{
+    struct create_args a = {0};
+    int rc = create_parse(argc, argv, &a);
+    if (rc != CLI_OK)
+        return rc;
+    return create_ring(&a);
+}
+
+static int rm_run(int argc, char **argv)
+{
+    static const struct option opts[] = {{NULL, 0, NULL, 0}};
+    char name[SHMRING_NAME_MAX + 1];
+    int opt;
+    cli_getopt_reset();
+    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1)
+        return cli_bad_option("rm", opt, argv);
+    int rc = cli_take_name("rm", argc, argv, name);
+    if (rc != CLI_OK)
+        return rc;
+    struct cli_seg seg;
+    rc = cli_seg_read(name, &seg);
+    if (rc < 0)
+        return cli_fail("rm", "%s: %s", name, shmring_strerror(rc));
+    if (rc == 0)
+        return cli_fail("rm", "%s: %s", name, shmring_strerror(-EPROTO));
+    rc = shmring_unlink(name);
+    if (rc < 0)
+        return cli_fail("rm", "%s: %s", name, shmring_strerror(rc));
+    return CLI_OK;
+}
+
+const struct cli_command cli_cmd_create = {
+    .name = "create",
+    .summary = "create a ring that outlives the command",
+    .help = create_help,
+    .run = create_run,
+};
+
+const struct cli_command cli_cmd_rm = {
+    .name = "rm",
+    .summary = "remove a segment",
+    .help = rm_help,
+    .run = rm_run,
+};
