@@ -1,6 +1,7 @@
 /* Error text, the log hook and the run-time version. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,6 +35,8 @@ void shmring__log_line(const char *line)
 
 SHMRING_API const char *shmring_strerror(int err)
 {
+    if (err == INT_MIN)
+        return "unknown error";
     if (err < 0)
         err = -err;
     switch (err) {

@@ -356,7 +356,7 @@ static int create_shm(const char *name, uint32_t mode, size_t total, struct shmr
     return 0;
 }
 
-static int create_memfd(const char *name, size_t total, struct shmring__seg *s)
+static int create_memfd(const char *name, uint32_t mode, size_t total, struct shmring__seg *s)
 {
     char label[SHMRING_NAME_MAX + 16];
     snprintf(label, sizeof label, "shmring:%s", name != NULL ? name + 1 : "anon");
@@ -364,7 +364,11 @@ static int create_memfd(const char *name, size_t total, struct shmring__seg *s)
     if (fd < 0)
         return -errno;
     int rc = 0;
-    if (ftruncate(fd, (off_t)total) != 0)
+    /* memfd_create makes the file 0777: give it the mode asked for, so that
+     * shmring_open_fd() accepts it like a named segment. */
+    if (fchmod(fd, mode) != 0)
+        rc = -errno;
+    if (rc == 0 && ftruncate(fd, (off_t)total) != 0)
         rc = -errno;
     if (rc == 0) {
         int e = posix_fallocate(fd, 0, (off_t)total);
@@ -470,7 +474,7 @@ static int create_backends(const char *name, uint32_t flags, uint32_t mode, size
         backend = SHMRING_BACKEND_MEMFD;
     }
     if (backend == SHMRING_BACKEND_MEMFD) {
-        rc = create_memfd(name, total, s);
+        rc = create_memfd(name, mode, total, s);
         if (rc == 0 || !is_unavailable(-rc) || (flags & SHMRING_NO_FALLBACK))
             return rc;
         shmring__log("%s: memfd_create failed (%s): falling back to heap memory, shared only "
@@ -567,7 +571,10 @@ static int open_mapped(int fd, uint32_t type, uint32_t flags, shmring__layout_fn
     if (rc < 0)
         return rc;
     const struct shmring__hdr *h = (const struct shmring__hdr *)(void *)head;
-    rc = wait_ready(h);
+    /* A creator writes the magic before it sets ready: anything else than 0
+     * (not written yet) or the magic is not a segment, and fails at once. */
+    uint64_t magic = h->magic;
+    rc = (magic != 0 && magic != SHMRING__MAGIC) ? -EPROTO : wait_ready(h);
     if (rc == 0) {
         /* Validate a private copy, so a peer cannot change it between check and use. */
         struct shmring__hdr copy;
@@ -596,6 +603,16 @@ static int open_mapped(int fd, uint32_t type, uint32_t flags, shmring__layout_fn
     s->fd = fd;
     s->locks = 1;
     return 0;
+}
+
+/* The shm directory for lookups: when it is missing (or not a directory),
+ * no segment exists in it, so a lookup reports -ENOENT. */
+static int open_shm_dir(void)
+{
+    int dfd = open(shmring__shm_dir(), O_DIRECTORY | O_PATH | O_CLOEXEC);
+    if (dfd >= 0)
+        return dfd;
+    return (errno == ENOENT || errno == ENOTDIR) ? -ENOENT : -errno;
 }
 
 static int open_registry(const char *name, uint32_t type, shmring__layout_fn layout,
@@ -654,11 +671,10 @@ int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__
         free(s);
         return -ENOENT;
     }
-    int dfd = open(shmring__shm_dir(), O_DIRECTORY | O_PATH | O_CLOEXEC);
+    int dfd = open_shm_dir();
     if (dfd < 0) {
-        rc = errno == ENOENT ? -ENOENT : -errno;
         free(s);
-        return rc;
+        return dfd;
     }
     int fd = openat(dfd, name + 1, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     rc = fd < 0 ? -errno : 0;
@@ -778,9 +794,9 @@ int shmring__seg_unlink(const char *name)
         return 0;
     }
     pthread_mutex_unlock(&reg_lock);
-    int dfd = open(shmring__shm_dir(), O_DIRECTORY | O_PATH | O_CLOEXEC);
+    int dfd = open_shm_dir();
     if (dfd < 0)
-        return errno == ENOENT ? -ENOENT : -errno;
+        return dfd;
     int rc = unlinkat(dfd, name + 1, 0) == 0 ? 0 : -errno;
     close(dfd);
     return rc;

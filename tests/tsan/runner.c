@@ -19,10 +19,10 @@ void cr_shim_register(struct cr_shim_test *t)
     tail = &t->next;
 }
 
-void cr_shim_fail(const char *file, int line, const char *fmt, ...)
+void cr_shim_fail(const char *file, int line, const char *what, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "[----] %s:%d: ", file, line);
+    fprintf(stderr, "[----] %s:%d: %s. ", file, line, what);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);

@@ -32,8 +32,8 @@ struct cr_shim_test {
 };
 
 void cr_shim_register(struct cr_shim_test *t);
-__attribute__((noreturn, format(printf, 3, 4))) void cr_shim_fail(const char *file, int line,
-                                                                  const char *fmt, ...);
+__attribute__((noreturn, format(printf, 4, 5))) void
+cr_shim_fail(const char *file, int line, const char *what, const char *fmt, ...);
 __attribute__((noreturn, format(printf, 1, 2))) void cr_shim_skip(const char *fmt, ...);
 __attribute__((format(printf, 2, 3))) void cr_shim_log(const char *level, const char *fmt, ...);
 
@@ -51,7 +51,7 @@ __attribute__((format(printf, 2, 3))) void cr_shim_log(const char *level, const 
 #define cr_assert(cond, ...)                                                                       \
     do {                                                                                           \
         if (!(cond))                                                                               \
-            cr_shim_fail(__FILE__, __LINE__, "assertion failed: %s. " __VA_ARGS__, #cond);         \
+            cr_shim_fail(__FILE__, __LINE__, "assertion failed: " #cond, "" __VA_ARGS__);          \
     } while (0)
 #define cr_assert_not(cond, ...)     cr_assert(!(cond), __VA_ARGS__)
 #define cr_assert_eq(a, b, ...)      cr_assert((a) == (b), __VA_ARGS__)
@@ -64,7 +64,7 @@ __attribute__((format(printf, 2, 3))) void cr_shim_log(const char *level, const 
 #define cr_assert_not_null(p, ...)   cr_assert((p) != NULL, __VA_ARGS__)
 #define cr_assert_str_eq(a, b, ...)  cr_assert(strcmp((a), (b)) == 0, __VA_ARGS__)
 #define cr_assert_str_neq(a, b, ...) cr_assert(strcmp((a), (b)) != 0, __VA_ARGS__)
-#define cr_assert_fail(...)          cr_shim_fail(__FILE__, __LINE__, "failed. " __VA_ARGS__)
+#define cr_assert_fail(...)          cr_shim_fail(__FILE__, __LINE__, "failed", "" __VA_ARGS__)
 #define cr_skip_test(...)            cr_shim_skip("" __VA_ARGS__)
 #define cr_log_info(...)             cr_shim_log("INFO", __VA_ARGS__)
 #define cr_log_warn(...)             cr_shim_log("WARN", __VA_ARGS__)
