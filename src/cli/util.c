@@ -11,6 +11,9 @@
 #include <string.h>
 
 static void vreport(const char *cmd, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void vreport(const char *cmd, const char *fmt, va_list ap)
 {
     fprintf(stderr, "shmring: %s: ", cmd);
     vfprintf(stderr, fmt, ap);
