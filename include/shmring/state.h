@@ -1,0 +1,209 @@
+/*
+ * shmring state tables: the latest value of each key, shared between
+ * processes (or threads), protected by one seqlock per entry.
+ *
+ * Included by <shmring.h>; do not include this file directly.
+ *
+ * A state table holds up to `entries` keys (NUL-terminated strings of 1 to
+ * SHMRING_STATE_KEY_MAX bytes), each with a value of 0 to `value_size`
+ * bytes. Any number of processes and threads may write and read, each
+ * through its own handle. Readers never wait for writers and never make a
+ * syscall; writers of the same key exclude each other for the few
+ * nanoseconds of a copy.
+ *
+ * Each entry keeps two copies of its value: a writer fills the copy that is
+ * not current, then publishes it as current in one store. So:
+ *  - a reader always gets a complete value: the one published last when it
+ *    started, or a newer one;
+ *  - a writer that dies in the middle of a write (SIGKILL at any
+ *    instruction) never loses the previous value: readers keep reading it
+ *    while the entry is still marked as being written, and the next writer
+ *    of that entry, after seeing it stuck for about a millisecond, finds
+ *    the recorded writer dead and recovers the entry to its previous value
+ *    (counted in shmring_state_stats' `recovered`). The unfinished write is
+ *    simply lost, as if it had never started. A new key whose insertion
+ *    died halfway does not exist. A writer that waits about 50 ms for a
+ *    live writer of the same entry gives up with -EAGAIN.
+ *
+ * Liveness of a writer is judged by its pid and process start time, so the
+ * processes sharing a table must share a pid namespace for recovery to work.
+ * An unreaped (zombie) writer counts as alive until its parent reaps it.
+ *
+ * Lookup: open addressing with linear probing over a power-of-two array of
+ * entries. Deleting a key leaves a tombstone; the slot is reused by the next
+ * new key. Inserting a new key takes the table's insert lock (recovered
+ * like an entry if its holder dies), so two processes inserting the same new
+ * key concurrently never make two entries; updates and reads of existing
+ * keys never touch it.
+ */
+#ifndef SHMRING_STATE_H
+#define SHMRING_STATE_H
+
+#ifndef SHMRING_H
+#error "include <shmring.h>, not <shmring/state.h>"
+#endif
+
+#define SHMRING_STATE_KEY_MAX     63u        /* longest key, NUL excluded */
+#define SHMRING_STATE_MAX_ENTRIES (1u << 24) /* most entries in one table */
+#define SHMRING_STATE_MAX_VALUE   (1u << 24) /* largest value_size */
+
+typedef struct shmring_state shmring_state_t;
+
+typedef struct shmring_state_config {
+    uint32_t entries;    /* how many keys it can hold: a power of two; 0 = default (1024) */
+    uint32_t value_size; /* largest value in bytes; 0 = default (256) */
+    uint32_t flags;      /* SHMRING_FORCE_HEAP, SHMRING_FORCE_MEMFD, SHMRING_NO_FALLBACK,
+                            SHMRING_ALLOW_INSECURE */
+    uint32_t mode;       /* permission bits of a named table; 0 = 0600 */
+} shmring_state_config_t;
+
+/*
+ * Create a state table. `name` is a POSIX shm name as for shmring_create, or
+ * NULL for an anonymous table (memfd, shared through shmring_state_fd()).
+ * `cfg` may be NULL for the defaults. Backends and fallback as for
+ * shmring_create. All keys start absent.
+ *
+ * Errors: -EINVAL (NULL out, bad name, entries not a power of two in
+ * [1, SHMRING_STATE_MAX_ENTRIES], value_size above SHMRING_STATE_MAX_VALUE,
+ * a table of more than 1 TiB, unknown flag, mode with bits outside 0777 or writable by group/others
+ * without SHMRING_ALLOW_INSECURE); -EEXIST (the name exists); -ENOSPC (the
+ * shm file system is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits);
+ * any errno of the last backend tried when all fail.
+ */
+SHMRING_API int shmring_state_create(const char *name, const shmring_state_config_t *cfg,
+                                     shmring_state_t **out);
+
+/*
+ * Open an existing state table by name. `flags`: 0, or SHMRING_FORCE_HEAP
+ * (look only in this process) and/or SHMRING_ALLOW_INSECURE. The segment is
+ * validated as by shmring_open before its data is touched.
+ *
+ * Errors: -EINVAL (NULL out, bad name, unknown flag); -ENOENT (no such
+ * table); -EACCES (owned by another user or writable by others, or no
+ * permission); -ELOOP (a symlink where the segment should be); -EAGAIN (its
+ * creator has not finished initialising it within about a second);
+ * -EPROTO (not a shmring segment, or a corrupt or truncated header);
+ * -EPROTONOSUPPORT (another layout version); -EPROTOTYPE (a ring, not a
+ * state table); -EUSERS (SHMRING_MAX_CONSUMERS handles already attached);
+ * -ENOMEM; -EMFILE/-ENFILE.
+ */
+SHMRING_API int shmring_state_open(const char *name, uint32_t flags, shmring_state_t **out);
+
+/*
+ * Open a state table from a file descriptor (inherited across fork() or
+ * received over a Unix socket). The descriptor is not consumed. Same flags,
+ * validation and errors as shmring_state_open, plus -EBADF for a descriptor
+ * that is not open.
+ */
+SHMRING_API int shmring_state_open_fd(int fd, uint32_t flags, shmring_state_t **out);
+
+/*
+ * Close a handle and release its entry in the table's user list. NULL is
+ * ignored. The table lives on until unlinked and unmapped by every handle.
+ */
+SHMRING_API void shmring_state_close(shmring_state_t *s);
+
+/*
+ * Remove a state table's name. Handles already open keep working.
+ * Errors: -EINVAL (bad name), -ENOENT, -EACCES.
+ */
+SHMRING_API int shmring_state_unlink(const char *name);
+
+/*
+ * Set key to the len bytes at val, inserting the key if it is absent. The
+ * value is visible to readers all at once, never in part. Makes no syscall
+ * unless it has to wait for another writer of the same entry (or of a new
+ * key).
+ *
+ * Errors: -EINVAL (NULL table or key, empty key, key longer than
+ * SHMRING_STATE_KEY_MAX, NULL val with len > 0); -EMSGSIZE (len above the
+ * table's value_size); -ENOSPC (the key is absent and every entry holds a
+ * key); -EAGAIN (a live writer held the entry, or the insert lock, for
+ * about 50 ms); -EPROTO (a corrupt table). On error nothing is changed.
+ */
+SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const void *val,
+                                    size_t len);
+
+/*
+ * Copy the latest value of key into buf (capacity cap) and return its
+ * length (0 to value_size). Never waits for a writer and never makes a
+ * syscall; the buffer may be written even when an error is returned.
+ *
+ * Errors: -EINVAL (NULL table or key, empty or too long key, NULL buf with
+ * cap > 0); -ENOENT (no such key); -EMSGSIZE (cap smaller than the value:
+ * nothing is consumed, call again with a bigger buffer); -EAGAIN (the entry
+ * was rewritten during every one of about 1,000 attempts); -EPROTO (a
+ * corrupt entry).
+ */
+SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void *buf, size_t cap);
+
+/*
+ * Remove key. Its entry becomes a tombstone that the next new key reuses.
+ * Errors: -EINVAL (NULL table or key, empty or too long key); -ENOENT (no
+ * such key); -EAGAIN (a live writer held the entry for about 50 ms).
+ */
+SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key);
+
+/*
+ * Call fn(key, value length, ctx) for every key present, in table order.
+ * A key written or deleted during the walk may or may not be visited; a
+ * key present for the whole walk is visited exactly once. `key` points to a
+ * copy valid only during the call. fn returns 0 to go on; any other value
+ * stops the walk and is returned (return a negative value, so that it
+ * cannot be mistaken for a count).
+ *
+ * Returns the number of keys visited. Errors: -EINVAL (NULL s or fn);
+ * -EAGAIN (an entry was rewritten during every one of about 1,000 attempts
+ * to read its key).
+ */
+typedef int (*shmring_state_fn)(const char *key, size_t len, void *ctx);
+SHMRING_API int shmring_state_foreach(shmring_state_t *s, shmring_state_fn fn, void *ctx);
+
+/*
+ * Recover every entry left mid-write by a dead writer now, instead of
+ * waiting for the next writer of each. Makes syscalls for entries found
+ * being written. Returns how many entries it recovered. Errors: -EINVAL
+ * (NULL).
+ */
+SHMRING_API int shmring_state_repair(shmring_state_t *s);
+
+/* SHMRING_BACKEND_SHM, _MEMFD or _HEAP; -EINVAL for NULL. */
+SHMRING_API int shmring_state_backend(const shmring_state_t *s);
+
+/*
+ * The descriptor of the table's segment, for passing to another process.
+ * Owned by the handle: do not close it. -ENOTSUP on the heap backend,
+ * -EINVAL for NULL.
+ */
+SHMRING_API int shmring_state_fd(const shmring_state_t *s);
+
+/* Entry count and largest value size of the table; 0 for NULL. */
+SHMRING_API uint32_t shmring_state_entries(const shmring_state_t *s);
+SHMRING_API uint32_t shmring_state_value_size(const shmring_state_t *s);
+
+typedef struct shmring_state_stats {
+    uint32_t entries;      /* capacity in keys */
+    uint32_t value_size;   /* largest value */
+    uint32_t used;         /* keys present now */
+    uint32_t tombstones;   /* entries of deleted keys, reusable */
+    uint32_t writing;      /* entries being written now (or left so by a dead writer) */
+    uint32_t users;        /* live attached handles */
+    int backend;           /* SHMRING_BACKEND_* */
+    int32_t creator_pid;   /* process that created the table */
+    uint64_t created_ns;   /* CLOCK_REALTIME at creation */
+    uint64_t writes;       /* successful writes and deletes */
+    uint64_t reads;        /* successful reads */
+    uint64_t read_retries; /* reads that had to copy an entry again */
+    uint64_t eagain;       /* calls that gave up with -EAGAIN */
+    uint64_t write_waits;  /* writes that found their entry being written */
+    uint64_t recovered;    /* entries recovered from dead writers */
+} shmring_state_stats_t;
+
+/*
+ * Fill *st. Counters are read without stopping the table: each is exact but
+ * they are not a single snapshot; `used`, `tombstones` and `writing` come
+ * from a walk over the entries. Errors: -EINVAL (NULL).
+ */
+SHMRING_API int shmring_state_stats(shmring_state_t *s, shmring_state_stats_t *st);
+
+#endif /* SHMRING_STATE_H */

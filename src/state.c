@@ -1,0 +1,847 @@
+/*
+ * The seqlock keyed table ("latest value of key K").
+ *
+ * Memory-ordering edges (labels used in the comments below; lock words are
+ * described in state.h):
+ *
+ *   W1  writer: CAS seq from an even word to its odd successor (seq_cst),
+ *       then a release fence, then the stores of the non-current value copy,
+ *       its len and (new keys only) the key. Pairs with R2.
+ *   W2  writer: writer_start, then writer_seq := the odd word, release.
+ *       Pairs with D1.
+ *   W3  writer: seq := the next even word naming the new committed state
+ *       and copy, release. Pairs with R1: publishes copy, len and key.
+ *   R1  reader: seq load, acquire. Pairs with W3 (and with X1, through the
+ *       release sequence of the W3 before it).
+ *   R2  reader: after copying key, len and value, acquire fence, then a
+ *       relaxed seq re-load. Pairs with W1: a copy that saw any byte of a
+ *       writer that rewrote the copy being read sees that writer's version,
+ *       at least 3 past the even version the copy was committed at, and is
+ *       discarded. Versions 1 and 2 past it only wrote the other copy.
+ *   D1  recoverer: writer_seq load, acquire. Pairs with W2: writer_start
+ *       then belongs to the holder of the odd word.
+ *   X1  recoverer: CAS the odd word of a dead writer to the next even word
+ *       with the committed fields unchanged (seq_cst). Only one recoverer
+ *       wins, and only while the word is still that writer's.
+ *   L*  the insert lock is a lock word too: taken with W1, released with
+ *       W3, recovered with D1 and X1.
+ *
+ * Everything read from the shared segment is untrusted: indices are masked,
+ * the committed copy is one bit, lengths are checked against the validated
+ * value_size, keys are compared within their 64-byte field, and every loop
+ * that depends on peer-written values is bounded by a count or a deadline.
+ */
+#define _GNU_SOURCE
+#include "state.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "atomic.h"
+
+#define DEFAULT_ENTRIES    1024u
+#define DEFAULT_VALUE_SIZE 256u
+#define READ_TRIES         1000u       /* copies of one entry before -EAGAIN */
+#define WRITE_TRIES        100000u     /* bound on CAS races lost in one write */
+#define WAIT_SPINS         1000u       /* polls of a held word before yielding */
+#define DEAD_CHECK_NS      1000000ull  /* a word held this long: check its holder */
+#define WRITE_WAIT_NS      50000000ull /* give up waiting for a live writer */
+
+#define CREATE_FLAGS                                                                               \
+    (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK | SHMRING_ALLOW_INSECURE)
+#define OPEN_FLAGS (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
+
+#define SEQ_VERSION SHMRING__SEQ_VERSION
+#define SEQ_STATE   SHMRING__SEQ_STATE
+#define SEQ_COPY    SHMRING__SEQ_COPY
+#define SEQ_ODD     SHMRING__SEQ_ODD
+#define SEQ_MAKE    SHMRING__SEQ_MAKE
+
+struct shmring_state {
+    struct shmring__seg *seg;
+    struct shmring__state_shared *sh;
+    unsigned char *data;
+    size_t stride;  /* bytes per entry, multiple of 64 */
+    size_t vstride; /* bytes per value copy, multiple of 8 */
+    uint32_t nentries;
+    uint32_t mask;
+    uint32_t value_size;
+    unsigned party;
+};
+
+/* ---- This process ------------------------------------------------------- */
+
+/* pid and start time of this process; pid 0 until known (reset by fork). */
+static uint32_t self_pid;
+static uint64_t self_start;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void forget_self(void)
+{
+    /* Relaxed: the child of fork() runs one thread here. */
+    shmring__store_relaxed_32(&self_pid, 0);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, forget_self);
+}
+
+/* This process's pid, cached: no syscall on the write path. */
+static inline uint32_t me(void)
+{
+    /* Acquire: pairs with the release below, so self_start is this process's. */
+    uint32_t pid = shmring__load_acquire_32(&self_pid);
+    if (pid != 0)
+        return pid;
+    pid = (uint32_t)getpid();
+    /* Threads racing here store the same values. */
+    shmring__store_relaxed_64(&self_start, shmring__proc_start_time((pid_t)pid));
+    shmring__store_release_32(&self_pid, pid);
+    return pid;
+}
+
+/* ---- Layout ------------------------------------------------------------- */
+
+static uint64_t vstride_of(uint32_t value_size)
+{
+    return ((uint64_t)value_size + 7) & ~(uint64_t)7;
+}
+
+static uint64_t stride_of(uint32_t value_size)
+{
+    return ((uint64_t)SHMRING__STATE_ENTRY_HEADER + 2 * vstride_of(value_size) + SHMRING__LINE -
+            1) &
+           ~(uint64_t)(SHMRING__LINE - 1);
+}
+
+int shmring__state_layout(const uint32_t param[4], uint32_t flags, uint64_t *total)
+{
+    uint32_t entries = param[0], value_size = param[1];
+    if (entries < 1 || entries > SHMRING_STATE_MAX_ENTRIES || (entries & (entries - 1)) != 0)
+        return -EINVAL;
+    if (value_size < 1 || value_size > SHMRING_STATE_MAX_VALUE)
+        return -EINVAL;
+    if (param[2] != stride_of(value_size) || param[3] != 0)
+        return -EINVAL;
+    if (flags != 0)
+        return -EINVAL;
+    uint64_t t = SHMRING__HEADER_SIZE + (uint64_t)entries * param[2];
+    if (t > SHMRING__MAX_TOTAL)
+        return -EINVAL;
+    *total = t;
+    return 0;
+}
+
+static inline struct shmring__state_entry *entry_at(const shmring_state_t *s, uint64_t index)
+{
+    return (struct shmring__state_entry *)(void *)(s->data + (size_t)(index & s->mask) * s->stride);
+}
+
+static inline unsigned char *value_of(const shmring_state_t *s, struct shmring__state_entry *e,
+                                      uint32_t copy)
+{
+    return (unsigned char *)e + SHMRING__STATE_ENTRY_HEADER + (copy & 1u) * s->vstride;
+}
+
+static uint64_t hash_key(const char *key, size_t klen)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < klen; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 1099511628211ull;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* Length of a valid key (1..SHMRING_STATE_KEY_MAX), or -EINVAL. */
+static int key_check(const char *key, size_t *klen)
+{
+    if (key == NULL)
+        return -EINVAL;
+    size_t n = strnlen(key, SHMRING_STATE_KEY_MAX + 1);
+    if (n == 0 || n > SHMRING_STATE_KEY_MAX)
+        return -EINVAL;
+    *klen = n;
+    return 0;
+}
+
+/* Owner-only counter of this handle's party entry. */
+static inline void count(shmring_state_t *s, unsigned which, uint64_t n)
+{
+    uint64_t *c = &s->seg->hdr->party[s->party].counter[which];
+    /* Relaxed: one writer; readers (stats) want a recent value, not ordering. */
+    shmring__store_relaxed_64(c, shmring__load_relaxed_64(c) + n);
+}
+
+/* ---- Lock words --------------------------------------------------------- */
+
+/* W1, W2: take the even word `even`; on success *held is the odd word. */
+static int lock_take(struct shmring__state_lock *l, uint64_t even, uint64_t *held)
+{
+    uint32_t pid = me();
+    uint64_t w = SEQ_MAKE(SEQ_VERSION(even) + 1, SEQ_STATE(even), SEQ_COPY(even), pid);
+    /* W1: CAS, seq_cst; pairs with other writers' W1 and with X1. */
+    if (!shmring__cas_64(&l->seq, &even, w))
+        return 0;
+    /* W2: relaxed, published by the release store of writer_seq. */
+    shmring__store_relaxed_64(&l->writer_start, shmring__load_relaxed_64(&self_start));
+    /* W2: release, pairs with D1 in holder_dead(). */
+    shmring__store_release_64(&l->writer_seq, w);
+    /* W1: release fence: the odd word is ordered before the data stores (pairs with R2). */
+    shmring__fence_release();
+    *held = w;
+    return 1;
+}
+
+/* W3: publish the held word with its new committed state and copy. */
+static inline void lock_publish(struct shmring__state_lock *l, uint64_t held, uint32_t state,
+                                uint32_t copy)
+{
+    /* W3: release, pairs with R1: the copy, len and key stores happen before. */
+    shmring__store_release_64(&l->seq, SEQ_MAKE(SEQ_VERSION(held) + 1, state, copy, 0));
+}
+
+/* 1 if the writer holding odd word w is dead. Makes syscalls. */
+static int holder_dead(const shmring_state_t *s, struct shmring__state_lock *l, uint64_t w)
+{
+    /* Heap backend: every writer is a thread of this process. */
+    if (s->seg->backend == SHMRING_BACKEND_HEAP)
+        return 0;
+    uint64_t start = 0;
+    /* D1: acquire, pairs with W2. Before W2, the pid alone is judged. */
+    if (shmring__load_acquire_64(&l->writer_seq) == w)
+        start = shmring__load_relaxed_64(&l->writer_start);
+    /* Peer-written pid: pid_alive() only asks the kernel about it. */
+    return !shmring__pid_alive(SHMRING__SEQ_PID(w), start);
+}
+
+/* X1: hand the committed fields of a dead writer's word back. 1 if done. */
+static int recover(shmring_state_t *s, struct shmring__state_lock *l, uint64_t w)
+{
+    uint64_t even = SEQ_MAKE(SEQ_VERSION(w) + 1, SEQ_STATE(w), SEQ_COPY(w), 0);
+    /* X1: CAS, seq_cst: one recoverer wins, and only while w is still held. */
+    if (!shmring__cas_64(&l->seq, &w, even))
+        return 0;
+    shmring__faa_64(&s->sh->recovered, 1);
+    shmring__log("%s: recovered %s left mid-write by dead process %d",
+                 s->seg->name[0] ? s->seg->name : "(anonymous state table)",
+                 l == &s->sh->insert ? "the insert lock" : "an entry", (int)SHMRING__SEQ_PID(w));
+    return 1;
+}
+
+/* Progress of one write: a shared deadline for all its waits. */
+struct op {
+    uint64_t deadline;
+    int waited;
+};
+
+/*
+ * Wait until lock word l is even and return it in *w. Spins, then yields;
+ * a word held by the same writer for DEAD_CHECK_NS has its holder checked
+ * and is recovered if the holder died. -EAGAIN once the write's deadline
+ * passes.
+ */
+static int wait_even(shmring_state_t *s, struct shmring__state_lock *l, uint64_t *w, struct op *op)
+{
+    uint64_t seen = 0, since = 0;
+    op->waited = 1;
+    for (uint64_t i = 0;; i++) {
+        /* Acquire: pairs with W3 or X1 of the holder. */
+        uint64_t v = shmring__load_acquire_64(&l->seq);
+        if (!SEQ_ODD(v)) {
+            *w = v;
+            return 0;
+        }
+        if (i < WAIT_SPINS) {
+            shmring__cpu_relax();
+            continue;
+        }
+        uint64_t now = shmring__now_ns();
+        if (op->deadline == 0)
+            op->deadline = now + WRITE_WAIT_NS;
+        if (v != seen) {
+            seen = v;
+            since = now;
+        } else if (now - since >= DEAD_CHECK_NS) {
+            if (holder_dead(s, l, v) && recover(s, l, v))
+                continue;
+            since = now;
+        }
+        if (now >= op->deadline)
+            return -EAGAIN;
+        sched_yield();
+    }
+}
+
+/* ---- Looking up --------------------------------------------------------- */
+
+/* R2: is what was read under word w (committed copy and key) intact? */
+static inline int still_valid(const struct shmring__state_lock *l, uint64_t w)
+{
+    /* R2: acquire fence, pairs with the release fence of W1. */
+    shmring__fence_acquire();
+    /* Relaxed: ordered by the fence above. */
+    uint64_t now = shmring__load_relaxed_64(&l->seq);
+    return (uint32_t)(SEQ_VERSION(now) - (SEQ_VERSION(w) & ~1u)) <= 2u;
+}
+
+enum look { LOOK_EMPTY, LOOK_TOMB, LOOK_OTHER, LOOK_MATCH };
+
+/* What the caller wants from a matching entry. */
+struct want {
+    void *buf; /* copy the value here (NULL: key only) */
+    size_t cap;
+    size_t len; /* out: value length */
+};
+
+/* One validated look at LIVE entry e under word w: enum look, -EMSGSIZE,
+ * -EPROTO, or 1 for "changed meanwhile, look again". */
+static int look_once(shmring_state_t *s, struct shmring__state_entry *e, uint64_t w,
+                     const char *key, size_t klen, struct want *want)
+{
+    char k[SHMRING__STATE_KEY_FIELD];
+    shmring__copy_from_shared(k, e->key, sizeof k);
+    /* Peer-written key: compared within its field, klen <= 63. */
+    int match = memcmp(k, key, klen) == 0 && k[klen] == '\0';
+    if (!match || want == NULL)
+        return still_valid(&e->lock, w) ? (match ? LOOK_MATCH : LOOK_OTHER) : 1;
+    uint32_t copy = SEQ_COPY(w);
+    /* Relaxed: ordered by R1 before and R2 after. Peer-written: checked. */
+    uint32_t len = shmring__load_relaxed_32(&e->len[copy]);
+    if (len > s->value_size || len > want->cap) {
+        if (!still_valid(&e->lock, w))
+            return 1;
+        return len > s->value_size ? -EPROTO : -EMSGSIZE;
+    }
+    if (len > 0)
+        shmring__copy_from_shared(want->buf, value_of(s, e, copy), len);
+    if (!still_valid(&e->lock, w))
+        return 1;
+    want->len = len;
+    return LOOK_MATCH;
+}
+
+/*
+ * Look at entry e for key: enum look (with the word seen in *word), or
+ * -EAGAIN after READ_TRIES copies spoilt by writers, -EMSGSIZE, -EPROTO.
+ */
+static int look(shmring_state_t *s, struct shmring__state_entry *e, const char *key, size_t klen,
+                struct want *want, uint64_t *word)
+{
+    for (uint32_t tries = 0; tries < READ_TRIES; tries++) {
+        /* R1: acquire, pairs with W3. */
+        uint64_t w = shmring__load_acquire_64(&e->lock.seq);
+        *word = w;
+        uint32_t st = SEQ_STATE(w);
+        if (st == SHMRING__STATE_EMPTY)
+            return LOOK_EMPTY;
+        if (st == SHMRING__STATE_TOMB)
+            return LOOK_TOMB;
+        if (st != SHMRING__STATE_LIVE)
+            return -EPROTO;
+        int rc = look_once(s, e, w, key, klen, want);
+        if (rc != 1)
+            return rc;
+        count(s, SHMRING__S_RETRIES, 1);
+    }
+    return -EAGAIN;
+}
+
+/* Where a key is, or where it could go. */
+struct probe {
+    int found;
+    uint32_t index; /* of the key, when found */
+    uint64_t word;
+    int has_free;
+    uint32_t free_index; /* first EMPTY or TOMB entry of the probe sequence */
+    uint64_t free_word;
+};
+
+/* Walk the probe sequence of key: 0 (see p), or -EAGAIN / -EPROTO. */
+static int probe(shmring_state_t *s, const char *key, size_t klen, uint64_t h, struct probe *p)
+{
+    memset(p, 0, sizeof *p);
+    for (uint32_t i = 0; i < s->nentries; i++) {
+        uint32_t index = (uint32_t)((h + i) & s->mask);
+        uint64_t w;
+        int rc = look(s, entry_at(s, index), key, klen, NULL, &w);
+        if (rc < 0)
+            return rc;
+        if (rc == LOOK_MATCH) {
+            p->found = 1;
+            p->index = index;
+            p->word = w;
+            return 0;
+        }
+        if (rc == LOOK_OTHER)
+            continue;
+        if (!p->has_free) {
+            p->has_free = 1;
+            p->free_index = index;
+            p->free_word = w;
+        }
+        if (rc == LOOK_EMPTY)
+            return 0;
+    }
+    return 0;
+}
+
+/* ---- Writing ------------------------------------------------------------ */
+
+/* Fill the non-current copy of the held entry e (and its key), publish it. */
+static void fill_and_publish(shmring_state_t *s, struct shmring__state_entry *e, uint64_t held,
+                             const char *key, size_t klen, const void *val, size_t len)
+{
+    uint32_t copy = SEQ_COPY(held) ^ 1u;
+    if (key != NULL) {
+        char k[SHMRING__STATE_KEY_FIELD] = {0};
+        memcpy(k, key, klen);
+        shmring__copy_to_shared(e->key, k, sizeof k);
+    }
+    if (len > 0)
+        shmring__copy_to_shared(value_of(s, e, copy), val, len);
+    /* Relaxed: published by W3. */
+    shmring__store_relaxed_32(&e->len[copy], (uint32_t)len);
+    lock_publish(&e->lock, held, SHMRING__STATE_LIVE, copy);
+}
+
+/* Under the insert lock: 0 (inserted), -ENOSPC, <0, or 1 for "start over". */
+static int insert_locked(shmring_state_t *s, const char *key, size_t klen, uint64_t h,
+                         const void *val, size_t len, struct op *op)
+{
+    struct probe p;
+    int rc = probe(s, key, klen, h, &p);
+    if (rc < 0)
+        return rc;
+    if (p.found)
+        return 1; /* inserted meanwhile: update it */
+    if (!p.has_free)
+        return -ENOSPC;
+    struct shmring__state_entry *e = entry_at(s, p.free_index);
+    if (SEQ_ODD(p.free_word)) {
+        /* Only a dead holder of the insert lock leaves a free entry odd. */
+        uint64_t w;
+        rc = wait_even(s, &e->lock, &w, op);
+        return rc < 0 ? rc : 1;
+    }
+    uint64_t held;
+    if (!lock_take(&e->lock, p.free_word, &held))
+        return 1;
+    fill_and_publish(s, e, held, key, klen, val, len);
+    return 0;
+}
+
+static int insert(shmring_state_t *s, const char *key, size_t klen, uint64_t h, const void *val,
+                  size_t len, struct op *op)
+{
+    struct shmring__state_lock *l = &s->sh->insert;
+    uint64_t w, held;
+    /* L: the insert lock is taken like an entry (W1) and released with W3. */
+    int waited = op->waited;
+    int rc = wait_even(s, l, &w, op);
+    op->waited = waited; /* waiting for the insert lock is not an entry wait */
+    if (rc < 0)
+        return rc;
+    if (!lock_take(l, w, &held))
+        return 1;
+    rc = insert_locked(s, key, klen, h, val, len, op);
+    lock_publish(l, held, 0, 0);
+    return rc;
+}
+
+/* Count the outcome of a write or delete. */
+static int write_result(shmring_state_t *s, int rc, const struct op *op)
+{
+    if (rc == 0)
+        count(s, SHMRING__S_WRITES, 1);
+    else if (rc == -EAGAIN)
+        count(s, SHMRING__S_EAGAIN, 1);
+    if (op->waited)
+        count(s, SHMRING__S_WRITE_WAITS, 1);
+    return rc;
+}
+
+SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const void *val,
+                                    size_t len)
+{
+    size_t klen;
+    if (s == NULL || key_check(key, &klen) < 0 || (val == NULL && len > 0))
+        return -EINVAL;
+    if (len > s->value_size)
+        return -EMSGSIZE;
+    uint64_t h = hash_key(key, klen);
+    struct op op = {0, 0};
+    int rc = -EAGAIN;
+    for (uint32_t tries = 0; tries < WRITE_TRIES; tries++) {
+        struct probe p;
+        rc = probe(s, key, klen, h, &p);
+        if (rc < 0)
+            break;
+        if (!p.found) {
+            rc = insert(s, key, klen, h, val, len, &op);
+            if (rc <= 0)
+                break;
+            continue;
+        }
+        struct shmring__state_entry *e = entry_at(s, p.index);
+        uint64_t held;
+        if (SEQ_ODD(p.word)) {
+            rc = wait_even(s, &e->lock, &held, &op);
+            if (rc < 0)
+                break;
+            continue; /* the holder may have deleted it: look again */
+        }
+        if (lock_take(&e->lock, p.word, &held)) {
+            fill_and_publish(s, e, held, NULL, 0, val, len);
+            rc = 0;
+            break;
+        }
+        rc = -EAGAIN;
+    }
+    return write_result(s, rc, &op);
+}
+
+SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
+{
+    size_t klen;
+    if (s == NULL || key_check(key, &klen) < 0)
+        return -EINVAL;
+    uint64_t h = hash_key(key, klen);
+    struct op op = {0, 0};
+    int rc = -EAGAIN;
+    for (uint32_t tries = 0; tries < WRITE_TRIES; tries++) {
+        struct probe p;
+        rc = probe(s, key, klen, h, &p);
+        if (rc < 0)
+            break;
+        if (!p.found) {
+            rc = -ENOENT;
+            break;
+        }
+        struct shmring__state_entry *e = entry_at(s, p.index);
+        uint64_t held;
+        if (SEQ_ODD(p.word)) {
+            rc = wait_even(s, &e->lock, &held, &op);
+            if (rc < 0)
+                break;
+            continue;
+        }
+        if (lock_take(&e->lock, p.word, &held)) {
+            /* The committed copy stays: only the state changes. */
+            lock_publish(&e->lock, held, SHMRING__STATE_TOMB, SEQ_COPY(held));
+            rc = 0;
+            break;
+        }
+        rc = -EAGAIN;
+    }
+    return write_result(s, rc, &op);
+}
+
+/* ---- Reading ------------------------------------------------------------ */
+
+SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void *buf, size_t cap)
+{
+    size_t klen;
+    if (s == NULL || key_check(key, &klen) < 0 || (buf == NULL && cap > 0))
+        return -EINVAL;
+    uint64_t h = hash_key(key, klen);
+    struct want want = {buf, cap, 0};
+    int rc = LOOK_EMPTY;
+    for (uint32_t i = 0; i < s->nentries; i++) {
+        uint64_t w;
+        rc = look(s, entry_at(s, h + i), key, klen, &want, &w);
+        if (rc != LOOK_TOMB && rc != LOOK_OTHER)
+            break;
+    }
+    if (rc == LOOK_MATCH) {
+        count(s, SHMRING__S_READS, 1);
+        return (ssize_t)want.len;
+    }
+    if (rc == -EAGAIN)
+        count(s, SHMRING__S_EAGAIN, 1);
+    return rc < 0 ? rc : -ENOENT;
+}
+
+/* Validated key and value length of entry e: 1 if LIVE, 0 if not, <0. */
+static int entry_key(shmring_state_t *s, struct shmring__state_entry *e, char *k, size_t *len)
+{
+    for (uint32_t tries = 0; tries < READ_TRIES; tries++) {
+        /* R1: acquire, pairs with W3. */
+        uint64_t w = shmring__load_acquire_64(&e->lock.seq);
+        if (SEQ_STATE(w) != SHMRING__STATE_LIVE)
+            return 0;
+        shmring__copy_from_shared(k, e->key, SHMRING__STATE_KEY_FIELD);
+        /* Relaxed: ordered by R1 and R2. Peer-written: checked below. */
+        uint32_t l = shmring__load_relaxed_32(&e->len[SEQ_COPY(w)]);
+        if (!still_valid(&e->lock, w)) {
+            count(s, SHMRING__S_RETRIES, 1);
+            continue;
+        }
+        if (l > s->value_size)
+            return -EPROTO;
+        /* Peer-written: terminate within the field. */
+        k[SHMRING__STATE_KEY_FIELD - 1] = '\0';
+        *len = l;
+        return 1;
+    }
+    return -EAGAIN;
+}
+
+SHMRING_API int shmring_state_foreach(shmring_state_t *s, shmring_state_fn fn, void *ctx)
+{
+    if (s == NULL || fn == NULL)
+        return -EINVAL;
+    int visited = 0;
+    for (uint32_t i = 0; i < s->nentries; i++) {
+        char k[SHMRING__STATE_KEY_FIELD];
+        size_t len;
+        int rc = entry_key(s, entry_at(s, i), k, &len);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            continue;
+        rc = fn(k, len, ctx);
+        if (rc != 0)
+            return rc;
+        visited++;
+    }
+    return visited;
+}
+
+/* Recover lock word l if a dead writer holds it: 1 if recovered. */
+static int repair_word(shmring_state_t *s, struct shmring__state_lock *l)
+{
+    /* Acquire: pairs with W3 / W1 of the holder. */
+    uint64_t w = shmring__load_acquire_64(&l->seq);
+    return SEQ_ODD(w) && holder_dead(s, l, w) && recover(s, l, w);
+}
+
+SHMRING_API int shmring_state_repair(shmring_state_t *s)
+{
+    if (s == NULL)
+        return -EINVAL;
+    int n = repair_word(s, &s->sh->insert);
+    for (uint32_t i = 0; i < s->nentries; i++)
+        n += repair_word(s, &entry_at(s, i)->lock);
+    return n;
+}
+
+/* ---- Handles ------------------------------------------------------------ */
+
+/* Fold the counters of a departing user into the retired ones. */
+static void fold_counters(struct shmring__state_shared *sh, struct shmring__party *p)
+{
+    for (unsigned i = 0; i < 5; i++)
+        shmring__faa_64(&sh->retired[i], shmring__load_relaxed_64(&p->counter[i]));
+}
+
+static void reclaim_user(struct shmring__seg *seg, unsigned index, void *ctx)
+{
+    shmring_state_t *s = ctx;
+    fold_counters(s->sh, &seg->hdr->party[index]);
+}
+
+int shmring__state_from_seg(struct shmring__seg *seg, shmring_state_t **out)
+{
+    pthread_once(&atfork_once, register_atfork);
+    me();
+    shmring_state_t *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return -ENOMEM;
+    s->seg = seg;
+    s->sh = (struct shmring__state_shared *)(void *)seg->hdr->object;
+    s->data = seg->base + SHMRING__HEADER_SIZE;
+    /* Validated copies: never re-read from the segment. */
+    s->nentries = seg->param[0];
+    s->value_size = seg->param[1];
+    s->stride = seg->param[2];
+    s->vstride = (size_t)vstride_of(s->value_size);
+    s->mask = s->nentries - 1;
+    int idx =
+        shmring__party_take(seg, 1, SHMRING__PARTIES - 1, SHMRING__ROLE_USER, reclaim_user, s);
+    if (idx < 0) {
+        free(s);
+        return idx;
+    }
+    s->party = (unsigned)idx;
+    *out = s;
+    return 0;
+}
+
+static int check_create_config(const shmring_state_config_t *cfg, uint32_t param[4],
+                               uint32_t *flags, uint32_t *mode)
+{
+    shmring_state_config_t def = {0, 0, 0, 0};
+    if (cfg == NULL)
+        cfg = &def;
+    uint32_t entries = cfg->entries ? cfg->entries : DEFAULT_ENTRIES;
+    uint32_t value_size = cfg->value_size ? cfg->value_size : DEFAULT_VALUE_SIZE;
+    *flags = cfg->flags;
+    *mode = cfg->mode ? cfg->mode : 0600;
+    if (*flags & ~CREATE_FLAGS)
+        return -EINVAL;
+    if (*mode & ~0777u)
+        return -EINVAL;
+    if ((*mode & 0022u) && !(*flags & SHMRING_ALLOW_INSECURE))
+        return -EINVAL;
+    if (value_size > SHMRING_STATE_MAX_VALUE)
+        return -EINVAL;
+    param[0] = entries;
+    param[1] = value_size;
+    param[2] = (uint32_t)stride_of(value_size);
+    param[3] = 0;
+    uint64_t total;
+    return shmring__state_layout(param, 0, &total);
+}
+
+SHMRING_API int shmring_state_create(const char *name, const shmring_state_config_t *cfg,
+                                     shmring_state_t **out)
+{
+    if (out == NULL)
+        return -EINVAL;
+    uint32_t param[4], flags, mode;
+    int rc = check_create_config(cfg, param, &flags, &mode);
+    if (rc < 0)
+        return rc;
+    struct shmring__seg *seg;
+    rc = shmring__seg_create(name, SHMRING__TYPE_STATE, flags, 0, mode, param,
+                             shmring__state_layout, &seg);
+    if (rc < 0)
+        return rc;
+    /* Zero-filled pages: every entry EMPTY at version 0, the insert lock free. */
+    shmring__seg_publish(seg);
+    rc = shmring__state_from_seg(seg, out);
+    if (rc < 0) {
+        shmring__seg_close(seg);
+        if (name != NULL)
+            shmring__seg_unlink(name);
+    }
+    return rc;
+}
+
+SHMRING_API int shmring_state_open(const char *name, uint32_t flags, shmring_state_t **out)
+{
+    if (out == NULL || (flags & ~OPEN_FLAGS))
+        return -EINVAL;
+    struct shmring__seg *seg;
+    int rc = shmring__seg_open(name, SHMRING__TYPE_STATE, flags, shmring__state_layout, &seg);
+    if (rc < 0)
+        return rc;
+    rc = shmring__state_from_seg(seg, out);
+    if (rc < 0)
+        shmring__seg_close(seg);
+    return rc;
+}
+
+SHMRING_API int shmring_state_open_fd(int fd, uint32_t flags, shmring_state_t **out)
+{
+    if (out == NULL || (flags & ~OPEN_FLAGS))
+        return -EINVAL;
+    struct shmring__seg *seg;
+    int rc = shmring__seg_open_fd(fd, SHMRING__TYPE_STATE, flags, shmring__state_layout, &seg);
+    if (rc < 0)
+        return rc;
+    rc = shmring__state_from_seg(seg, out);
+    if (rc < 0)
+        shmring__seg_close(seg);
+    return rc;
+}
+
+SHMRING_API void shmring_state_close(shmring_state_t *s)
+{
+    if (s == NULL)
+        return;
+    fold_counters(s->sh, &s->seg->hdr->party[s->party]);
+    shmring__party_release(s->seg, s->party, SHMRING__PARTY_FREE);
+    shmring__seg_close(s->seg);
+    free(s);
+}
+
+SHMRING_API int shmring_state_unlink(const char *name)
+{
+    return shmring__seg_unlink(name);
+}
+
+SHMRING_API int shmring_state_backend(const shmring_state_t *s)
+{
+    return s == NULL ? -EINVAL : s->seg->backend;
+}
+
+SHMRING_API int shmring_state_fd(const shmring_state_t *s)
+{
+    if (s == NULL)
+        return -EINVAL;
+    return s->seg->fd >= 0 ? s->seg->fd : -ENOTSUP;
+}
+
+SHMRING_API uint32_t shmring_state_entries(const shmring_state_t *s)
+{
+    return s == NULL ? 0 : s->nentries;
+}
+
+SHMRING_API uint32_t shmring_state_value_size(const shmring_state_t *s)
+{
+    return s == NULL ? 0 : s->value_size;
+}
+
+/* ---- Stats -------------------------------------------------------------- */
+
+static void stats_entries(const shmring_state_t *s, shmring_state_stats_t *st)
+{
+    for (uint32_t i = 0; i < s->nentries; i++) {
+        /* Relaxed: a statistic. */
+        uint64_t w = shmring__load_relaxed_64(&entry_at(s, i)->lock.seq);
+        uint32_t state = SEQ_STATE(w);
+        st->used += state == SHMRING__STATE_LIVE;
+        st->tombstones += state == SHMRING__STATE_TOMB;
+        st->writing += SEQ_ODD(w);
+    }
+}
+
+static void stats_users(const shmring_state_t *s, shmring_state_stats_t *st)
+{
+    uint64_t c[5];
+    for (unsigned k = 0; k < 5; k++)
+        c[k] = shmring__load_relaxed_64(&s->sh->retired[k]);
+    for (unsigned i = 1; i < SHMRING__PARTIES; i++) {
+        struct shmring__party *p = &s->seg->hdr->party[i];
+        /* Acquire: pairs with the release in party_setup(). */
+        uint64_t o = shmring__load_acquire_64(&p->owner);
+        if (SHMRING__OWNER_STATE(o) != SHMRING__PARTY_ACTIVE)
+            continue;
+        for (unsigned k = 0; k < 5; k++)
+            c[k] += shmring__load_relaxed_64(&p->counter[k]);
+        if (shmring__party_alive(s->seg, i))
+            st->users++;
+    }
+    st->writes = c[SHMRING__S_WRITES];
+    st->reads = c[SHMRING__S_READS];
+    st->read_retries = c[SHMRING__S_RETRIES];
+    st->eagain = c[SHMRING__S_EAGAIN];
+    st->write_waits = c[SHMRING__S_WRITE_WAITS];
+}
+
+SHMRING_API int shmring_state_stats(shmring_state_t *s, shmring_state_stats_t *st)
+{
+    if (s == NULL || st == NULL)
+        return -EINVAL;
+    memset(st, 0, sizeof *st);
+    st->entries = s->nentries;
+    st->value_size = s->value_size;
+    st->backend = s->seg->backend;
+    stats_entries(s, st);
+    stats_users(s, st);
+    /* Relaxed: a statistic. */
+    st->recovered = shmring__load_relaxed_64(&s->sh->recovered);
+    st->creator_pid = s->seg->hdr->creator_pid;
+    st->created_ns = s->seg->hdr->created_ns;
+    return 0;
+}

@@ -1,0 +1,108 @@
+/*
+ * The state table's shared layout, private to src/.
+ *
+ * Header page object lines (see segment.h for the page as a whole):
+ *
+ *   line 0  insert lock: a lock word (below), CAS by writers of new keys
+ *   line 1  rare fetch-adds: recovered, counters of users that left
+ *
+ * Data: `entries` entries of `stride` bytes (a multiple of 64) after the
+ * page, entry i at data + i * stride:
+ *
+ *   +-----+------------+--------------+--------+--------+---------+---------+
+ *   | seq | writer_seq | writer_start | len[0] | len[1] | key[64] | copy 0  | copy 1 | pad to 64
+ *   +-----+------------+--------------+--------+--------+---------+---------+
+ *   0     8            16             24       28       32        96        96 + vstride
+ *
+ * seq          the entry's seqlock word (a lock word, below).
+ * writer_seq   the odd seq value whose writer stored writer_start.
+ * writer_start process start time (clock ticks since boot) of that writer.
+ * len[c]       length of value copy c.
+ * key          the key, NUL-padded to 64 bytes.
+ * copy c       value copy c: value_size bytes, vstride = value_size rounded
+ *              up to 8.
+ *
+ * A lock word (seq of an entry, or the insert lock) packs:
+ *
+ *   bits  0..31  version: odd while a writer holds the word, even otherwise;
+ *                +1 when taken, +1 when published (or recovered)
+ *   bits 32..33  committed state: EMPTY (never used), LIVE, TOMB (deleted)
+ *   bit  34      committed copy: which value copy is current
+ *   bits 35..63  pid of the writer while odd, 0 when even
+ *
+ * The committed state and copy stay in the word while a writer holds it:
+ * a writer only ever writes the copy that is not current (and the key only
+ * into an entry whose committed state is not LIVE), so readers read the
+ * committed copy whatever the parity, and recovery from a dead writer just
+ * publishes the committed fields again.
+ */
+#ifndef SHMRING_STATE_PRIVATE_H
+#define SHMRING_STATE_PRIVATE_H
+
+#include <stdint.h>
+
+#include "segment.h"
+
+#define SHMRING__STATE_KEY_FIELD    64u
+#define SHMRING__STATE_ENTRY_HEADER 96u
+
+#define SHMRING__STATE_EMPTY 0u
+#define SHMRING__STATE_LIVE  1u
+#define SHMRING__STATE_TOMB  2u
+
+#define SHMRING__SEQ_VERSION(w) ((uint32_t)(w))
+#define SHMRING__SEQ_STATE(w)   ((uint32_t)((w) >> 32) & 3u)
+#define SHMRING__SEQ_COPY(w)    ((uint32_t)((w) >> 34) & 1u)
+#define SHMRING__SEQ_PID(w)     ((int32_t)((w) >> 35))
+#define SHMRING__SEQ_ODD(w)     (((w)&1u) != 0)
+#define SHMRING__SEQ_PID_MAX    ((1u << 29) - 1u)
+#define SHMRING__SEQ_MAKE(version, state, copy, pid)                                               \
+    ((uint64_t)(uint32_t)(version) | (uint64_t)((state)&3u) << 32 | (uint64_t)((copy)&1u) << 34 |  \
+     (uint64_t)((uint32_t)(pid)&SHMRING__SEQ_PID_MAX) << 35)
+
+/* A word that writers take with CAS, and how a dead holder is recognised. */
+struct shmring__state_lock {
+    uint64_t seq;
+    uint64_t writer_seq;
+    uint64_t writer_start;
+};
+
+struct shmring__state_entry {
+    struct shmring__state_lock lock;
+    uint32_t len[2];
+    char key[SHMRING__STATE_KEY_FIELD];
+    /* value copies follow */
+};
+
+_Static_assert(sizeof(struct shmring__state_entry) == SHMRING__STATE_ENTRY_HEADER,
+               "entry header size");
+
+struct shmring__state_shared {
+    /* line 0: CAS by writers of new keys */
+    struct shmring__state_lock insert;
+    uint64_t pad0[5];
+    /* line 1: rare, fetch-add by anyone */
+    uint64_t recovered;
+    uint64_t retired[5]; /* counters of users that closed or died, by SHMRING__S_* */
+    uint64_t pad1[2];
+};
+
+_Static_assert(sizeof(struct shmring__state_shared) <= SHMRING__OBJECT_LINES * SHMRING__LINE,
+               "state lines fit the header page");
+_Static_assert(sizeof(struct shmring__state_shared) == 2 * SHMRING__LINE, "two lines");
+
+/* User party counters (segment.h: party.counter[]), written by the owner. */
+#define SHMRING__S_WRITES      0
+#define SHMRING__S_READS       1
+#define SHMRING__S_RETRIES     2
+#define SHMRING__S_EAGAIN      3
+#define SHMRING__S_WRITE_WAITS 4
+
+/* Layout function of state tables (segment.h), also for fuzzers. */
+int shmring__state_layout(const uint32_t param[4], uint32_t flags, uint64_t *total);
+
+/* Wrap a validated segment as a state handle (internal entry for fuzzers:
+ * shmring__seg_attach_image, then this). */
+int shmring__state_from_seg(struct shmring__seg *seg, shmring_state_t **out);
+
+#endif /* SHMRING_STATE_PRIVATE_H */
