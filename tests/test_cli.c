@@ -385,6 +385,10 @@ static const char *const bad_usages[][6] = {
     {"recv", "/a", "--timeout", NULL},
     {"recv", "/a", "--timeout", "-2", NULL},
     {"recv", "/a", "--size", "8", NULL},
+    {"create", "/a", "--state", "--slots", "8", NULL},
+    {"create", "/a", "--entries", "8", NULL},
+    {"create", "/a", "--state", "--entries", "6", NULL},
+    {"create", "/a", "--state", "--value-size", "0", NULL},
 };
 
 Test(cli, bad_arguments_exit_2)
@@ -933,5 +937,83 @@ Test(cli, send_timeout_when_nobody_reads)
     cr_assert_str_eq(r.o.data, "a\nb\n");
     proc_free(&r);
     cr_assert_eq(shmring_unlink("/f"), 0);
+    remove_dir();
+}
+
+/* ---- State tables -------------------------------------------------------- */
+
+/* A state table left behind by a child that died attached to it. */
+static void make_dead_state(const char *name)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        shmring_state_t *s = NULL;
+        if (shmring_state_create(name, NULL, &s) != 0 || shmring_state_write(s, "k", "v", 1) != 0)
+            _exit(1);
+        _exit(0); /* no close: its user entry stays ACTIVE, its lock goes */
+    }
+    cr_assert_eq(test_wait_child(pid), 0);
+}
+
+Test(cli, state_create_ls_stat_gc_rm)
+{
+    setup(1);
+    struct proc r;
+    RUN(&r, "create", "/st", "--state", "--entries", "16", "--value-size", "32");
+    assert_status(&r, 0, "create --state");
+    proc_free(&r);
+    shmring_state_t *s = NULL;
+    cr_assert_eq(shmring_state_open("/st", 0, &s), 0);
+    cr_assert_eq(shmring_state_entries(s), 16u);
+    cr_assert_eq(shmring_state_value_size(s), 32u);
+    cr_assert_eq(shmring_state_write(s, "a", "1", 1), 0);
+    cr_assert_eq(shmring_state_write(s, "b", "22", 2), 0);
+    cr_assert_eq(shmring_state_write(s, "c", "333", 3), 0);
+    cr_assert_eq(shmring_state_delete(s, "b"), 0);
+    make_dead_state("/gone");
+
+    RUN(&r, "ls");
+    assert_status(&r, 0, "ls");
+    char *line = ls_line(r.o.data, "/st");
+    cr_assert_not_null(line, "%s", r.o.data);
+    assert_contains(line, " state ");
+    assert_contains(line, " 1 "); /* this process, a live user */
+    assert_contains(line, " 2/16");
+    line = ls_line(r.o.data, "/gone");
+    cr_assert_not_null(line, "%s", r.o.data);
+    assert_contains(line, " 0 ");
+    assert_contains(line, " 1/1024");
+    proc_free(&r);
+    RUN(&r, "ls", "--json");
+    assert_status(&r, 0, "ls --json");
+    assert_contains(r.o.data, "\"name\": \"/st\", \"type\": \"state\"");
+    assert_contains(r.o.data, "\"users\": 1, \"fill\": 2, \"capacity\": 16, \"item_size\": 32");
+    proc_free(&r);
+
+    RUN(&r, "stat", "/st");
+    assert_status(&r, 0, "stat");
+    assert_contains(r.o.data, "type:            state\n");
+    assert_contains(r.o.data, "entries:         16 x 32 bytes\n");
+    assert_contains(r.o.data, "used:            2\n");
+    assert_contains(r.o.data, "tombstones:      1\n");
+    assert_contains(r.o.data, "writes:          4\n");
+    assert_contains(r.o.data, "users:           2 (this one included)\n");
+    proc_free(&r);
+
+    RUN(&r, "gc");
+    assert_status(&r, 0, "gc");
+    cr_assert_eq(strncmp(r.o.data, "removed /gone (state, creator ", 30), 0, "%s", r.o.data);
+    cr_assert_eq(count_of(r.o.data, "\n"), 1u, "%s", r.o.data);
+    proc_free(&r);
+    cr_assert(dir_has("st") && !dir_has("gone"));
+
+    char buf[32];
+    cr_assert_eq(shmring_state_read(s, "c", buf, sizeof buf), 3);
+    shmring_state_close(s);
+    RUN(&r, "rm", "st");
+    assert_status(&r, 0, "rm");
+    proc_free(&r);
+    cr_assert_eq(shmring_state_open("/st", 0, &s), -ENOENT);
     remove_dir();
 }

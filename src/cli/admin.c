@@ -1,4 +1,4 @@
-/* `shmring create` and `shmring rm`: make and remove named segments. */
+/* `shmring create` and `shmring rm`: make and remove named rings and state tables. */
 #define _GNU_SOURCE
 #include "cli.h"
 
@@ -9,9 +9,12 @@
 static const char create_help[] =
     "Usage: shmring create NAME [--slots N] [--slot-size N] [--overwrite] [--mode MODE]\n"
     "                            [--insecure]\n"
+    "       shmring create NAME --state [--entries N] [--value-size N] [--mode MODE]\n"
+    "                            [--insecure]\n"
     "\n"
     "Create a ring that stays after shmring exits, with no producer attached: a later\n"
     "producer (e.g. shmring send) takes the producer role, consumers may attach first.\n"
+    "With --state, create a keyed state table instead, with every key absent.\n"
     "\n"
     "Options:\n"
     "  --slots N       slot count, a power of two >= 2 (default 1024)\n"
@@ -19,6 +22,9 @@ static const char create_help[] =
     "  --overwrite     a full ring drops its oldest messages instead of blocking\n"
     "  --mode MODE     octal permission bits (default 0600)\n"
     "  --insecure      allow a MODE writable by group or others\n"
+    "  --state         create a state table (shmring_state_*), not a ring\n"
+    "  --entries N     state: how many keys it holds, a power of two (default 1024)\n"
+    "  --value-size N  state: largest value in bytes (default 256)\n"
     "  --help          show this help\n";
 
 static const char rm_help[] = "Usage: shmring rm NAME\n"
@@ -30,13 +36,50 @@ static const char rm_help[] = "Usage: shmring rm NAME\n"
 struct create_args {
     char name[SHMRING_NAME_MAX + 1];
     shmring_config_t cfg;
+    int state;        /* --state */
+    int ring_options; /* a ring-only option was given */
+    shmring_state_config_t state_cfg;
 };
 
-enum { OPT_SLOTS = 256, OPT_SLOT_SIZE, OPT_OVERWRITE, OPT_MODE, OPT_INSECURE };
+enum {
+    OPT_SLOTS = 256,
+    OPT_SLOT_SIZE,
+    OPT_OVERWRITE,
+    OPT_MODE,
+    OPT_INSECURE,
+    OPT_STATE,
+    OPT_ENTRIES,
+    OPT_VALUE_SIZE,
+};
+
+static int state_option(int opt, const char *arg, struct create_args *a)
+{
+    uint64_t v = 0;
+    switch (opt) {
+    case OPT_STATE:
+        a->state = 1;
+        return CLI_OK;
+    case OPT_ENTRIES:
+        if (cli_parse_count(arg, 1, SHMRING_STATE_MAX_ENTRIES, &v) < 0 || (v & (v - 1)) != 0)
+            return cli_usage("create", "--entries: '%s' is not a power of two in [1, %u]", arg,
+                             SHMRING_STATE_MAX_ENTRIES);
+        a->state_cfg.entries = (uint32_t)v;
+        return CLI_OK;
+    case OPT_VALUE_SIZE:
+        if (cli_parse_count(arg, 1, SHMRING_STATE_MAX_VALUE, &v) < 0)
+            return cli_usage("create", "--value-size: '%s' is not a size in [1, %u]", arg,
+                             SHMRING_STATE_MAX_VALUE);
+        a->state_cfg.value_size = (uint32_t)v;
+        return CLI_OK;
+    default:
+        return -1;
+    }
+}
 
 static int create_option(int opt, const char *arg, struct create_args *a)
 {
     uint64_t v = 0;
+    a->ring_options |= opt == OPT_SLOTS || opt == OPT_SLOT_SIZE || opt == OPT_OVERWRITE;
     switch (opt) {
     case OPT_SLOTS:
         if (cli_parse_count(arg, 2, SHMRING_MAX_SLOTS, &v) < 0 || (v & (v - 1)) != 0)
@@ -61,7 +104,7 @@ static int create_option(int opt, const char *arg, struct create_args *a)
         a->cfg.flags |= SHMRING_ALLOW_INSECURE;
         return CLI_OK;
     default:
-        return -1;
+        return state_option(opt, arg, a);
     }
 }
 
@@ -73,6 +116,9 @@ static int create_parse(int argc, char **argv, struct create_args *a)
         {"overwrite", no_argument, NULL, OPT_OVERWRITE},
         {"mode", required_argument, NULL, OPT_MODE},
         {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"state", no_argument, NULL, OPT_STATE},
+        {"entries", required_argument, NULL, OPT_ENTRIES},
+        {"value-size", required_argument, NULL, OPT_VALUE_SIZE},
         {NULL, 0, NULL, 0},
     };
     int opt;
@@ -84,6 +130,11 @@ static int create_parse(int argc, char **argv, struct create_args *a)
         if (rc != CLI_OK)
             return rc;
     }
+    if (a->state && a->ring_options)
+        return cli_usage("create",
+                         "--slots, --slot-size and --overwrite are for rings, not --state");
+    if (!a->state && (a->state_cfg.entries || a->state_cfg.value_size))
+        return cli_usage("create", "--entries and --value-size need --state");
     if ((a->cfg.mode & 0022u) && !(a->cfg.flags & SHMRING_ALLOW_INSECURE))
         return cli_usage("create", "mode %04o is writable by group or others: add --insecure",
                          a->cfg.mode);
@@ -107,13 +158,30 @@ static int create_ring(const struct create_args *a)
     return CLI_OK;
 }
 
+static int create_state(struct create_args *a)
+{
+    shmring_state_config_t cfg = a->state_cfg;
+    cfg.flags = (a->cfg.flags & SHMRING_ALLOW_INSECURE) | SHMRING_NO_FALLBACK;
+    cfg.mode = a->cfg.mode;
+    shmring_state_t *s = NULL;
+    int rc = shmring_state_create(a->name, &cfg, &s);
+    if (rc < 0)
+        return cli_fail("create", "%s: %s", a->name, shmring_strerror(rc));
+    int backend = shmring_state_backend(s);
+    shmring_state_close(s);
+    if (backend != SHMRING_BACKEND_SHM)
+        return cli_fail("create", "%s: not created in shared memory (is SHMRING_FORCE_HEAP set?)",
+                        a->name);
+    return CLI_OK;
+}
+
 static int create_run(int argc, char **argv)
 {
     struct create_args a = {0};
     int rc = create_parse(argc, argv, &a);
     if (rc != CLI_OK)
         return rc;
-    return create_ring(&a);
+    return a.state ? create_state(&a) : create_ring(&a);
 }
 
 static int rm_run(int argc, char **argv)
@@ -133,7 +201,7 @@ static int rm_run(int argc, char **argv)
         return cli_fail("rm", "%s: %s", name, shmring_strerror(rc));
     if (rc == 0)
         return cli_fail("rm", "%s: %s", name, shmring_strerror(-EPROTO));
-    rc = shmring_unlink(name);
+    rc = seg.type == CLI_SEG_STATE ? shmring_state_unlink(name) : shmring_unlink(name);
     if (rc < 0)
         return cli_fail("rm", "%s: %s", name, shmring_strerror(rc));
     return CLI_OK;
@@ -141,7 +209,7 @@ static int rm_run(int argc, char **argv)
 
 const struct cli_command cli_cmd_create = {
     .name = "create",
-    .summary = "create a ring that outlives the command",
+    .summary = "create a ring (or a state table) that outlives the command",
     .help = create_help,
     .run = create_run,
 };

@@ -8,10 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic.h"
 #include "ring.h"
+#include "state.h"
 
 const char *cli_seg_type_name(enum cli_seg_type type)
 {
@@ -98,6 +101,25 @@ static void read_ring(const struct shmring__hdr *h, struct cli_seg *s)
     s->fill = n < s->capacity ? n : s->capacity;
 }
 
+/* Used entries of a state table whose header passed shmring__hdr_check. */
+static void read_state_entries(int fd, const struct shmring__hdr *h, struct cli_seg *s)
+{
+    s->capacity = h->param[0];
+    s->item_size = h->param[1];
+    /* The validated size covers every entry: HEADER_SIZE + entries * stride. */
+    unsigned char *base = mmap(NULL, (size_t)s->size, PROT_READ, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        return;
+    const unsigned char *data = base + SHMRING__HEADER_SIZE;
+    for (uint64_t i = 0; i < s->capacity; i++) {
+        const struct shmring__state_entry *e = (const void *)(data + (size_t)i * h->param[2]);
+        /* Relaxed: a statistic, read without attaching. */
+        uint64_t w = shmring__load_relaxed_64(&e->lock.seq);
+        s->fill += SHMRING__SEQ_STATE(w) == SHMRING__STATE_LIVE;
+    }
+    munmap(base, (size_t)s->size);
+}
+
 /* Classify a header; 0 if it is not a shmring segment. */
 static int classify(const struct shmring__hdr *h, uint64_t size, struct cli_seg *s)
 {
@@ -107,6 +129,10 @@ static int classify(const struct shmring__hdr *h, uint64_t size, struct cli_seg 
     if (rc == 0) {
         s->type = CLI_SEG_RING;
         read_ring(h, s);
+        return 1;
+    }
+    if (shmring__hdr_check(h, SHMRING__TYPE_STATE, size, shmring__state_layout) == 0) {
+        s->type = CLI_SEG_STATE;
         return 1;
     }
     if (rc == -EPROTONOSUPPORT) {
@@ -140,6 +166,8 @@ static int read_fd(int fd, const char *name, struct cli_seg *s)
     s->creator_alive = shmring__pid_alive(h.creator_pid, h.creator_start);
     s->any_alive = s->creator_alive;
     read_parties(fd, &h, s);
+    if (s->type == CLI_SEG_STATE)
+        read_state_entries(fd, &h, s);
     return 1;
 }
 

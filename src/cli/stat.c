@@ -1,4 +1,4 @@
-/* `shmring stat`: a ring's statistics, once or refreshed every few seconds. */
+/* `shmring stat`: statistics of a ring or state table, once or refreshed every few seconds. */
 #define _GNU_SOURCE
 #include "cli.h"
 
@@ -14,11 +14,13 @@ static const char stat_help[] =
     "Usage: shmring stat NAME [--watch SECONDS]\n"
     "\n"
     "Attach to a ring as an observer (it takes one of the ring's 32 consumer/observer\n"
-    "entries, and is counted among the observers) and print its statistics.\n"
+    "entries, and is counted among the observers), or to a state table as a user,\n"
+    "and print its statistics.\n"
     "\n"
     "Options:\n"
     "  --watch SECONDS  refresh every SECONDS (fractions allowed) and show rates\n"
-    "                   (messages/s, bytes/s) between refreshes, until Ctrl-C; the\n"
+    "                   (ring: messages/s, bytes/s; state: writes/s, reads/s)\n"
+    "                   between refreshes, until Ctrl-C; the\n"
     "                   screen is redrawn in place when stdout is a terminal, else\n"
     "                   one block is printed per interval\n"
     "  --help           show this help\n";
@@ -114,6 +116,71 @@ static void print_rates(const shmring_stats_t *st, const shmring_stats_t *prev, 
            rate(st->bytes_popped, prev->bytes_popped, seconds));
 }
 
+/* ---- State tables ------------------------------------------------------- */
+
+static void print_state(const char *name, const shmring_state_stats_t *st)
+{
+    printf("name:            %s\n", name);
+    printf("type:            state\n");
+    printf("backend:         %s\n", backend_name(st->backend));
+    printf("entries:         %u x %u bytes\n", st->entries, st->value_size);
+    printf("used:            %u\n", st->used);
+    printf("tombstones:      %u\n", st->tombstones);
+    printf("being written:   %u\n", st->writing);
+    printf("writes:          %llu\n", (unsigned long long)st->writes);
+    printf("reads:           %llu\n", (unsigned long long)st->reads);
+    printf("read retries:    %llu\n", (unsigned long long)st->read_retries);
+    printf("write waits:     %llu\n", (unsigned long long)st->write_waits);
+    printf("gave up:         %llu\n", (unsigned long long)st->eagain);
+    printf("recovered:       %llu\n", (unsigned long long)st->recovered);
+    printf("users:           %u (this one included)\n", st->users);
+    printf("creator:         pid %d\n", (int)st->creator_pid);
+    print_created(st->created_ns);
+}
+
+static void print_state_rates(const shmring_state_stats_t *st, const shmring_state_stats_t *prev,
+                              double seconds)
+{
+    printf("write rate:      %.0f/s\n", rate(st->writes, prev->writes, seconds));
+    printf("read rate:       %.0f/s\n", rate(st->reads, prev->reads, seconds));
+}
+
+/* ---- One object, ring or state table ------------------------------------ */
+
+struct target {
+    const char *name;
+    shmring_t *ring;        /* or NULL */
+    shmring_state_t *state; /* or NULL */
+};
+
+union snapshot {
+    shmring_stats_t ring;
+    shmring_state_stats_t state;
+};
+
+static int fetch(const struct target *t, union snapshot *s)
+{
+    if (t->ring != NULL)
+        return shmring_stats(t->ring, &s->ring);
+    return shmring_state_stats(t->state, &s->state);
+}
+
+/* One block of output; rates against prev when seconds > 0. */
+static void print_block(const struct target *t, const union snapshot *s, const union snapshot *prev,
+                        double seconds)
+{
+    if (t->ring != NULL)
+        print_stats(t->name, &s->ring);
+    else
+        print_state(t->name, &s->state);
+    if (seconds <= 0)
+        return;
+    if (t->ring != NULL)
+        print_rates(&s->ring, &prev->ring, seconds);
+    else
+        print_state_rates(&s->state, &prev->state, seconds);
+}
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -129,11 +196,11 @@ static void pause_for(int64_t ns)
         ;
 }
 
-static int watch(const char *name, shmring_t *r, int64_t interval_ns)
+static int watch(const struct target *t, int64_t interval_ns)
 {
     int tty = isatty(STDOUT_FILENO);
-    shmring_stats_t prev, st;
-    int rc = shmring_stats(r, &prev);
+    union snapshot prev, cur;
+    int rc = fetch(t, &prev);
     uint64_t prev_t = now_ns();
     for (unsigned block = 0; rc == 0 && !stop_requested; block++) {
         if (block > 0) {
@@ -141,34 +208,47 @@ static int watch(const char *name, shmring_t *r, int64_t interval_ns)
             if (stop_requested)
                 break;
         }
-        rc = shmring_stats(r, &st);
-        uint64_t t = now_ns();
+        rc = fetch(t, &cur);
+        uint64_t now = now_ns();
         if (rc < 0)
             break;
         printf("%s", tty ? "\033[H\033[2J" : (block > 0 ? "\n" : ""));
-        print_stats(name, &st);
-        if (block > 0)
-            print_rates(&st, &prev, (double)(t - prev_t) / 1e9);
+        print_block(t, &cur, &prev, block > 0 ? (double)(now - prev_t) / 1e9 : 0);
         if (fflush(stdout) != 0)
             return cli_fail("stat", "write error");
-        prev = st;
-        prev_t = t;
+        prev = cur;
+        prev_t = now;
     }
     if (rc < 0)
-        return cli_fail("stat", "%s: %s", name, shmring_strerror(rc));
+        return cli_fail("stat", "%s: %s", t->name, shmring_strerror(rc));
     return CLI_OK;
 }
 
-static int stat_once(const char *name, shmring_t *r)
+static int stat_once(const struct target *t)
 {
-    shmring_stats_t st;
-    int rc = shmring_stats(r, &st);
+    union snapshot s;
+    int rc = fetch(t, &s);
     if (rc < 0)
-        return cli_fail("stat", "%s: %s", name, shmring_strerror(rc));
-    print_stats(name, &st);
+        return cli_fail("stat", "%s: %s", t->name, shmring_strerror(rc));
+    print_block(t, &s, NULL, 0);
     if (fflush(stdout) != 0)
         return cli_fail("stat", "write error");
     return CLI_OK;
+}
+
+/* Attach as a ring observer, or as a state table user when it is not a ring. */
+static int attach(struct target *t)
+{
+    int rc = shmring_open(t->name, SHMRING_OBSERVER, &t->ring);
+    if (rc == -EPROTOTYPE)
+        rc = shmring_state_open(t->name, 0, &t->state);
+    return rc;
+}
+
+static void detach(struct target *t)
+{
+    shmring_close(t->ring);
+    shmring_state_close(t->state);
 }
 
 static int stat_parse(int argc, char **argv, char *name, int64_t *watch_ns)
@@ -193,21 +273,21 @@ static int stat_run(int argc, char **argv)
     int rc = stat_parse(argc, argv, name, &watch_ns);
     if (rc != CLI_OK)
         return rc;
-    shmring_t *r = NULL;
-    rc = shmring_open(name, SHMRING_OBSERVER, &r);
+    struct target t = {.name = name};
+    rc = attach(&t);
     if (rc < 0)
         return cli_fail("stat", "%s: %s", name, shmring_strerror(rc));
     if (watch_ns > 0 && install_stop_handler() < 0)
         rc = cli_fail("stat", "cannot catch SIGINT");
     else
-        rc = watch_ns > 0 ? watch(name, r, watch_ns) : stat_once(name, r);
-    shmring_close(r);
+        rc = watch_ns > 0 ? watch(&t, watch_ns) : stat_once(&t);
+    detach(&t);
     return rc;
 }
 
 const struct cli_command cli_cmd_stat = {
     .name = "stat",
-    .summary = "show a ring's statistics, optionally refreshed with rates",
+    .summary = "show the statistics of a ring or state table, optionally with rates",
     .help = stat_help,
     .run = stat_run,
 };
