@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -453,13 +454,19 @@ struct race {
     const char *name;
     int id;
     int failures;
+    int *gate;
 };
 
-static int race_writes(const char *name, int id)
+/* Everyone opens, then all start together so that they collide on each key. */
+static int race_writes(const char *name, int id, int *gate, int writers)
 {
     shmring_state_t *s = NULL;
     if (shmring_state_open(name, 0, &s) != 0)
         return 1000000;
+    __atomic_fetch_add(gate, 1, __ATOMIC_ACQ_REL);
+    uint64_t deadline = now_ns() + 10000000000ull;
+    while (__atomic_load_n(gate, __ATOMIC_ACQUIRE) < writers && now_ns() < deadline)
+        ;
     int failures = 0;
     char key[32];
     for (int i = 0; i < RACE_KEYS; i++) {
@@ -477,7 +484,7 @@ static int race_writes(const char *name, int id)
 static void *race_thread(void *arg)
 {
     struct race *r = arg;
-    r->failures = race_writes(r->name, r->id);
+    r->failures = race_writes(r->name, r->id, r->gate, 4);
     return NULL;
 }
 
@@ -521,8 +528,9 @@ Test(state, concurrent_inserts_of_one_key_make_one_entry_threads, .timeout = 60)
         shmring_state_t *s = make(kept, 2048, 8);
         pthread_t th[WRITERS];
         struct race r[WRITERS];
+        int gate = 0;
         for (int i = 0; i < WRITERS; i++) {
-            r[i] = (struct race){kept, i, 0};
+            r[i] = (struct race){kept, i, 0, &gate};
             cr_assert_eq(pthread_create(&th[i], NULL, race_thread, &r[i]), 0);
         }
         for (int i = 0; i < WRITERS; i++) {
@@ -546,18 +554,160 @@ Test(state, concurrent_inserts_of_one_key_make_one_entry_processes, .timeout = 6
         snprintf(kept, sizeof kept, "%s", name);
         shmring_state_t *s = make(kept, 2048, 8);
         pid_t pids[WRITERS];
+        int *gate = test_shared_alloc(sizeof *gate);
         for (int i = 0; i < WRITERS; i++) {
             pids[i] = fork();
             cr_assert_geq(pids[i], 0);
             if (pids[i] == 0)
-                _exit(race_writes(kept, i) == 0 ? 0 : 1);
+                _exit(race_writes(kept, i, gate, WRITERS) == 0 ? 0 : 1);
         }
         for (int i = 0; i < WRITERS; i++)
             cr_assert_eq(wait_child_within(pids[i], 30), 0, "writer %d", i);
+        test_shared_free(gate, sizeof *gate);
         check_race_table(s, WRITERS);
         shmring_state_close(s);
         shmring_state_unlink(kept);
     }
+}
+
+/*
+ * Inserts racing with deletes of the same few keys in a small table, so that
+ * tombstones open up earlier in a probe sequence while a key is being
+ * inserted further on. At every pause, no key may be present twice.
+ */
+#define CHURN_WRITERS 3
+#define CHURN_KEYS    6
+#define CHURN_ROUNDS  300
+
+struct churn {
+    char name[128];
+    int arrived;
+    int generation;
+    int duplicates;
+    int errors;
+};
+
+/* A barrier for threads or processes over shared memory, with a deadline. */
+static void churn_barrier(struct churn *c)
+{
+    int gen = __atomic_load_n(&c->generation, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&c->arrived, 1, __ATOMIC_ACQ_REL) == CHURN_WRITERS) {
+        __atomic_store_n(&c->arrived, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->generation, gen + 1, __ATOMIC_RELEASE);
+        return;
+    }
+    uint64_t deadline = now_ns() + 10000000000ull;
+    while (__atomic_load_n(&c->generation, __ATOMIC_ACQUIRE) == gen && now_ns() < deadline)
+        sched_yield();
+}
+
+static int churn_count(const char *key, size_t len, void *ctx)
+{
+    (void)len;
+    int *counts = ctx;
+    int i = -1;
+    if (sscanf(key, "dup-%d", &i) == 1 && i >= 0 && i < CHURN_KEYS)
+        counts[i]++;
+    else
+        counts[CHURN_KEYS]++;
+    return 0;
+}
+
+static void churn_writer(struct churn *c, int id)
+{
+    shmring_state_t *s = NULL;
+    if (shmring_state_open(c->name, 0, &s) != 0) {
+        __atomic_add_fetch(&c->errors, 1, __ATOMIC_RELAXED);
+        s = NULL;
+    }
+    unsigned seed = (unsigned)id * 7919u + 1u;
+    char key[16];
+    for (int round = 0; round < CHURN_ROUNDS; round++) {
+        churn_barrier(c);
+        for (int op = 0; op < 40 && s != NULL; op++) {
+            snprintf(key, sizeof key, "dup-%d", (int)(rand_r(&seed) % CHURN_KEYS));
+            int rc = (rand_r(&seed) % 3 == 0) ? shmring_state_delete(s, key)
+                                              : shmring_state_write(s, key, &id, sizeof id);
+            if (rc != 0 && rc != -ENOENT && rc != -EAGAIN)
+                __atomic_add_fetch(&c->errors, 1, __ATOMIC_RELAXED);
+        }
+        churn_barrier(c);
+        if (id == 0 && s != NULL) {
+            int counts[CHURN_KEYS + 1] = {0};
+            int n = shmring_state_foreach(s, churn_count, counts);
+            int distinct = 0;
+            for (int k = 0; k < CHURN_KEYS; k++) {
+                distinct += counts[k] > 0;
+                if (counts[k] > 1)
+                    __atomic_add_fetch(&c->duplicates, 1, __ATOMIC_RELAXED);
+            }
+            if (n != distinct || counts[CHURN_KEYS] != 0)
+                __atomic_add_fetch(&c->duplicates, 1, __ATOMIC_RELAXED);
+        }
+    }
+    shmring_state_close(s);
+}
+
+struct churn_arg {
+    struct churn *c;
+    int id;
+};
+
+static void *churn_thread(void *arg)
+{
+    struct churn_arg *a = arg;
+    churn_writer(a->c, a->id);
+    return NULL;
+}
+
+static struct churn *churn_setup(void)
+{
+    struct churn *c = test_shared_alloc(sizeof *c);
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", test_name("churn"));
+    shmring_state_close(make(c->name, 8, 8));
+    return c;
+}
+
+static void churn_verdict(struct churn *c)
+{
+    cr_assert_eq(c->errors, 0, "%d unexpected errors", c->errors);
+    cr_assert_eq(c->duplicates, 0, "a key was present twice at %d pauses", c->duplicates);
+    shmring_state_unlink(c->name);
+    test_shared_free(c, sizeof *c);
+}
+
+Test(state, inserts_racing_with_deletes_never_duplicate_threads, .timeout = 60)
+{
+    struct churn *c = churn_setup();
+    pthread_t th[CHURN_WRITERS];
+    struct churn_arg a[CHURN_WRITERS];
+    for (int i = 0; i < CHURN_WRITERS; i++) {
+        a[i] = (struct churn_arg){c, i};
+        cr_assert_eq(pthread_create(&th[i], NULL, churn_thread, &a[i]), 0);
+    }
+    for (int i = 0; i < CHURN_WRITERS; i++)
+        pthread_join(th[i], NULL);
+    churn_verdict(c);
+}
+
+Test(state, inserts_racing_with_deletes_never_duplicate_processes, .timeout = 60)
+{
+    if (test_heap_forced())
+        cr_skip_test("needs processes");
+    struct churn *c = churn_setup();
+    pid_t pids[CHURN_WRITERS];
+    for (int i = 0; i < CHURN_WRITERS; i++) {
+        pids[i] = fork();
+        cr_assert_geq(pids[i], 0);
+        if (pids[i] == 0) {
+            churn_writer(c, i);
+            _exit(0);
+        }
+    }
+    for (int i = 0; i < CHURN_WRITERS; i++)
+        cr_assert_eq(wait_child_within(pids[i], 30), 0);
+    churn_verdict(c);
 }
 
 /* ---- No torn values ------------------------------------------------------------------ */
