@@ -216,10 +216,15 @@ static uint64_t resume_position(shmring_t *r)
 {
     /* Acquire: the previous producer's last write_index store (P2 order). */
     uint64_t w = shmring__load_acquire_64(&r->sh->write_index);
-    /* A producer that died between P2 and its write_index store published
-     * one more message than write_index says. */
-    if (shmring__load_acquire_64(&slot_at(r, w)->seq) == published(w))
-        w++;
+    uint64_t ri = shmring__load_acquire_64(&r->sh->read_index);
+    /* A producer that died between P2 and its write_index store (in a batch,
+     * up to a ring's worth of slots) published more than write_index says,
+     * and consumers may have taken some already. */
+    if (ri > w)
+        w = ri;
+    for (uint32_t i = 0; i < r->nslots; i++, w++)
+        if (shmring__load_acquire_64(&slot_at(r, w)->seq) != published(w))
+            break;
     return w;
 }
 

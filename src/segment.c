@@ -165,6 +165,79 @@ static void reg_put_locked(struct shmring__reg *e)
     free(e);
 }
 
+/* ---- Descriptors across fork() ----------------------------------------- */
+
+/*
+ * A child of fork() shares its parent's open file descriptions, and with
+ * them the parent's OFD liveness locks: as long as the child keeps them, a
+ * dead parent would look alive. So the child replaces the descriptor of every
+ * open segment with a fresh open file description (no locks) under the same
+ * number and maps it over the inherited mapping (which also references the
+ * description); the inherited description then dies with the parent.
+ */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shmring__seg *open_head;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static int reopen_fd(int fd);
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&open_lock);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&open_lock);
+}
+
+static void atfork_child(void)
+{
+    for (struct shmring__seg *s = open_head; s != NULL; s = s->next_open) {
+        int nfd = reopen_fd(s->fd);
+        if (nfd < 0)
+            continue;
+        /* The mapping holds a reference to the description too: map the
+         * fresh one over it (same pages, same address). */
+        if (s->base != NULL && s->size > 0)
+            mmap(s->base, s->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, nfd, 0);
+        if (nfd != s->fd) {
+            dup3(nfd, s->fd, O_CLOEXEC);
+            close(nfd);
+        }
+    }
+    pthread_mutex_unlock(&open_lock);
+}
+
+static void atfork_register(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static void track_open(struct shmring__seg *s)
+{
+    if (s->fd < 0)
+        return;
+    pthread_once(&atfork_once, atfork_register);
+    pthread_mutex_lock(&open_lock);
+    s->next_open = open_head;
+    open_head = s;
+    pthread_mutex_unlock(&open_lock);
+}
+
+static void untrack_open(struct shmring__seg *s)
+{
+    if (s->fd < 0)
+        return;
+    pthread_mutex_lock(&open_lock);
+    struct shmring__seg **pp = &open_head;
+    while (*pp != NULL && *pp != s)
+        pp = &(*pp)->next_open;
+    if (*pp == s)
+        *pp = s->next_open;
+    pthread_mutex_unlock(&open_lock);
+}
+
 /* ---- Logging ------------------------------------------------------------ */
 
 /* Defined in error.c. */
@@ -522,6 +595,7 @@ int shmring__seg_create(const char *name, uint32_t type, uint32_t flags, uint32_
             return rc;
         }
     }
+    track_open(s);
     *out = s;
     return 0;
 }
@@ -661,10 +735,12 @@ int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__
         return -ENOMEM;
     int rc = open_registry(name, type, layout, s);
     if (rc != -ENOENT) {
-        if (rc < 0)
+        if (rc < 0) {
             free(s);
-        else
+        } else {
+            track_open(s);
             *out = s;
+        }
         return rc;
     }
     if ((flags & SHMRING_FORCE_HEAP) || force_heap_env()) {
@@ -690,6 +766,7 @@ int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__
     }
     s->backend = SHMRING_BACKEND_SHM;
     snprintf(s->name, sizeof s->name, "%s", name);
+    track_open(s);
     *out = s;
     return 0;
 }
@@ -725,6 +802,7 @@ int shmring__seg_open_fd(int fd, uint32_t type, uint32_t flags, shmring__layout_
         if (strncmp(target, "/memfd:", 7) == 0)
             s->backend = SHMRING_BACKEND_MEMFD;
     }
+    track_open(s);
     *out = s;
     return 0;
 }
@@ -766,6 +844,7 @@ void shmring__seg_close(struct shmring__seg *seg)
         free(seg);
         return;
     }
+    untrack_open(seg);
     if (seg->backend != SHMRING_BACKEND_HEAP)
         munmap(seg->base, seg->size);
     if (seg->fd >= 0)

@@ -130,6 +130,7 @@ struct shmring__seg {
     uint32_t flags;    /* object flags (validated copy) */
     uint32_t param[4]; /* validated copy */
     char name[SHMRING_NAME_MAX + 1];
+    struct shmring__seg *next_open; /* list of segments with descriptors */
 };
 
 /* 0 if name is a valid segment name, -EINVAL otherwise. */
