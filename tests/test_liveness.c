@@ -145,11 +145,11 @@ Test(liveness, producer_death_seen_by_unrelated_consumer, .timeout = 30)
 
 /*
  * The producer creates the ring, then forks its consumer (the usual way to
- * start workers). The child inherits the producer's descriptor of the
- * segment, and with it the open file description that holds the producer's
- * liveness lock.
+ * start workers). The child inherits the producer's descriptors of the
+ * segment, and with them the open file description that holds the
+ * producer's liveness lock, unless the library gives the child its own.
  */
-Test(liveness, producer_death_seen_by_consumer_forked_after_create, .timeout = 30)
+static void forked_after_create(uint32_t create_flags, const char *how)
 {
     if (test_heap_forced())
         cr_skip_test("needs processes");
@@ -162,8 +162,9 @@ Test(liveness, producer_death_seen_by_consumer_forked_after_create, .timeout = 3
     pid_t p = fork();
     cr_assert_geq(p, 0);
     if (p == 0) {
+        shmring_config_t cfg = {.flags = SHMRING_PRODUCER | create_flags};
         shmring_t *r = NULL;
-        if (shmring_create(name, NULL, &r) != 0)
+        if (shmring_create(name, &cfg, &r) != 0)
             _exit(2);
         pid_t c = fork();
         if (c < 0)
@@ -179,6 +180,18 @@ Test(liveness, producer_death_seen_by_consumer_forked_after_create, .timeout = 3
     reap_all();
     shmring_unlink(name);
     cr_assert_eq(pst, 128 + SIGKILL, "producer ended with status %d", pst);
-    check_report(rep, "consumer forked by the producer");
+    check_report(rep, how);
     test_shared_free(rep, sizeof *rep);
+}
+
+Test(liveness, producer_death_seen_by_consumer_forked_after_create, .timeout = 30)
+{
+    forked_after_create(0, "consumer forked by the producer");
+}
+
+/* The same with a named ring on the memfd backend (as after a fallback from
+ * shm): the child opens it by name through the process-local registry. */
+Test(liveness, producer_death_seen_by_consumer_forked_after_create_memfd, .timeout = 30)
+{
+    forked_after_create(SHMRING_FORCE_MEMFD, "consumer forked by the producer, memfd");
 }
