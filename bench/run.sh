@@ -1,0 +1,143 @@
+#!/bin/sh
+# Runs the benchmarks of a build: tables on stdout, CSV and SVG plots in BUILD_DIR/bench/.
+#
+# Usage: sh bench/run.sh BUILD_DIR [options for the benchmarks, e.g. --quick, --only pipe]
+#
+# Every bench/NAME.c is built into BUILD_DIR/bench/NAME and run as
+#   NAME --csv FILE --dist-dir DIR [options]
+# writing rows figure,transport,metric,value,ratio. The rows of all of them
+# go to BUILD_DIR/bench/results.csv, the printed tables also to results.txt.
+# With gnuplot, BUILD_DIR/bench/ also gets rtt_<size>.svg (round-trip latency
+# by percentile), tput_<figure>.svg (throughput bars) and handover_1m.svg.
+set -eu
+
+if [ $# -lt 1 ]; then
+    echo "usage: sh bench/run.sh BUILD_DIR [--quick] [--only NAME[,NAME...]]" >&2
+    exit 2
+fi
+build=$1
+shift
+src=$(dirname "$0")
+out=$build/bench
+if [ ! -d "$out" ]; then
+    echo "run.sh: $out does not exist: build first (cmake --build $build)" >&2
+    exit 1
+fi
+
+csv=$out/results.csv
+txt=$out/results.txt
+dist=$out/dist
+part=$out/.part.csv
+rcfile=$out/.rc
+mkdir -p "$dist"
+rm -f "$dist"/*.dat "$out"/*.svg "$part"
+: >"$txt"
+: >"$csv.new"
+
+ran=0
+for c in "$src"/*.c; do
+    name=$(basename "$c" .c)
+    bin=$out/$name
+    if [ ! -x "$bin" ]; then
+        echo "run.sh: $bin missing: build first (cmake --build $build)" >&2
+        exit 1
+    fi
+    # The pipe through tee hides the exit status: keep it in a file.
+    { "$bin" --csv "$part" --dist-dir "$dist" "$@"; echo $? >"$rcfile"; } 2>&1 | tee -a "$txt"
+    rc=$(cat "$rcfile")
+    rm -f "$rcfile"
+    if [ "$rc" -ne 0 ]; then
+        echo "run.sh: $name failed (exit $rc)" >&2
+        exit 1
+    fi
+    if [ "$ran" -eq 0 ]; then
+        cat "$part" >"$csv.new"
+    else
+        tail -n +2 "$part" >>"$csv.new"
+    fi
+    rm -f "$part"
+    ran=$((ran + 1))
+done
+mv "$csv.new" "$csv"
+echo "run.sh: $ran benchmark(s); rows in $csv, tables in $txt"
+
+if ! command -v gnuplot >/dev/null 2>&1; then
+    echo "run.sh: gnuplot not found: no plots (make bench installs it)"
+    exit 0
+fi
+
+svg_head() { # output-file title
+    cat <<EOF
+set terminal svg size 960,560 dynamic background rgb 'white' font 'sans,12'
+set termoption noenhanced
+set output '$1'
+set title '$2'
+set grid
+EOF
+}
+
+# Round-trip latency by percentile, one curve per transport.
+for f in "$dist"/rtt_*_*.dat; do
+    [ -f "$f" ] || continue
+    size=$(basename "$f" .dat | cut -d_ -f2)
+    echo "$size"
+done | sort -un | while read -r size; do
+    plot=""
+    for f in "$dist"/rtt_"$size"_*.dat; do
+        t=$(basename "$f" .dat | cut -d_ -f3-)
+        plot="$plot${plot:+, }'$f' using 2:3 with linespoints pt 7 ps 0.3 lw 2 title '$t'"
+    done
+    {
+        svg_head "$out/rtt_$size.svg" "Round trip of $size-byte messages between two pinned processes"
+        cat <<EOF
+set logscale xy
+set xlabel 'percentile'
+set ylabel 'round trip (ns)'
+set xtics ('0%%' 1, '50%%' 2, '90%%' 10, '99%%' 100, '99.9%%' 1000, '99.99%%' 10000)
+set key outside right
+plot $plot
+EOF
+    } | gnuplot
+done
+
+# Throughput bars (messages per second, log scale) per throughput figure.
+awk -F, 'NR > 1 && $3 == "msgs_per_s" { print $1 }' "$csv" | sort -u | while read -r fig; do
+    data=$out/.bars.dat
+    awk -F, -v f="$fig" '$1 == f && $3 == "msgs_per_s" { print $2, $4 }' "$csv" >"$data"
+    {
+        svg_head "$out/$fig.svg" "One-way throughput, $fig (messages/s; higher is better)"
+        cat <<EOF
+set logscale y
+set ylabel 'messages per second'
+set style fill solid 0.8 border -1
+set boxwidth 0.7
+set xtics rotate by -30
+set yrange [*:*]
+plot '$data' using 0:2:xtic(1) with boxes lc rgb '#4477aa' notitle, \
+     '' using 0:2:(sprintf('%.3g', \$2)) with labels offset 0,0.8 notitle
+EOF
+    } | gnuplot
+    rm -f "$data"
+done
+
+# Hand-over of one large message: median ns per transport.
+if grep -q '^handover_1m,.*,median_ns,' "$csv"; then
+    data=$out/.bars.dat
+    awk -F, '$1 == "handover_1m" && $3 == "median_ns" { print $2, $4 }' "$csv" >"$data"
+    {
+        svg_head "$out/handover_1m.svg" "Hand-over of a 1 MiB message, median (lower is better)"
+        cat <<EOF
+set ylabel 'ns per hand-over'
+set style fill solid 0.8 border -1
+set boxwidth 0.6
+set yrange [0:*]
+plot '$data' using 0:2:xtic(1) with boxes lc rgb '#cc6677' notitle, \
+     '' using 0:2:(sprintf('%.0f', \$2)) with labels offset 0,0.8 notitle
+EOF
+    } | gnuplot
+    rm -f "$data"
+fi
+for f in "$out"/*.svg; do
+    [ -f "$f" ] && echo "run.sh: plot $f"
+done
+exit 0
