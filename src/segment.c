@@ -36,28 +36,41 @@ uint64_t shmring__realtime_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t shmring__proc_start_time(pid_t pid)
+/*
+ * Read a process's state letter and start time (clock ticks since boot)
+ * from /proc/PID/stat. Returns 0, or -1 if unknown.
+ */
+static int proc_stat(pid_t pid, char *state, uint64_t *start)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return 0;
+        return -1;
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0)
-        return 0;
+        return -1;
     buf[n] = '\0';
     /* The command name may hold spaces and ')': fields resume after the last ')'. */
     char *p = strrchr(buf, ')');
-    if (p == NULL)
-        return 0;
+    if (p == NULL || p[1] != ' ' || p[2] == '\0')
+        return -1;
+    *state = p[2];
     /* Field 3 (state) follows; starttime is field 22. */
     int field = 2;
     for (p++; *p != '\0' && field < 21; p++)
         if (*p == ' ')
             field++;
-    return strtoull(p, NULL, 10);
+    *start = strtoull(p, NULL, 10);
+    return 0;
+}
+
+uint64_t shmring__proc_start_time(pid_t pid)
+{
+    char state;
+    uint64_t start;
+    return proc_stat(pid, &state, &start) == 0 ? start : 0;
 }
 
 int shmring__pid_alive(pid_t pid, uint64_t start)
@@ -66,11 +79,16 @@ int shmring__pid_alive(pid_t pid, uint64_t start)
         return 0;
     if (kill(pid, 0) != 0 && errno == ESRCH)
         return 0;
-    if (start == 0)
+    char state;
+    uint64_t now;
+    /* Unknown (no /proc): trust the pid. */
+    if (proc_stat(pid, &state, &now) != 0)
         return 1;
-    uint64_t now = shmring__proc_start_time(pid);
-    /* Unknown (no /proc): trust the pid. A different start: the pid was reused. */
-    return now == 0 || now == start;
+    /* A zombie is dead, even if its parent has not reaped it yet. */
+    if (state == 'Z' || state == 'X')
+        return 0;
+    /* A different start time: the pid was reused. */
+    return start == 0 || now == start;
 }
 
 /* Start time of this process, cached per pid (a fork gets its own). */
@@ -487,9 +505,11 @@ static int registry_add(const char *name, struct shmring__seg *s)
     if (s->backend == SHMRING_BACKEND_HEAP) {
         e->heap = s->base;
     } else if (name != NULL) {
-        e->fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
+        /* Its own open file description: a dup would share the creator's
+         * liveness locks with every child that inherits the registry. */
+        e->fd = reopen_fd(s->fd);
         if (e->fd < 0) {
-            int err = -errno;
+            int err = e->fd;
             free(e);
             return err;
         }
