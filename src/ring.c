@@ -42,8 +42,12 @@
 #define DEFAULT_SLOTS     1024u
 #define DEFAULT_SLOT_SIZE 256u
 #define MAX_RETRIES       (1u << 20) /* bound on retries against peer-written state */
-#define CLAIM_OWNER_BITS  8u
-#define CLAIM_OWNER_MASK  ((1u << CLAIM_OWNER_BITS) - 1u)
+#define CLAIM_PATIENCE    64u        /* tries at a position another consumer is claiming */
+/* Internal result: another consumer is mid-claim on the oldest message; the
+ * ring is not empty, so a waiter yields instead of sleeping. */
+#define CONTENDED        (-EINPROGRESS)
+#define CLAIM_OWNER_BITS 8u
+#define CLAIM_OWNER_MASK ((1u << CLAIM_OWNER_BITS) - 1u)
 
 #define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
 #define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
@@ -672,7 +676,7 @@ static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t s
         if (claim_pos(c) == pos && reclaim_if_dead(r, (unsigned)(c & CLAIM_OWNER_MASK)))
             return -ESTALE;
         shmring__cpu_relax();
-        return -ESTALE;
+        return CONTENDED;
     }
     /* Z1: CAS, seq_cst; ordered before C3 below. */
     if (!shmring__cas_64(&s->claim, &c, claim_word(pos, (unsigned)r->party)))
@@ -688,13 +692,16 @@ static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t s
         consumed(r, 1, len);
         return 0;
     }
-    /* Z3: release, lost the race: give the slot back. */
+    /* Z3: release, lost the race: give the slot back, and wake a producer
+     * that may have found it pinned. */
     shmring__store_release_64(&s->claim, 0);
+    shmring__ec_notify(&r->sh->space_ec);
     return bad == -EPROTO ? -EPROTO : -ESTALE;
 }
 
 static int claim_try(shmring_t *r, shmring_msg_t *m)
 {
+    unsigned contended = 0;
     for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
         uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
         uint64_t seq;
@@ -706,6 +713,12 @@ static int claim_try(shmring_t *r, shmring_msg_t *m)
         if (st == SLOT_CORRUPT)
             return -EPROTO;
         int rc = r->overwrite ? claim_overwrite(r, m, pos, seq) : claim_pinned(r, m, pos, seq);
+        if (rc == CONTENDED) {
+            /* The claimer may be descheduled: do not spin on it for long. */
+            if (++contended >= CLAIM_PATIENCE)
+                return CONTENDED;
+            continue;
+        }
         if (rc != -ESTALE)
             return rc;
     }
@@ -719,7 +732,8 @@ SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
         return rc;
     if (m == NULL)
         return -EINVAL;
-    return (int)pop_result(r, claim_try(r, m));
+    rc = claim_try(r, m);
+    return (int)pop_result(r, rc == CONTENDED ? -EAGAIN : rc);
 }
 
 SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
@@ -835,7 +849,9 @@ static uint64_t deadline_of(int64_t timeout_ns)
 static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int64_t timeout_ns)
 {
     ssize_t rc = op_try(r, op, a, 0);
-    if (rc != -EAGAIN || timeout_ns == 0)
+    if (rc == CONTENDED && timeout_ns == 0)
+        return -EAGAIN;
+    if ((rc != -EAGAIN && rc != CONTENDED) || timeout_ns == 0)
         return rc;
     uint32_t *ec = (op == OP_PUSH || op == OP_RESERVE) ? &r->sh->space_ec : &r->sh->data_ec;
     uint64_t deadline = deadline_of(timeout_ns);
@@ -844,6 +860,13 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
         int may_sleep = r->wait_strategy == SHMRING_WAIT_SLEEP && spin >= r->spins;
         uint32_t v = may_sleep ? shmring__ec_prepare(ec) : 0;
         rc = op_try(r, op, a, may_sleep);
+        if (rc == CONTENDED) {
+            /* Not empty: another consumer is mid-claim. Let it run. */
+            if (shmring__now_ns() >= deadline)
+                return -ETIMEDOUT;
+            sched_yield();
+            continue;
+        }
         if (rc != -EAGAIN)
             return rc;
         if (!may_sleep && (spin & 255) != 0) {
