@@ -6,6 +6,8 @@
  *  - a function returning int or ssize_t returns 0 (or a non-negative count)
  *    on success and a negative errno value on failure;
  *  - a failed call changes nothing, unless its comment says otherwise;
+ *  - any call that reads a ring or table may also return -EPROTO when it
+ *    finds the shared segment corrupt (written by a buggy or hostile peer);
  *  - a handle (shmring_t) is used by one thread at a time; another thread or
  *    process opens its own handle.
  *
@@ -259,7 +261,7 @@ SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, i
 /*
  * Publish the open reservation with its final length (len may be smaller
  * than reserved). Errors: -EINVAL (NULL, no open reservation, len larger
- * than reserved); -EOWNERDEAD (the lease was taken over meanwhile).
+ * than reserved).
  */
 SHMRING_API int shmring_commit(shmring_t *r, size_t len);
 
@@ -324,8 +326,10 @@ typedef struct shmring_stats {
     uint64_t bytes_pushed; /* payload bytes pushed */
     uint64_t bytes_popped; /* payload bytes taken */
     uint64_t dropped;      /* overwritten before any consumer took them */
-    uint64_t abandoned;    /* claimed by a consumer that died before release */
-    uint64_t full_events;  /* pushes that found the ring full */
+    uint64_t abandoned;    /* claimed (or, in a window of two instructions, being
+                              claimed) by a consumer that died before release */
+    uint64_t full_events;  /* pushes and reserves that found the ring full (a
+                              waiting call counts once) */
     uint64_t empty_events; /* pops that found the ring empty */
     int32_t producer_pid;  /* holder of the producer lease, 0 if none */
     int producer_alive;    /* 1 if that holder is alive */

@@ -851,6 +851,8 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
     ssize_t rc = op_try(r, op, a, 0);
     if (rc == CONTENDED && timeout_ns == 0)
         return -EAGAIN;
+    if (rc == -EAGAIN && (op == OP_PUSH || op == OP_RESERVE))
+        count(&r->sh->full_events, 1);
     if ((rc != -EAGAIN && rc != CONTENDED) || timeout_ns == 0)
         return rc;
     uint32_t *ec = (op == OP_PUSH || op == OP_RESERVE) ? &r->sh->space_ec : &r->sh->data_ec;
@@ -900,10 +902,9 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
 /* Producer-side result of a wait: counts a full ring, notices a lost lease. */
 static int wait_result(shmring_t *r, int rc)
 {
-    if (rc != -EAGAIN && rc != -ETIMEDOUT)
-        return rc;
-    int f = push_full(r, -EAGAIN);
-    return f == -EOWNERDEAD ? f : rc;
+    if ((rc == -EAGAIN || rc == -ETIMEDOUT) && lease_lost(r))
+        return -EOWNERDEAD;
+    return rc;
 }
 
 SHMRING_API int shmring_push_wait(shmring_t *r, const void *msg, size_t len, int64_t timeout_ns)
