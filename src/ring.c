@@ -512,19 +512,36 @@ static inline void consumed(shmring_t *r, uint64_t n, uint64_t bytes)
     shmring__ec_notify_after_atomic(&r->sh->space_ec);
 }
 
+/*
+ * The oldest message: its position and sequence, or -ESTALE (read_index
+ * moved: retry), -EAGAIN / -EPIPE (empty), -EPROTO (corrupt).
+ */
+static int oldest(const shmring_t *r, uint64_t *pos, uint64_t *seq)
+{
+    *pos = shmring__load_acquire_64(&r->sh->read_index);
+    switch (read_slot(r, *pos, seq)) {
+    case SLOT_READY:
+        return 0;
+    case SLOT_STALE:
+        return -ESTALE;
+    case SLOT_EMPTY:
+        return empty_result(r, *pos);
+    case SLOT_CORRUPT:
+        break;
+    }
+    return -EPROTO;
+}
+
 /* One try of a copy pop: length, -EAGAIN, -EPIPE, -EMSGSIZE or -EPROTO. */
 static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
 {
     for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
-        uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
-        uint64_t seq;
-        enum slot_state st = read_slot(r, pos, &seq);
-        if (st == SLOT_STALE)
+        uint64_t pos, seq;
+        int rc = oldest(r, &pos, &seq);
+        if (rc == -ESTALE)
             continue;
-        if (st == SLOT_EMPTY)
-            return empty_result(r, pos);
-        if (st == SLOT_CORRUPT)
-            return -EPROTO;
+        if (rc < 0)
+            return rc;
         struct shmring__slot *s = slot_at(r, pos);
         uint32_t len;
         int bad = slot_len(r, s, &len);
@@ -703,16 +720,13 @@ static int claim_try(shmring_t *r, shmring_msg_t *m)
 {
     unsigned contended = 0;
     for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
-        uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
-        uint64_t seq;
-        enum slot_state st = read_slot(r, pos, &seq);
-        if (st == SLOT_STALE)
+        uint64_t pos, seq;
+        int rc = oldest(r, &pos, &seq);
+        if (rc == -ESTALE)
             continue;
-        if (st == SLOT_EMPTY)
-            return empty_result(r, pos);
-        if (st == SLOT_CORRUPT)
-            return -EPROTO;
-        int rc = r->overwrite ? claim_overwrite(r, m, pos, seq) : claim_pinned(r, m, pos, seq);
+        if (rc < 0)
+            return rc;
+        rc = r->overwrite ? claim_overwrite(r, m, pos, seq) : claim_pinned(r, m, pos, seq);
         if (rc == CONTENDED) {
             /* The claimer may be descheduled: do not spin on it for long. */
             if (++contended >= CLAIM_PATIENCE)
