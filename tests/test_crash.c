@@ -257,7 +257,11 @@ Test(crash, killed_consumers_never_wedge_the_ring, .timeout = 240)
                   (unsigned long long)st.abandoned, (unsigned long long)never, KILLS);
     cr_assert_eq(st.consumers, 0, "dead consumers still counted");
     cr_assert_eq(st.observers, 1);
-    cr_assert_eq(st.popped, n, "every message was taken by some consumer");
+    /* A consumer killed between taking a message and counting it leaves
+     * popped one short: at most one per kill. */
+    cr_assert_leq(st.popped, n);
+    cr_assert_geq(st.popped + KILLS, n, "popped %llu of %llu", (unsigned long long)st.popped,
+                  (unsigned long long)n);
     test_shared_free(seen, seen_size);
     test_shared_free(ctl, sizeof *ctl);
     shmring_close(obs);
