@@ -50,6 +50,7 @@
 #define HANDOVER_WARM  10u
 #define MAX_REPS       9
 #define RTT_CAP_NS     (5ull * NSEC) /* per repetition of one round-trip run */
+#define PROBE_TRIPS    2000
 
 typedef uint64_t __attribute__((may_alias)) word_t;
 
@@ -115,6 +116,7 @@ struct result {
     char note[160];
     double v[3]; /* rtt: p50 p99 p99.9; tput: msg/s MB/s spread; handover: median p99 MB/s */
     uint64_t n;  /* samples (rtt, handover) or repetitions (tput) */
+    double probe_lo, probe_hi; /* cache-line round trip between the CPUs, ns */
 };
 
 /* What the repetitions of one figure collected, per transport. */
@@ -123,6 +125,8 @@ struct accum {
     size_t n, cap;
     double tput[MAX_REPS];
     int ntput;
+    double probe[MAX_REPS];
+    int nprobe;
     int runs;
 };
 
@@ -152,6 +156,7 @@ static struct {
 static int cpu_a, cpu_b;
 static char ctx[96];
 static int in_child;
+static int in_child_index = -1;
 static FILE *csv;
 static char mq_unusable[160];
 static long pipe_max_size = 1 << 20;
@@ -168,9 +173,12 @@ struct shared {
     _Alignas(64) uint64_t acked;
     _Alignas(64) uint64_t floor_a; /* raw floor: written by the pinger only */
     _Alignas(64) uint64_t floor_b; /* raw floor: written by the ponger only */
+    _Alignas(64) uint64_t probe_a;
+    _Alignas(64) uint64_t probe_b;
     _Alignas(64) uint64_t start_ns;
     uint64_t sent;
     uint64_t nsamples;
+    uint64_t probe_ns;
     struct child_out out[MAX_CHILDREN];
 };
 
@@ -362,16 +370,54 @@ static void pin(int cpu)
         die("sched_setaffinity(cpu %d): %s", cpu, strerror(errno));
 }
 
-/* All n children meet here before measuring (setup is not timed). */
-static void barrier(uint64_t n)
+/* All n children meet here; `round` counts the meetings of one run. */
+static void meet(uint64_t n, uint64_t round)
 {
     shmring__faa_64(&sh->ready, 1);
     uint64_t deadline = now_ns() + OP_TIMEOUT_NS;
-    while (shmring__load_acquire_64(&sh->ready) < n) {
+    while (shmring__load_acquire_64(&sh->ready) < n * round) {
         sched_yield();
         if (now_ns() > deadline)
             die("start barrier: a peer never arrived");
     }
+}
+
+/*
+ * The cache-line round trip between the two pinned CPUs right now: the host
+ * may place the two virtual CPUs near or far from each other, and this
+ * changes every figure. Children 0 and 1 ping-pong a line PROBE_TRIPS times.
+ */
+static void probe_floor(int idx)
+{
+    uint64_t d[PROBE_TRIPS];
+    for (uint64_t i = 1; i <= PROBE_TRIPS; i++) {
+        struct spin s = {0, 0};
+        if (idx == 0) {
+            uint64_t t0 = now_ns();
+            /* Release/acquire pairs with the other side's; only values matter. */
+            shmring__store_release_64(&sh->probe_a, i);
+            while (shmring__load_acquire_64(&sh->probe_b) != i)
+                spin_pause(&s, "floor probe");
+            d[i - 1] = now_ns() - t0;
+        } else {
+            while (shmring__load_acquire_64(&sh->probe_a) != i)
+                spin_pause(&s, "floor probe");
+            shmring__store_release_64(&sh->probe_b, i);
+        }
+    }
+    if (idx == 0) {
+        qsort(d, PROBE_TRIPS, sizeof d[0], cmp_u64);
+        sh->probe_ns = d[PROBE_TRIPS / 2];
+    }
+}
+
+/* Setup done (not timed): probe the floor, then measure from here. */
+static void barrier(uint64_t n)
+{
+    meet(n, 1);
+    if (in_child_index < 2)
+        probe_floor(in_child_index);
+    meet(n, 2);
 }
 
 /* ---- Channels: one direction of one transport ---------------------------- */
@@ -837,6 +883,7 @@ typedef void (*role_fn)(int idx, struct run *r);
 static void child_start(int idx)
 {
     in_child = 1;
+    in_child_index = idx;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
@@ -1208,9 +1255,18 @@ static int listed(const char *name)
     return 0;
 }
 
+/* --only: the figures listed (all if none is) times the transports listed
+ * (all if none is). */
 static int selected(const struct figure *f, const struct transport *t)
 {
-    return opt.only == NULL || listed(f->name) || listed(t->name);
+    if (opt.only == NULL)
+        return 1;
+    int any_fig = 0, any_tr = 0;
+    for (size_t i = 0; i < NFIG; i++)
+        any_fig |= listed(figures[i].name);
+    for (int k = 0; k < K_COUNT; k++)
+        any_tr |= listed(transports[k].name);
+    return (!any_fig || listed(f->name)) && (!any_tr || listed(t->name));
 }
 
 static void record_rss(size_t fi, const struct run *r, const struct chan *c)
@@ -1274,6 +1330,8 @@ static void run_one(size_t fi, const struct transport *t)
         snprintf(res->note, sizeof res->note, "pipe buffer %ld bytes", r.ab.pipe_bytes);
     if (t->kind == K_MQ)
         snprintf(res->note, sizeof res->note, "mq_maxmsg %ld (fs.mqueue.msg_max)", r.ab.mq_maxmsg);
+    if (a->nprobe < MAX_REPS)
+        a->probe[a->nprobe++] = (double)sh->probe_ns;
     a->runs++;
     chan_teardown(&r.ab);
     if (r.two_way)
@@ -1309,6 +1367,9 @@ static void finish_figure(size_t fi)
         if (a->runs == 0)
             continue;
         res->done = 1;
+        qsort(a->probe, (size_t)a->nprobe, sizeof a->probe[0], cmp_double);
+        res->probe_lo = a->probe[0];
+        res->probe_hi = a->probe[a->nprobe - 1];
         if (f->kind == FIG_TPUT) {
             qsort(a->tput, (size_t)a->ntput, sizeof a->tput[0], cmp_double);
             double med = a->tput[a->ntput / 2];
@@ -1366,6 +1427,30 @@ static void print_ratio(double x)
         printf(" %11.2fx", x);
 }
 
+/* The probe column: one value, or low/high when the placement changed. */
+static void print_probe(const struct result *res)
+{
+    char b[32];
+    if (res->probe_hi > 1.5 * res->probe_lo)
+        snprintf(b, sizeof b, "%.0f/%.0f", res->probe_lo, res->probe_hi);
+    else
+        snprintf(b, sizeof b, "%.0f", res->probe_hi);
+    printf(" %9s", b);
+}
+
+static void csv_probe(const char *fig, const char *tn, const struct result *res)
+{
+    csv_row(fig, tn, "line_rtt_min_ns", res->probe_lo, NAN);
+    csv_row(fig, tn, "line_rtt_max_ns", res->probe_hi, NAN);
+}
+
+static void print_legend(void)
+{
+    printf("  (line rtt: cache-line round trip between the two CPUs measured just before each "
+           "repetition, ns;\n"
+           "   two values: min/max, the host moved the CPUs in between)\n");
+}
+
 static void print_notes(size_t fi)
 {
     for (int k = 0; k < K_COUNT; k++) {
@@ -1385,8 +1470,8 @@ static void print_rtt(size_t fi)
     const struct result *base = &results[fi][K_SHM_COPY], *fl = &results[fi][K_FLOOR];
     printf("\n== %s: round trip of %zu-byte messages, ns (%u interleaved repetitions) ==\n",
            f->name, f->len, opt.reps);
-    printf("%-16s %8s %9s %9s %9s %12s %12s\n", "transport", "trips", "p50", "p99", "p99.9",
-           "p50/shm-copy", "p50/floor");
+    printf("%-16s %8s %9s %9s %9s %12s %12s %9s\n", "transport", "trips", "p50", "p99", "p99.9",
+           "p50/shm-copy", "p50/floor", "line rtt");
     for (int k = 0; k < K_COUNT; k++) {
         const struct result *res = &results[fi][k];
         if (!res->done)
@@ -1397,13 +1482,16 @@ static void print_rtt(size_t fi)
                res->v[1], res->v[2]);
         print_ratio(ratio_of(res->v[0], base, 0));
         print_ratio(rf);
+        print_probe(res);
         printf("\n");
         static const char *const m[3] = {"p50_ns", "p99_ns", "p999_ns"};
         for (int i = 0; i < 3; i++)
             csv_row(f->name, tn, m[i], res->v[i], ratio_of(res->v[i], base, i));
         csv_row(f->name, tn, "p50_over_floor", rf, NAN);
         csv_row(f->name, tn, "round_trips", (double)res->n, NAN);
+        csv_probe(f->name, tn, res);
     }
+    print_legend();
     print_notes(fi);
 }
 
@@ -1444,7 +1532,8 @@ static void print_tput(size_t fi)
            "of %u x %.2f s ==\n",
            f->name, f->len, f->nconsumers, f->nconsumers > 1 ? "s" : "", opt.reps,
            (double)opt.tput_ns / 1e9);
-    printf("%-16s %14s %11s %8s %12s\n", "transport", "msg/s", "MB/s", "spread", "vs shm-copy");
+    printf("%-16s %14s %11s %8s %12s %9s\n", "transport", "msg/s", "MB/s", "spread", "vs shm-copy",
+           "line rtt");
     for (int k = 0; k < K_COUNT; k++) {
         const struct result *res = &results[fi][k];
         if (!res->done)
@@ -1453,12 +1542,15 @@ static void print_tput(size_t fi)
         double rb = ratio_of(res->v[0], base, 0);
         printf("%-16s %14.0f %11.1f %7.0f%%", tn, res->v[0], res->v[1], 100.0 * res->v[2]);
         print_ratio(rb);
+        print_probe(res);
         printf("\n");
         csv_row(f->name, tn, "msgs_per_s", res->v[0], rb);
         csv_row(f->name, tn, "mb_per_s", res->v[1], rb);
         csv_row(f->name, tn, "spread", res->v[2], NAN);
+        csv_probe(f->name, tn, res);
     }
     printf("  (spread: (max - min) / median of the repetitions)\n");
+    print_legend();
     print_notes(fi);
     print_rss(fi);
 }
@@ -1471,8 +1563,8 @@ static void print_handover(size_t fi)
     printf("\n== %s: hand-over of a %zu KiB message (writer fills it, reader checks every byte "
            "and acks) ==\n",
            f->name, f->len / 1024);
-    printf("%-16s %8s %12s %12s %11s %12s\n", "transport", "count", "median ns", "p99 ns", "MB/s",
-           "vs shm-copy");
+    printf("%-16s %8s %12s %12s %11s %12s %9s\n", "transport", "count", "median ns", "p99 ns",
+           "MB/s", "vs shm-copy", "line rtt");
     for (int k = 0; k < K_COUNT; k++) {
         const struct result *res = &results[fi][k];
         if (!res->done)
@@ -1482,16 +1574,19 @@ static void print_handover(size_t fi)
         printf("%-16s %8llu %12.0f %12.0f %11.1f", tn, (unsigned long long)res->n, res->v[0],
                res->v[1], res->v[2]);
         print_ratio(rb);
+        print_probe(res);
         printf("\n");
         csv_row(f->name, tn, "median_ns", res->v[0], rb);
         csv_row(f->name, tn, "p99_ns", res->v[1], ratio_of(res->v[1], base, 1));
         csv_row(f->name, tn, "mb_per_s", res->v[2], ratio_of(res->v[2], base, 2));
+        csv_probe(f->name, tn, res);
     }
     if (zc->done && pp->done) {
         double x = pp->v[0] / zc->v[0];
         printf("pipe / shm-zerocopy (median): %.2fx\n", x);
         csv_row(f->name, "pipe", "median_over_zerocopy", x, NAN);
     }
+    print_legend();
     print_notes(fi);
 }
 
