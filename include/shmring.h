@@ -251,7 +251,10 @@ typedef struct shmring_msg {
 /*
  * Reserve the next slot for writing in place: *payload points to len bytes
  * in shared memory (len <= slot_size). Nothing is visible to consumers until
- * shmring_commit. One reservation at a time per handle.
+ * shmring_commit. One reservation at a time per handle. (In ThreadSanitizer
+ * builds of the library, *payload is a private buffer that shmring_commit
+ * copies into the slot: a consumer holding a stale position may still be
+ * reading the slot, which is harmless for a seqlock but a data race to TSan.)
  * Errors: as shmring_push, plus -EINVAL for NULL payload and -EBUSY when a
  * reservation is already open.
  */
@@ -284,6 +287,17 @@ SHMRING_API int shmring_claim_wait(shmring_t *r, shmring_msg_t *m, int64_t timeo
  * the claim is released all the same).
  */
 SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m);
+
+/*
+ * Copy up to cap bytes of a claimed message into buf; returns how many.
+ * In overwrite mode the producer may rewrite a claimed slot while it is
+ * read: copy it out with this function (whose reads are atomic, so that a
+ * concurrent overwrite is not a data race) and trust the copy only if
+ * shmring_release then returns 0. In the normal mode reading m->data
+ * directly is just as good. Errors: -EINVAL (NULL m, or NULL buf with
+ * cap > 0).
+ */
+SHMRING_API ssize_t shmring_msg_copy(const shmring_msg_t *m, void *buf, size_t cap);
 
 /* ---- Batches ------------------------------------------------------------ */
 

@@ -26,6 +26,15 @@
 
 #define SHMRING_INLINE static inline __attribute__((always_inline))
 
+/* ThreadSanitizer build (gcc or clang). */
+#if defined(__SANITIZE_THREAD__)
+#define SHMRING__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHMRING__TSAN 1
+#endif
+#endif
+
 #if defined(SHMRING_ATOMIC_BUILTINS)
 
 SHMRING_INLINE uint64_t shmring__load_relaxed_64(const uint64_t *p)

@@ -74,6 +74,7 @@ struct shmring {
     int reserved;
     size_t reserved_len;
     struct shmring__slot *reserved_slot;
+    unsigned char *bounce; /* TSan builds: reservations are written here */
     /* consumer-local */
     uint64_t seen_dropped;
     /* waiting */
@@ -409,6 +410,20 @@ SHMRING_API ssize_t shmring_push_batch(shmring_t *r, const struct iovec *iov, si
     return n == 0 ? 0 : push_full(r, rc);
 }
 
+/* P1 for a reservation; the payload pointer handed to the caller. */
+static int reserve_slot(shmring_t *r, size_t len, void **payload)
+{
+#if defined(SHMRING__TSAN)
+    if (r->bounce == NULL && (r->bounce = malloc(r->slot_size ? r->slot_size : 1)) == NULL)
+        return -ENOMEM;
+#endif
+    r->reserved_slot = write_begin(r, r->w);
+    r->reserved = 1;
+    r->reserved_len = len;
+    *payload = r->bounce != NULL ? r->bounce : payload_of(r->reserved_slot);
+    return 0;
+}
+
 SHMRING_API int shmring_reserve(shmring_t *r, size_t len, void **payload)
 {
     int rc = producer_check(r);
@@ -425,17 +440,15 @@ SHMRING_API int shmring_reserve(shmring_t *r, size_t len, void **payload)
         rc = room_for(r, r->w, 1);
     if (rc < 0)
         return push_full(r, rc);
-    r->reserved_slot = write_begin(r, r->w);
-    r->reserved = 1;
-    r->reserved_len = len;
-    *payload = payload_of(r->reserved_slot);
-    return 0;
+    return reserve_slot(r, len, payload);
 }
 
 SHMRING_API int shmring_commit(shmring_t *r, size_t len)
 {
     if (r == NULL || !r->producer || !r->reserved || len > r->reserved_len)
         return -EINVAL;
+    if (r->bounce != NULL)
+        shmring__copy_to_shared(payload_of(r->reserved_slot), r->bounce, len);
     write_end(r->reserved_slot, r->w, (uint32_t)len);
     r->reserved = 0;
     r->reserved_slot = NULL;
@@ -779,6 +792,15 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
     return rc;
 }
 
+SHMRING_API ssize_t shmring_msg_copy(const shmring_msg_t *m, void *buf, size_t cap)
+{
+    if (m == NULL || (buf == NULL && cap > 0) || (m->data == NULL && m->len > 0))
+        return -EINVAL;
+    size_t n = m->len < cap ? m->len : cap;
+    shmring__copy_from_shared(buf, m->data, n);
+    return (ssize_t)n;
+}
+
 SHMRING_API uint64_t shmring_missed(shmring_t *r)
 {
     if (r == NULL)
@@ -823,11 +845,7 @@ static ssize_t op_try(shmring_t *r, enum wait_op op, struct wait_args *a, int sl
         int rc = room_for(r, r->w, slow);
         if (rc < 0)
             return rc;
-        r->reserved_slot = write_begin(r, r->w);
-        r->reserved = 1;
-        r->reserved_len = a->len;
-        *a->payload = payload_of(r->reserved_slot);
-        return 0;
+        return reserve_slot(r, a->len, a->payload);
     }
     case OP_POP:
         return pop_try(r, a->buf, a->len);
@@ -1137,6 +1155,7 @@ SHMRING_API void shmring_close(shmring_t *r)
         shmring__ec_notify(&r->sh->data_ec);
     }
     shmring__seg_close(r->seg);
+    free(r->bounce);
     free(r);
 }
 

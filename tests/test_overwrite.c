@@ -209,8 +209,7 @@ static void *ow_consumer_main(void *arg)
                 break;
             /* Copy out at once; the copy counts only if release says the
              * slot stayed intact. */
-            size_t len = m.len <= sizeof buf ? m.len : sizeof buf;
-            memcpy(buf, m.data, len);
+            size_t len = (size_t)shmring_msg_copy(&m, buf, sizeof buf);
             rc = shmring_release(c, &m);
             if (rc == -ESTALE) {
                 o->stale++;
