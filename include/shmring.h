@@ -345,7 +345,8 @@ typedef struct shmring_stats {
     uint64_t full_events;  /* pushes and reserves that found the ring full (a
                               waiting call counts once) */
     uint64_t empty_events; /* pops that found the ring empty */
-    int32_t producer_pid;  /* holder of the producer lease, 0 if none */
+    int32_t producer_pid;  /* holder of the producer lease (after a close, the
+                              last holder); 0 if there never was one */
     int producer_alive;    /* 1 if that holder is alive */
     int producer_closed;   /* 1 if the last producer closed (end of stream) */
     uint32_t consumers;    /* live attached consumer handles */

@@ -291,8 +291,10 @@ static int room_for(shmring_t *r, uint64_t w, int slow)
 static inline struct shmring__slot *write_begin(shmring_t *r, uint64_t w)
 {
     struct shmring__slot *s = slot_at(r, w);
-    shmring__store_relaxed_64(&s->seq, 2 * w + 1);
-    /* P1: release fence: seq odd is ordered before the payload stores. */
+    /* P1: release (free on x86-64): a reader that sees the odd value also
+     * sees the O1 move of read_index, so it retries instead of taking the
+     * slot for corrupt; then a release fence orders it before the payload. */
+    shmring__store_release_64(&s->seq, 2 * w + 1);
     shmring__fence_release();
     return s;
 }
