@@ -3,7 +3,7 @@
  *
  * Memory-ordering edges (labels used in the comments below):
  *
- *   P1  producer: seq := 2p+1 (relaxed), release fence, payload and len.
+ *   P1  producer: seq := 2p+1 (release), release fence, payload and len.
  *   P2  producer: seq := 2p+2, release. Publishes payload and len.
  *   C1  consumer: seq load, acquire. Pairs with P2: sees payload and len.
  *   C2  consumer: after copying, acquire fence, seq re-load. Pairs with P1:
