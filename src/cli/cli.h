@@ -35,6 +35,7 @@ extern const struct cli_command cli_cmd_rm;
 extern const struct cli_command cli_cmd_gc;
 extern const struct cli_command cli_cmd_send;
 extern const struct cli_command cli_cmd_recv;
+extern const struct cli_command cli_cmd_bench;
 
 /* ---- Messages (util.c) --------------------------------------------------- */
 

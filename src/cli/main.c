@@ -7,7 +7,7 @@
 /* Adding a subcommand is one line here (and its cli_command in cli.h). */
 static const struct cli_command *const commands[] = {
     &cli_cmd_ls, &cli_cmd_stat, &cli_cmd_create, &cli_cmd_rm,
-    &cli_cmd_gc, &cli_cmd_send, &cli_cmd_recv,
+    &cli_cmd_gc, &cli_cmd_send, &cli_cmd_recv,   &cli_cmd_bench,
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
