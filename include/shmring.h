@@ -364,6 +364,7 @@ typedef struct shmring_stats {
 SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st);
 
 #include "shmring/state.h"
+#include "shmring/pool.h"
 #include "shmring/metrics.h"
 #ifdef __cplusplus
 }

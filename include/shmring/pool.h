@@ -1,0 +1,166 @@
+/*
+ * shmring worker pools: run a task function over an array of items in
+ * parallel, in worker processes (or threads), results in item order.
+ *
+ * Included by <shmring.h>; do not include this file directly.
+ *
+ * A pool starts its workers once, at creation, and reuses them for every
+ * map. Three ways of running a map:
+ *
+ *  - shared memory (processes, the default): worker processes forked at
+ *    creation (they inherit the task function and its ctx). One anonymous
+ *    shared arena holds the items and the results: shmring_pool_map copies
+ *    the items in once (in arena-sized rounds when they do not all fit),
+ *    hands out index ranges ("chunks") through a shmring ring, workers read
+ *    items and write results in place, and the results are copied out once.
+ *  - message passing (processes): the same workers, but each chunk's items
+ *    travel to a worker over a Unix socket and its results come back the
+ *    same way. Used when asked for (SHMRING_POOL_MESSAGE_PASSING, or
+ *    SHMRING_FORCE_HEAP in the flags or $SHMRING_FORCE_HEAP=1), and when
+ *    shared memory cannot be had (logged through the log hook).
+ *  - threads (SHMRING_POOL_THREADS): threads of the calling process run the
+ *    same chunk loop directly over the caller's arrays, with no copy.
+ *
+ * Results are the same, bit for bit, whichever way runs the map.
+ *
+ * Work is spread dynamically: a map is cut into about workers * 8 chunks
+ * that free workers claim one at a time, so a slow item holds up its own
+ * chunk, not a fixed share of the items.
+ *
+ * Worker processes that die during a map (killed, or crashing in the task)
+ * lose nothing: the parent notices, hands the dead worker's unfinished
+ * chunk to another worker, and starts a replacement. An item that kills
+ * SHMRING_POOL_MAX_KILLS workers fails the map with -ECHILD, and
+ * shmring_pool_last_error_item names it. Workers exit when the pool is
+ * destroyed and when the process that owns the pool dies (also when the
+ * thread that forked them exits: they are then restarted by the next map).
+ *
+ * A pool is used by one thread at a time, and only in the process that
+ * created it. In the worker processes, the task runs in a forked copy of
+ * the caller: it must not use locks or threads of the parent that fork()
+ * does not carry over.
+ */
+#ifndef SHMRING_POOL_H
+#define SHMRING_POOL_H
+
+#ifndef SHMRING_H
+#error "include <shmring.h>, not <shmring/pool.h>"
+#endif
+
+/* Pool flags (shmring_pool_config_t.flags); SHMRING_FORCE_HEAP also allowed. */
+#define SHMRING_POOL_PROCESSES       0x100000u /* worker processes (the default) */
+#define SHMRING_POOL_THREADS         0x200000u /* worker threads of this process */
+#define SHMRING_POOL_MESSAGE_PASSING 0x400000u /* processes, items and results over sockets */
+
+/* How a pool runs its maps, as returned by shmring_pool_mode(). */
+#define SHMRING_POOL_MODE_SHARED          1 /* processes, shared-memory arena */
+#define SHMRING_POOL_MODE_MESSAGE_PASSING 2 /* processes, Unix sockets */
+#define SHMRING_POOL_MODE_THREADS         3 /* threads over the caller's memory */
+
+/* Limits. */
+#define SHMRING_POOL_MAX_WORKERS   32          /* the consumer limit of a ring */
+#define SHMRING_POOL_MAX_KILLS     3           /* deaths on one item that fail a map */
+#define SHMRING_POOL_DEFAULT_ARENA (16u << 20) /* arena bytes when arena_size is 0 */
+
+typedef struct shmring_pool shmring_pool_t;
+
+/*
+ * The task: compute the result of one item. `item` points to item_size
+ * bytes, `result` to result_size bytes to fill (NULL when result_size is
+ * 0). Returns 0, or a negative errno value that fails the map. Runs in a
+ * worker process or thread; `ctx` is the pointer given at creation (in a
+ * worker process: the forked copy of what it pointed to at creation, or at
+ * the worker's restart).
+ */
+typedef int (*shmring_task_fn)(const void *item, size_t item_size, void *result, size_t result_size,
+                               void *ctx);
+
+typedef struct shmring_pool_config {
+    uint32_t workers;  /* 1..SHMRING_POOL_MAX_WORKERS; 0 = online CPUs (at most the max) */
+    uint32_t flags;    /* SHMRING_POOL_PROCESSES (default), SHMRING_POOL_THREADS,
+                          SHMRING_POOL_MESSAGE_PASSING, SHMRING_FORCE_HEAP (= message
+                          passing for processes) */
+    size_t arena_size; /* shared bytes for items and results; 0 = SHMRING_POOL_DEFAULT_ARENA */
+} shmring_pool_config_t;
+
+/*
+ * Create a pool and start its workers. `cfg` may be NULL for the defaults.
+ * Worker processes are forked here, before this function returns: create
+ * pools before starting threads where possible.
+ *
+ * Errors: -EINVAL (NULL fn or out, workers above SHMRING_POOL_MAX_WORKERS,
+ * unknown flag, SHMRING_POOL_THREADS together with SHMRING_POOL_PROCESSES,
+ * SHMRING_POOL_MESSAGE_PASSING or SHMRING_FORCE_HEAP, arena_size above
+ * 1 TiB); -ENOMEM; -EAGAIN (fork() or pthread_create() failed: process or
+ * thread limit); -EMFILE/-ENFILE (descriptor limits).
+ */
+SHMRING_API int shmring_pool_create(const shmring_pool_config_t *cfg, shmring_task_fn fn, void *ctx,
+                                    shmring_pool_t **out);
+
+/*
+ * Run the task over n items of item_size bytes at `items`; the result of
+ * item i goes to results + i * result_size. Returns when every item is done
+ * (0), or when the map failed. n = 0 does nothing and returns 0.
+ *
+ * Errors:
+ *  -EINVAL: NULL p, item_size 0 with n > 0, NULL items with n > 0, NULL
+ *           results with n > 0 and result_size > 0, n * item_size or
+ *           n * result_size overflowing, or called from a process other
+ *           than the pool's creator;
+ *  -EMSGSIZE: shared-memory mode, one item and its result do not fit in the
+ *           arena (item_size + result_size + 64 > arena_size);
+ *  any negative errno returned by the task: the map stops handing out work
+ *           and fails with the error of the lowest failing item index seen
+ *           (items after it may or may not have run; shmring_pool_last_error_item
+ *           gives that index). A positive return value, or one below -4095,
+ *           counts as -EINVAL;
+ *  -ECHILD: worker processes died SHMRING_POOL_MAX_KILLS times on the same
+ *           item (shmring_pool_last_error_item gives it), or kept dying
+ *           without finishing any work (then the last error item is
+ *           SIZE_MAX);
+ *  -EAGAIN: a replacement worker could not be forked and no worker is left;
+ *  -EPROTO: a worker sent back a malformed reply (message passing).
+ * On error the contents of `results` are unspecified; the pool stays
+ * usable and the next map starts afresh.
+ */
+SHMRING_API int shmring_pool_map(shmring_pool_t *p, const void *items, size_t n, size_t item_size,
+                                 void *results, size_t result_size);
+
+/* Number of workers (>= 1); -EINVAL for NULL. */
+SHMRING_API int shmring_pool_workers(const shmring_pool_t *p);
+
+/* SHMRING_POOL_MODE_SHARED, _MESSAGE_PASSING or _THREADS; -EINVAL for NULL. */
+SHMRING_API int shmring_pool_mode(const shmring_pool_t *p);
+
+/*
+ * Index of the item that failed the last map (the lowest failing index seen,
+ * or the item that kept killing workers); SIZE_MAX when the last map
+ * succeeded, failed for another reason, or p is NULL.
+ */
+SHMRING_API size_t shmring_pool_last_error_item(const shmring_pool_t *p);
+
+/*
+ * Copy the pids of the current worker processes into pids[0..cap) and
+ * return how many workers there are (which may exceed cap). May be called
+ * from another thread while a map runs (a pid may then be that of a worker
+ * being replaced). Threads mode: returns 0. Errors: -EINVAL (NULL p, or
+ * NULL pids with cap > 0).
+ */
+SHMRING_API int shmring_pool_pids(const shmring_pool_t *p, pid_t *pids, size_t cap);
+
+/*
+ * Worker processes that died and were replaced since the pool was created.
+ * 0 for NULL and in threads mode.
+ */
+SHMRING_API uint64_t shmring_pool_restarts(const shmring_pool_t *p);
+
+/*
+ * Stop every worker and free the pool: worker processes are told to exit,
+ * killed (SIGKILL) if they have not exited within about 100 ms, and reaped,
+ * so that no zombie is left; worker threads are joined. NULL is ignored.
+ * Called in a forked child of the pool's creator, it only frees the
+ * child's copy of the handle and leaves the workers alone.
+ */
+SHMRING_API void shmring_pool_destroy(shmring_pool_t *p);
+
+#endif /* SHMRING_POOL_H */
