@@ -632,19 +632,25 @@ Test(pool, timing_of_100k_items, .timeout = 60)
         shmring_pool_config_t cfg = {.flags = modes[m]};
         shmring_pool_t *p = NULL;
         cr_assert_eq(shmring_pool_create(&cfg, trivial, NULL, &p), 0);
-        double best = 1e9;
-        for (int rep = 0; rep < 3; rep++) {
+        double ms[5];
+        for (int rep = 0; rep < 5; rep++) {
             memset(results, 0, n * sizeof *results);
             uint64_t t0 = now_ns();
             int rc = shmring_pool_map(p, items, n, ITEM, results, sizeof *results);
-            double ms = (double)(now_ns() - t0) / 1e6;
+            ms[rep] = (double)(now_ns() - t0) / 1e6;
             cr_assert_eq(rc, 0, "%s: %s", mode_names[m], shmring_strerror(rc));
             for (size_t i = 0; i < n; i++)
                 cr_assert_eq(results[i], result_id(i), "%s: result %zu", mode_names[m], i);
-            best = ms < best ? ms : best;
         }
-        cr_log_info("100,000 items of 64 B, %d workers, %s: %.2f ms", shmring_pool_workers(p),
-                    mode_names[m], best);
+        /* Sort: the first map also pays the arena's page faults. */
+        for (int i = 1; i < 5; i++)
+            for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
+                double t = ms[j];
+                ms[j] = ms[j - 1];
+                ms[j - 1] = t;
+            }
+        cr_log_info("100,000 items of 64 B, %d workers, %s: best %.2f ms, median %.2f ms",
+                    shmring_pool_workers(p), mode_names[m], ms[0], ms[2]);
         shmring_pool_destroy(p);
     }
     free(items);
