@@ -73,6 +73,9 @@ set termoption noenhanced
 set output '$1'
 set title '$2'
 set grid
+set linetype 9 lc rgb '#7f7f7f' dt 2
+set linetype 10 lc rgb '#000000' dt 3
+set linetype cycle 10
 EOF
 }
 
@@ -111,7 +114,7 @@ set logscale y
 set ylabel 'messages per second'
 set style fill solid 0.8 border -1
 set boxwidth 0.7
-set xtics rotate by -30
+set xtics nomirror font ',9'
 set yrange [*:*]
 plot '$data' using 0:2:xtic(1) with boxes lc rgb '#4477aa' notitle, \
      '' using 0:2:(sprintf('%.3g', \$2)) with labels offset 0,0.8 notitle
@@ -130,6 +133,7 @@ if grep -q '^handover_1m,.*,median_ns,' "$csv"; then
 set ylabel 'ns per hand-over'
 set style fill solid 0.8 border -1
 set boxwidth 0.6
+set xtics nomirror
 set yrange [0:*]
 plot '$data' using 0:2:xtic(1) with boxes lc rgb '#cc6677' notitle, \
      '' using 0:2:(sprintf('%.0f', \$2)) with labels offset 0,0.8 notitle
