@@ -243,6 +243,22 @@ SHMRING_INLINE void shmring__cpu_relax(void)
 
 #endif
 
+/* memcpy, inlined for small messages (a call costs more than the copy). */
+SHMRING_INLINE void shmring__copy_small(void *dst, const void *src, size_t n)
+{
+    unsigned char *d = (unsigned char *)dst;
+    const unsigned char *s = (const unsigned char *)src;
+    if (n > 64) {
+        memcpy(d, s, n);
+        return;
+    }
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        memcpy(d + i, s + i, 8);
+    for (; i < n; i++)
+        d[i] = s[i];
+}
+
 /*
  * Copy n bytes out of seqlock-protected shared memory. The source may be
  * overwritten concurrently; the caller validates the sequence afterwards
@@ -263,7 +279,7 @@ SHMRING_INLINE void shmring__copy_from_shared(void *dst, const void *src, size_t
     for (; i < n; i++)
         d[i] = __atomic_load_n(s + i, __ATOMIC_RELAXED);
 #else
-    memcpy(dst, src, n);
+    shmring__copy_small(dst, src, n);
 #endif
 }
 
@@ -285,7 +301,7 @@ SHMRING_INLINE void shmring__copy_to_shared(void *dst, const void *src, size_t n
     for (; i < n; i++)
         __atomic_store_n(d + i, s[i], __ATOMIC_RELAXED);
 #else
-    memcpy(dst, src, n);
+    shmring__copy_small(dst, src, n);
 #endif
 }
 

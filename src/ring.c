@@ -15,7 +15,7 @@
  *   Z1  claimer: claim := (r, me) (CAS, seq_cst) before C3. The producer's
  *       P3 then Z2 loads see the claim of any position below read_index.
  *   Z2  producer: claim load, acquire. Pairs with Z3.
- *   Z3  release: claim := 0, release: the consumer's reads of the payload
+ *   Z3  release: claim := 0 (exchange, at least release): the consumer's reads of the payload
  *       happen before the producer rewrites the slot.
  *   O1  overwrite producer: CAS read_index forward past the oldest messages
  *       (counted as dropped) before P1; a consumer racing with it fails C2
@@ -177,7 +177,7 @@ static void sweep_claims(shmring_t *r, unsigned owner, int abandon)
         if (c == 0 || (c & CLAIM_OWNER_MASK) != owner)
             continue;
         uint64_t ri = shmring__load_acquire_64(&r->sh->read_index);
-        /* Z3: release, pairs with Z2 in produce_begin(). */
+        /* Z3: release (by CAS), pairs with Z2 in room_for(). */
         if (shmring__cas_64(&s->claim, &c, 0) && abandon && claim_pos(c) < ri)
             n++;
     }
@@ -724,10 +724,10 @@ static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t s
         consumed(r, 1, len);
         return 0;
     }
-    /* Z3: release, lost the race: give the slot back, and wake a producer
+    /* Z3: exchange, lost the race: give the slot back, and wake a producer
      * that may have found it pinned. */
-    shmring__store_release_64(&s->claim, 0);
-    shmring__ec_notify(&r->sh->space_ec);
+    shmring__xchg_64(&s->claim, 0);
+    shmring__ec_notify_after_atomic(&r->sh->space_ec);
     return bad == -EPROTO ? -EPROTO : -ESTALE;
 }
 
@@ -782,10 +782,12 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
         uint64_t c = claim_word(m->pos, (unsigned)r->party);
         if (shmring__load_relaxed_64(&s->claim) != c)
             return -EINVAL;
-        /* Z3: release, pairs with Z2 in room_for(): our reads of the
-         * payload happen before the producer rewrites the slot. */
-        shmring__store_release_64(&s->claim, 0);
-        shmring__ec_notify(&r->sh->space_ec);
+        /* Z3: exchange (a full barrier, so at least release), pairs with Z2
+         * in room_for(): our reads of the payload happen before the producer
+         * rewrites the slot; and it orders the release before the load of the
+         * sleep flag (W), which a plain store would need a fence for. */
+        shmring__xchg_64(&s->claim, 0);
+        shmring__ec_notify_after_atomic(&r->sh->space_ec);
     }
     if (shmring__load_relaxed_64(held) > 0)
         count(held, (uint64_t)-1);
