@@ -1,5 +1,7 @@
 #!/bin/sh
-# Run every fuzz target for SECONDS each on a working copy of its seed corpus.
+# Run every fuzz target for SECONDS each on a working copy of its seed corpus,
+# after replaying the inputs of fuzz/regressions/<target>/ (crashes found
+# before, kept so that they stay fixed).
 # Usage: sh fuzz/run.sh BUILD_DIR SECONDS
 # Crashes are written to BUILD_DIR/fuzz-artifacts/; any crash fails the run.
 set -eu
@@ -17,6 +19,17 @@ for bin in "$build"/fuzz/*_fuzzer; do
     mkdir -p "$corpus"
     if [ -d "$here/corpus/$name" ]; then
         cp -n "$here/corpus/$name"/* "$corpus"/ 2>/dev/null || true
+    fi
+    regressions="$here/regressions/$name"
+    if [ -d "$regressions" ] && [ -n "$(ls -A "$regressions")" ]; then
+        echo "fuzz: $name: replaying $(ls "$regressions" | wc -l) regression inputs"
+        if ! ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="halt_on_error=1" \
+            "$bin" -timeout=10 "$regressions"/* >"$work/$name.regressions.log" 2>&1; then
+            echo "fuzz: $name FAILED on a regression input; last lines of its log:"
+            tail -40 "$work/$name.regressions.log"
+            status=1
+            continue
+        fi
     fi
     echo "fuzz: $name for ${seconds}s"
     log="$work/$name.log"
