@@ -36,7 +36,7 @@ for bin in "$build"/fuzz/*_fuzzer; do
     if ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="halt_on_error=1" \
         "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$artifacts/$name-" "$corpus" "$here/corpus/$name" >"$log" 2>&1; then
-        grep -E "^#[0-9]+ +DONE" "$log" | tail -1 | sed "s/^/fuzz: $name: /"
+        grep -E "^#[0-9]+[[:space:]]+DONE" "$log" | tail -1 | sed "s/^/fuzz: $name: /"
         grep -E "stat::number_of_executed_units" "$log" | sed "s/^/fuzz: $name: /"
     else
         echo "fuzz: $name FAILED; last lines of its log ($log):"
