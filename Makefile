@@ -65,9 +65,16 @@ bench: build
 	@sh scripts/deps.sh gnuplot-nox
 	sh bench/run.sh $(BUILD)/release
 
+# valgrind over the debug build's suites: Criterion runs each test in a child
+# it re-executes, so children are traced; system programs are not. The stress
+# tests are scaled down (valgrind is 20-50 times slower); see docs/sanitizers.md.
+VALGRIND_OPTIONS = --trace-children=yes --trace-children-skip=/bin/*,/usr/bin/*,/usr/sbin/* \
+    --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --num-callers=30
 memcheck: debug
 	@sh scripts/deps.sh valgrind
-	cd $(BUILD)/debug && ctest --output-on-failure -j 1 -T memcheck
+	cd $(BUILD)/debug && SHMRING_TEST_SCALE=0.02 ctest --output-on-failure -j 1 -T memcheck \
+	    -E '^packaging$$' --overwrite MemoryCheckCommand=$$(command -v valgrind) \
+	    --overwrite "MemoryCheckCommandOptions=$(VALGRIND_OPTIONS)"
 
 install: build
 	cmake --install $(BUILD)/release

@@ -451,7 +451,9 @@ static int create_memfd(const char *name, uint32_t mode, size_t total, struct sh
 {
     char label[SHMRING_NAME_MAX + 16];
     snprintf(label, sizeof label, "shmring:%s", name != NULL ? name + 1 : "anon");
-    int fd = memfd_create(label, MFD_CLOEXEC);
+    int fd = memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0 && errno == EINVAL)
+        fd = memfd_create(label, MFD_CLOEXEC);
     if (fd < 0)
         return -errno;
     int rc = 0;
@@ -466,6 +468,10 @@ static int create_memfd(const char *name, uint32_t mode, size_t total, struct sh
         if (e != 0 && e != EOPNOTSUPP && e != EINVAL)
             rc = -e;
     }
+    /* Sealed at its size: whoever gets the descriptor cannot shrink it
+     * under the mappings of others (SIGBUS) nor grow it. */
+    if (rc == 0)
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
     unsigned char *base = NULL;
     if (rc == 0)
         rc = map_fd(fd, total, &base);

@@ -645,6 +645,15 @@ Test(cli, stat_watch_blocks_rates_and_ctrl_c)
     char *argv[] = {(char *)"shmring", (char *)"stat", (char *)"/w",
                     (char *)"--watch", (char *)"0.1",  NULL};
     start(&r, tool_path, argv, NULL, 0);
+    /* Wait until the tool has attached (slow under valgrind), then give it
+     * time to print its first frame before the ring changes. */
+    shmring_stats_t st = {0};
+    for (int i = 0; i < 1000 && st.observers == 0; i++) {
+        cr_assert_eq(shmring_stats(p, &st), 0);
+        if (st.observers == 0)
+            sleep_ms(10);
+    }
+    cr_assert_eq(st.observers, 1, "stat --watch never attached");
     sleep_ms(250);
     for (int i = 0; i < 5; i++)
         cr_assert_eq(shmring_push(p, "abcd", 4), 0);

@@ -462,16 +462,13 @@ Test(hardening, state_table_truncated_after_creation)
 }
 
 /*
- * BUG (src/segment.c, create_memfd): an anonymous (memfd) segment is not
- * sealed against shrinking, so any process that holds its descriptor
- * (shmring_fd() exists to pass it on) can ftruncate() it, and every process
- * that has it mapped then dies with SIGBUS on its next push or pop. Creating
- * the memfd with MFD_ALLOW_SEALING and adding F_SEAL_SHRINK | F_SEAL_GROW
- * once it is sized would make the truncation fail with EPERM. Enable this
- * test when that is done. (A named segment cannot be sealed: truncating one
- * under an open handle is a documented limitation, see docs/hardening.md.)
+ * An anonymous (memfd) segment is sealed against shrinking and growing, so a
+ * process that holds its descriptor (shmring_fd() exists to pass it on)
+ * cannot ftruncate() it under the mappings of others. (A named segment
+ * cannot be sealed: truncating one under an open handle is a documented
+ * limitation, see docs/hardening.md.)
  */
-Test(hardening, memfd_segment_cannot_be_truncated_under_a_handle, .disabled = true)
+Test(hardening, memfd_segment_cannot_be_truncated_under_a_handle)
 {
     skip_on_heap();
     pid_t pid = fork();
