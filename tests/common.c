@@ -118,3 +118,34 @@ void test_quiet_log(void)
 {
     shmring_set_log(quiet, NULL);
 }
+
+shmring_t *test_make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags)
+{
+    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};
+    shmring_t *r = NULL;
+    cr_assert_eq(shmring_create(name, &cfg, &r), 0);
+    return r;
+}
+
+shmring_t *test_open_as(const char *name, uint32_t flags)
+{
+    shmring_t *r = NULL;
+    cr_assert_eq(shmring_open(name, flags, &r), 0);
+    return r;
+}
+
+void test_push_id(shmring_t *p, uint64_t id, size_t len)
+{
+    unsigned char buf[256];
+    test_fill(buf, len, id);
+    cr_assert_eq(shmring_push(p, buf, len), 0, "push of id %llu", (unsigned long long)id);
+}
+
+void test_expect_id(const void *buf, ssize_t len, uint64_t want)
+{
+    uint64_t id = 0;
+    cr_assert_geq(len, 16, "pop returned %zd", len);
+    cr_assert(test_check(buf, (size_t)len, &id), "corrupt message");
+    cr_assert_eq(id, want, "got id %llu, expected %llu", (unsigned long long)id,
+                 (unsigned long long)want);
+}

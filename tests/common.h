@@ -33,4 +33,16 @@ double test_scale(void);
 /* Silence the fallback log for the duration of a test. */
 void test_quiet_log(void);
 
+/* Create ring `name` (NULL: anonymous) with these slots, slot size and
+ * flags; asserts success. */
+shmring_t *test_make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags);
+/* Open ring `name` with these role flags; asserts success. */
+shmring_t *test_open_as(const char *name, uint32_t flags);
+/* Push message `id` with a test_fill payload of len (<= 256) bytes; asserts
+ * success. */
+void test_push_id(shmring_t *p, uint64_t id, size_t len);
+/* Assert that a pop returned len >= 16 bytes of a well-formed message whose
+ * id is `want`. */
+void test_expect_id(const void *buf, ssize_t len, uint64_t want);
+
 #endif

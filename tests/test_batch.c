@@ -10,30 +10,6 @@
 #include "common.h"
 #include "harness.h"
 
-static shmring_t *make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags)
-{
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_create(name, &cfg, &r), 0);
-    return r;
-}
-
-static shmring_t *open_as(const char *name, uint32_t flags)
-{
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_open(name, flags, &r), 0);
-    return r;
-}
-
-static void expect_id(const void *buf, ssize_t len, uint64_t want)
-{
-    uint64_t id = 0;
-    cr_assert_geq(len, 16, "pop returned %zd", len);
-    cr_assert(test_check(buf, (size_t)len, &id), "corrupt message");
-    cr_assert_eq(id, want, "got id %llu, expected %llu", (unsigned long long)id,
-                 (unsigned long long)want);
-}
-
 /* n messages with ids first.. and lengths 16 + (id * 7) % (max - 15). */
 struct msgs {
     unsigned char buf[128][128];
@@ -64,8 +40,8 @@ static void out_iov(struct msgs *m, size_t n, size_t cap)
 Test(batch, push_batch_pushes_in_order)
 {
     const char *name = test_name("bpush");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     static struct msgs in;
     make_msgs(&in, 5, 0, 64);
     cr_assert_eq(shmring_push_batch(p, in.iov, 5), 5);
@@ -73,7 +49,7 @@ Test(batch, push_batch_pushes_in_order)
     for (uint64_t i = 0; i < 5; i++) {
         ssize_t n = shmring_pop(c, buf, sizeof buf);
         cr_assert_eq(n, (ssize_t)len_of(i, 64));
-        expect_id(buf, n, i);
+        test_expect_id(buf, n, i);
     }
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN);
     shmring_stats_t st;
@@ -87,8 +63,8 @@ Test(batch, push_batch_pushes_in_order)
 Test(batch, push_batch_stops_when_full)
 {
     const char *name = test_name("bfull");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     static struct msgs in;
     make_msgs(&in, 3, 0, 64);
     cr_assert_eq(shmring_push_batch(p, in.iov, 3), 3);
@@ -102,12 +78,12 @@ Test(batch, push_batch_stops_when_full)
     cr_assert_eq(st.pushed, 8);
     cr_assert_eq(st.full_events, full + 1);
     unsigned char buf[64];
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 0);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 1);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 0);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 1);
     /* The rest of the batch goes on where it stopped. */
     cr_assert_eq(shmring_push_batch(p, in.iov + 5, 5), 2);
     for (uint64_t i = 2; i < 10; i++)
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN);
     shmring_close(c);
     shmring_close(p);
@@ -117,8 +93,8 @@ Test(batch, push_batch_stops_when_full)
 Test(batch, push_batch_too_big_pushes_nothing)
 {
     const char *name = test_name("bbig");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     static struct msgs in;
     make_msgs(&in, 4, 0, 64);
     in.iov[2].iov_len = 65;
@@ -140,8 +116,8 @@ Test(batch, push_batch_too_big_pushes_nothing)
 Test(batch, argument_errors)
 {
     const char *name = test_name("barg");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     static struct msgs in;
     make_msgs(&in, 2, 0, 64);
     cr_assert_eq(shmring_push_batch(p, in.iov, 0), 0);
@@ -178,8 +154,8 @@ Test(batch, argument_errors)
 Test(batch, pop_batch_in_order_with_lengths)
 {
     const char *name = test_name("bpop");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     static struct msgs in, out;
     make_msgs(&in, 6, 0, 64);
     cr_assert_eq(shmring_push_batch(p, in.iov, 6), 6);
@@ -187,12 +163,12 @@ Test(batch, pop_batch_in_order_with_lengths)
     cr_assert_eq(shmring_pop_batch(c, out.iov, 4), 4);
     for (uint64_t i = 0; i < 4; i++) {
         cr_assert_eq(out.iov[i].iov_len, len_of(i, 64));
-        expect_id(out.buf[i], (ssize_t)out.iov[i].iov_len, i);
+        test_expect_id(out.buf[i], (ssize_t)out.iov[i].iov_len, i);
     }
     out_iov(&out, 4, 64);
     cr_assert_eq(shmring_pop_batch(c, out.iov, 4), 2, "only 2 left");
     for (uint64_t i = 0; i < 2; i++)
-        expect_id(out.buf[i], (ssize_t)out.iov[i].iov_len, 4 + i);
+        test_expect_id(out.buf[i], (ssize_t)out.iov[i].iov_len, 4 + i);
     cr_assert_eq(out.iov[2].iov_len, 64, "an iov past the batch was changed");
     out_iov(&out, 4, 64);
     cr_assert_eq(shmring_pop_batch(c, out.iov, 4), -EAGAIN);
@@ -207,8 +183,8 @@ Test(batch, pop_batch_in_order_with_lengths)
 Test(batch, pop_batch_more_than_a_batch)
 {
     const char *name = test_name("blong");
-    shmring_t *p = make(name, 128, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 128, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     static struct msgs in, out;
     make_msgs(&in, 100, 0, 64);
     cr_assert_eq(shmring_push_batch(p, in.iov, 100), 100);
@@ -219,7 +195,7 @@ Test(batch, pop_batch_more_than_a_batch)
         cr_assert_gt(k, 0, "pop_batch: %zd after %llu", k, (unsigned long long)next);
         cr_assert_leq(k, 100 - (ssize_t)next);
         for (ssize_t i = 0; i < k; i++, next++)
-            expect_id(out.buf[i], (ssize_t)out.iov[i].iov_len, next);
+            test_expect_id(out.buf[i], (ssize_t)out.iov[i].iov_len, next);
     }
     cr_assert_eq(shmring_pop_batch(c, out.iov, 100), -EAGAIN);
     shmring_close(c);
@@ -230,8 +206,8 @@ Test(batch, pop_batch_more_than_a_batch)
 Test(batch, message_too_big_for_its_iov_ends_the_batch)
 {
     const char *name = test_name("bfit");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     unsigned char m[4][64];
     size_t lens[4] = {20, 20, 50, 20};
     struct iovec in[4];
@@ -244,8 +220,8 @@ Test(batch, message_too_big_for_its_iov_ends_the_batch)
     out_iov(&out, 4, 64);
     out.iov[2].iov_len = 30;
     cr_assert_eq(shmring_pop_batch(c, out.iov, 4), 2, "the batch ends before message 2");
-    expect_id(out.buf[0], (ssize_t)out.iov[0].iov_len, 0);
-    expect_id(out.buf[1], (ssize_t)out.iov[1].iov_len, 1);
+    test_expect_id(out.buf[0], (ssize_t)out.iov[0].iov_len, 0);
+    test_expect_id(out.buf[1], (ssize_t)out.iov[1].iov_len, 1);
     cr_assert_eq(out.iov[2].iov_len, 30, "the iov of a message not taken was changed");
     /* First in the batch: -EMSGSIZE, nothing taken. */
     out_iov(&out, 4, 64);
@@ -258,9 +234,9 @@ Test(batch, message_too_big_for_its_iov_ends_the_batch)
     cr_assert_eq(st.popped, 2);
     out_iov(&out, 4, 64);
     cr_assert_eq(shmring_pop_batch(c, out.iov, 4), 2);
-    expect_id(out.buf[0], (ssize_t)out.iov[0].iov_len, 2);
+    test_expect_id(out.buf[0], (ssize_t)out.iov[0].iov_len, 2);
     cr_assert_eq(out.iov[0].iov_len, 50);
-    expect_id(out.buf[1], (ssize_t)out.iov[1].iov_len, 3);
+    test_expect_id(out.buf[1], (ssize_t)out.iov[1].iov_len, 3);
     shmring_close(c);
     shmring_close(p);
     shmring_unlink(name);
@@ -269,8 +245,8 @@ Test(batch, message_too_big_for_its_iov_ends_the_batch)
 Test(batch, pop_batch_end_of_stream)
 {
     const char *name = test_name("beos");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     static struct msgs in, out;
     make_msgs(&in, 3, 0, 64);
     cr_assert_eq(shmring_push_batch(p, in.iov, 3), 3);
@@ -279,7 +255,7 @@ Test(batch, pop_batch_end_of_stream)
     cr_assert_eq(shmring_pop_batch(c, out.iov, 2), 2);
     out_iov(&out, 2, 64);
     cr_assert_eq(shmring_pop_batch(c, out.iov, 2), 1);
-    expect_id(out.buf[0], (ssize_t)out.iov[0].iov_len, 2);
+    test_expect_id(out.buf[0], (ssize_t)out.iov[0].iov_len, 2);
     out_iov(&out, 2, 64);
     cr_assert_eq(shmring_pop_batch(c, out.iov, 2), -EPIPE);
     shmring_close(c);
@@ -361,7 +337,7 @@ static void *bconsumer_main(void *arg)
 Test(batch, stress_batch_producer_mixed_consumers)
 {
     const char *name = test_name("bstress");
-    shmring_t *p = make(name, 256, 64, 0);
+    shmring_t *p = test_make(name, 256, 64, 0);
     uint64_t n = h_count(1000000);
     uint32_t *seen = calloc(n, sizeof *seen);
     cr_assert_not_null(seen);

@@ -15,37 +15,6 @@
 
 #define MS 1000000LL
 
-static shmring_t *make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags)
-{
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_create(name, &cfg, &r), 0);
-    return r;
-}
-
-static shmring_t *open_as(const char *name, uint32_t flags)
-{
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_open(name, flags, &r), 0);
-    return r;
-}
-
-static void push_id(shmring_t *p, uint64_t id, size_t len)
-{
-    unsigned char buf[256];
-    test_fill(buf, len, id);
-    cr_assert_eq(shmring_push(p, buf, len), 0, "push of id %llu", (unsigned long long)id);
-}
-
-static void expect_id(const void *buf, ssize_t len, uint64_t want)
-{
-    uint64_t id = 0;
-    cr_assert_geq(len, 16, "pop returned %zd", len);
-    cr_assert(test_check(buf, (size_t)len, &id), "corrupt message");
-    cr_assert_eq(id, want, "got id %llu, expected %llu", (unsigned long long)id,
-                 (unsigned long long)want);
-}
-
 /* ---- Consumers killed at random moments, holding claims ---------------- */
 
 #define KILLS     40
@@ -169,7 +138,7 @@ Test(crash, killed_consumers_never_wedge_the_ring, .timeout = 240)
     if (test_heap_forced())
         cr_skip_test("needs processes");
     const char *name = test_name("kill");
-    shmring_t *obs = make(name, 64, 64, SHMRING_OBSERVER);
+    shmring_t *obs = test_make(name, 64, 64, SHMRING_OBSERVER);
     uint64_t n = h_count(500000);
     size_t seen_size = n * sizeof(uint32_t);
     uint32_t *seen = test_shared_alloc(seen_size);
@@ -292,12 +261,12 @@ static void *eos_wait(void *arg)
 Test(crash, end_of_stream_after_close)
 {
     const char *name = test_name("eos");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
-    shmring_t *c2 = open_as(name, SHMRING_CONSUMER);
-    shmring_t *c3 = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
+    shmring_t *c2 = test_open_as(name, SHMRING_CONSUMER);
+    shmring_t *c3 = test_open_as(name, SHMRING_CONSUMER);
     for (uint64_t i = 0; i < 3; i++)
-        push_id(p, i, 32);
+        test_push_id(p, i, 32);
     h_arm_deadline(20);
     /* Consumers already asleep when the producer closes are woken at once. */
     struct eos_waiter w = {.c = c2, .claim = 0}, w3 = {.c = c3, .claim = 1};
@@ -345,28 +314,28 @@ Test(crash, end_of_stream_after_close)
 Test(crash, drain_before_end_of_stream)
 {
     const char *name = test_name("drain");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     for (uint64_t i = 0; i < 5; i++)
-        push_id(p, i, 20 + i);
+        test_push_id(p, i, 20 + i);
     shmring_close(p);
     unsigned char buf[64];
     shmring_msg_t m;
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 0);
-    expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, -1), 1);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 0);
+    test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, -1), 1);
     cr_assert_eq(shmring_claim_wait(c, &m, -1), 0);
-    expect_id(m.data, (ssize_t)m.len, 2);
+    test_expect_id(m.data, (ssize_t)m.len, 2);
     cr_assert_eq(shmring_release(c, &m), 0);
     cr_assert_eq(shmring_claim(c, &m), 0);
-    expect_id(m.data, (ssize_t)m.len, 3);
+    test_expect_id(m.data, (ssize_t)m.len, 3);
     cr_assert_eq(shmring_release(c, &m), 0);
-    expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 1000 * MS), 4);
+    test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 1000 * MS), 4);
     cr_assert_eq(shmring_pop_wait(c, buf, sizeof buf, 1000 * MS), -EPIPE);
     /* A new producer reopens the stream. */
-    shmring_t *p2 = open_as(name, SHMRING_PRODUCER);
+    shmring_t *p2 = test_open_as(name, SHMRING_PRODUCER);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN, "a producer is attached again");
-    push_id(p2, 5, 30);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 5);
+    test_push_id(p2, 5, 30);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 5);
     shmring_close(p2);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EPIPE);
     shmring_close(c);
@@ -381,7 +350,7 @@ Test(crash, dead_producer_ends_the_wait_then_a_new_one_takes_over)
         cr_skip_test("needs processes");
     const char *name = test_name("deadp");
     test_quiet_log();
-    shmring_t *c = make(name, 8, 64, SHMRING_CONSUMER);
+    shmring_t *c = test_make(name, 8, 64, SHMRING_CONSUMER);
     int ready[2];
     cr_assert_eq(pipe(ready), 0);
     h_arm_deadline(30);
@@ -419,7 +388,7 @@ Test(crash, dead_producer_ends_the_wait_then_a_new_one_takes_over)
 
     unsigned char buf[64];
     for (uint64_t i = 0; i < 3; i++)
-        expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, -1), i);
+        test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, -1), i);
     /* Now asleep on an empty ring whose producer is alive; kill it. */
     struct eos_waiter w = {.c = c};
     pthread_t t;
@@ -440,15 +409,15 @@ Test(crash, dead_producer_ends_the_wait_then_a_new_one_takes_over)
     cr_assert_eq(st.producer_closed, 0, "the producer died, it did not close");
 
     /* A new producer takes the lease over; the stream goes on. */
-    shmring_t *p = open_as(name, SHMRING_PRODUCER);
+    shmring_t *p = test_open_as(name, SHMRING_PRODUCER);
     cr_assert_eq(shmring_stats(c, &st), 0);
     cr_assert_eq(st.producer_pid, getpid());
     cr_assert_eq(st.producer_alive, 1);
     cr_assert_gt(st.producer_epoch, epoch);
-    push_id(p, 10, 40);
-    expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 1000 * MS), 10);
-    push_id(p, 11, 40);
-    expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, -1), 11);
+    test_push_id(p, 10, 40);
+    test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 1000 * MS), 10);
+    test_push_id(p, 11, 40);
+    test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, -1), 11);
     cr_assert_eq(shmring_pop_wait(c, buf, sizeof buf, 20 * MS), -ETIMEDOUT);
     h_disarm_deadline();
     shmring_close(p);
@@ -461,10 +430,10 @@ Test(crash, dead_producer_ends_the_wait_then_a_new_one_takes_over)
 Test(crash, stats_after_a_scripted_sequence)
 {
     const char *name = test_name("stats");
-    shmring_t *p = make(name, 4, 64, 0);
-    shmring_t *c1 = open_as(name, SHMRING_CONSUMER);
-    shmring_t *c2 = open_as(name, SHMRING_CONSUMER);
-    shmring_t *o = open_as(name, SHMRING_OBSERVER);
+    shmring_t *p = test_make(name, 4, 64, 0);
+    shmring_t *c1 = test_open_as(name, SHMRING_CONSUMER);
+    shmring_t *c2 = test_open_as(name, SHMRING_CONSUMER);
+    shmring_t *o = test_open_as(name, SHMRING_OBSERVER);
     shmring_stats_t st;
     cr_assert_eq(shmring_stats(o, &st), 0);
     cr_assert_eq(st.slots, 4);
@@ -480,7 +449,7 @@ Test(crash, stats_after_a_scripted_sequence)
     cr_assert_eq(st.backend, shmring_backend(p));
 
     for (uint64_t i = 0; i < 4; i++)
-        push_id(p, i, 16 + 10 * i); /* 16 + 26 + 36 + 46 = 124 bytes */
+        test_push_id(p, i, 16 + 10 * i); /* 16 + 26 + 36 + 46 = 124 bytes */
     unsigned char buf[64];
     test_fill(buf, 16, 9);
     cr_assert_eq(shmring_push(p, buf, 16), -EAGAIN);
@@ -491,9 +460,9 @@ Test(crash, stats_after_a_scripted_sequence)
     cr_assert_eq(st.count, 4);
     cr_assert_eq(st.full_events, 2);
 
-    expect_id(buf, shmring_pop(c1, buf, sizeof buf), 0);
-    expect_id(buf, shmring_pop(c1, buf, sizeof buf), 1);
-    expect_id(buf, shmring_pop(c2, buf, sizeof buf), 2);
+    test_expect_id(buf, shmring_pop(c1, buf, sizeof buf), 0);
+    test_expect_id(buf, shmring_pop(c1, buf, sizeof buf), 1);
+    test_expect_id(buf, shmring_pop(c2, buf, sizeof buf), 2);
     shmring_msg_t m;
     cr_assert_eq(shmring_claim(c2, &m), 0);
     cr_assert_eq(shmring_release(c2, &m), 0);
@@ -533,10 +502,10 @@ Test(crash, dead_consumer_entry_reclaimed_with_its_counters)
     if (test_heap_forced())
         cr_skip_test("needs processes");
     const char *name = test_name("deadc");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *o = open_as(name, SHMRING_OBSERVER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *o = test_open_as(name, SHMRING_OBSERVER);
     for (uint64_t i = 0; i < 5; i++)
-        push_id(p, i, 20); /* 100 bytes */
+        test_push_id(p, i, 20); /* 100 bytes */
     h_arm_deadline(30);
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
@@ -565,11 +534,11 @@ Test(crash, dead_consumer_entry_reclaimed_with_its_counters)
     cr_assert_eq(st.count, 2);
     /* Its claimed slot is free again: the ring takes 6 more (8 in all). */
     for (uint64_t i = 5; i < 11; i++)
-        push_id(p, i, 20);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+        test_push_id(p, i, 20);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     unsigned char buf[64];
     for (uint64_t i = 3; i < 11; i++)
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
     cr_assert_eq(shmring_stats(o, &st), 0);
     cr_assert_eq(st.consumers, 1);
     cr_assert_eq(st.popped, 11);

@@ -9,47 +9,16 @@
 #include "common.h"
 #include "harness.h"
 
-static shmring_t *make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags)
-{
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_create(name, &cfg, &r), 0);
-    return r;
-}
-
-static shmring_t *open_as(const char *name, uint32_t flags)
-{
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_open(name, flags, &r), 0);
-    return r;
-}
-
-static void push_id(shmring_t *p, uint64_t id, size_t len)
-{
-    unsigned char buf[256];
-    test_fill(buf, len, id);
-    cr_assert_eq(shmring_push(p, buf, len), 0, "push of id %llu", (unsigned long long)id);
-}
-
-static void expect_id(const void *buf, ssize_t len, uint64_t want)
-{
-    uint64_t id = 0;
-    cr_assert_geq(len, 16, "pop returned %zd", len);
-    cr_assert(test_check(buf, (size_t)len, &id), "corrupt message");
-    cr_assert_eq(id, want, "got id %llu, expected %llu", (unsigned long long)id,
-                 (unsigned long long)want);
-}
-
 Test(overwrite, keeps_the_newest_and_counts_the_rest)
 {
     const char *name = test_name("ow");
     const uint32_t slots = 8;
     const uint64_t k = 13;
-    shmring_t *p = make(name, slots, 64, SHMRING_OVERWRITE);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, slots, 64, SHMRING_OVERWRITE);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     for (uint64_t id = 0; id < slots + k; id++)
-        push_id(p, id, 16 + id % 40);
-    shmring_t *late = open_as(name, SHMRING_CONSUMER);
+        test_push_id(p, id, 16 + id % 40);
+    shmring_t *late = test_open_as(name, SHMRING_CONSUMER);
     shmring_stats_t st;
     cr_assert_eq(shmring_stats(p, &st), 0);
     cr_assert_eq(st.dropped, k);
@@ -63,14 +32,14 @@ Test(overwrite, keeps_the_newest_and_counts_the_rest)
     cr_assert_eq(shmring_missed(NULL), 0);
     unsigned char buf[64];
     for (uint64_t id = k; id < slots + k; id++)
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), id);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), id);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN);
     cr_assert_eq(shmring_stats(p, &st), 0);
     cr_assert_eq(st.popped, slots);
     cr_assert_eq(st.dropped + st.popped, st.pushed);
     /* More drops later are reported to every consumer handle. */
     for (uint64_t id = 100; id < 100 + slots + 2; id++)
-        push_id(p, id, 32);
+        test_push_id(p, id, 32);
     cr_assert_eq(shmring_missed(c), 2);
     cr_assert_eq(shmring_missed(late), 2);
     shmring_close(late);
@@ -83,11 +52,11 @@ Test(overwrite, every_push_variant_succeeds_when_full)
 {
     const char *name = test_name("owv");
     const uint32_t slots = 4;
-    shmring_t *p = make(name, slots, 64, SHMRING_OVERWRITE);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, slots, 64, SHMRING_OVERWRITE);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     uint64_t id = 0;
     for (; id < slots; id++)
-        push_id(p, id, 32);
+        test_push_id(p, id, 32);
     unsigned char m[6][64];
     struct iovec iov[6];
     for (int i = 0; i < 6; i++) {
@@ -108,10 +77,10 @@ Test(overwrite, every_push_variant_succeeds_when_full)
     id += 2;
     unsigned char buf[64];
     /* The last `slots` pushes: ids id-3, id-2 (pushed twice), id-1. */
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), id - 3);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), id - 2);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), id - 2);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), id - 1);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), id - 3);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), id - 2);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), id - 2);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), id - 1);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN);
     shmring_stats_t st;
     cr_assert_eq(shmring_stats(p, &st), 0);
@@ -127,28 +96,28 @@ Test(overwrite, release_tells_intact_from_overwritten)
 {
     const char *name = test_name("owc");
     const uint32_t slots = 4;
-    shmring_t *p = make(name, slots, 64, SHMRING_OVERWRITE);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
-    push_id(p, 0, 40);
-    push_id(p, 1, 40);
+    shmring_t *p = test_make(name, slots, 64, SHMRING_OVERWRITE);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
+    test_push_id(p, 0, 40);
+    test_push_id(p, 1, 40);
     shmring_msg_t m;
     cr_assert_eq(shmring_claim(c, &m), 0);
-    expect_id(m.data, (ssize_t)m.len, 0);
+    test_expect_id(m.data, (ssize_t)m.len, 0);
     cr_assert_eq(shmring_release(c, &m), 0, "nothing overwrote the slot");
     cr_assert_eq(shmring_release(c, &m), -EINVAL, "release twice");
 
     cr_assert_eq(shmring_claim(c, &m), 0);
     unsigned char copy[64];
     memcpy(copy, m.data, m.len);
-    expect_id(copy, (ssize_t)m.len, 1);
+    test_expect_id(copy, (ssize_t)m.len, 1);
     /* Claims do not hold the producer back in overwrite mode. */
     for (uint64_t id = 2; id < 2 + slots + 1; id++)
-        push_id(p, id, 40);
+        test_push_id(p, id, 40);
     cr_assert_eq(shmring_release(c, &m), -ESTALE, "the claimed slot was overwritten");
     cr_assert_eq(shmring_release(c, &m), -EINVAL, "a stale claim is released all the same");
     unsigned char buf[64];
     for (uint64_t id = 3; id < 2 + slots + 1; id++)
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), id);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), id);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN);
     shmring_stats_t st;
     cr_assert_eq(shmring_stats(p, &st), 0);
@@ -242,7 +211,7 @@ static void *ow_consumer_main(void *arg)
 static void overwrite_stress(int claims)
 {
     const char *name = test_name(claims ? "owsc" : "ows");
-    shmring_t *p = make(name, 32, 64, SHMRING_OVERWRITE);
+    shmring_t *p = test_make(name, 32, 64, SHMRING_OVERWRITE);
     uint64_t n = h_count(1000000);
     uint32_t *seen = calloc(n, sizeof *seen);
     cr_assert_not_null(seen);
@@ -280,7 +249,7 @@ static void overwrite_stress(int claims)
     h_tally(seen, n, &twice, &never);
     cr_assert_eq(twice, 0, "%llu ids delivered twice", (unsigned long long)twice);
 
-    shmring_t *obs = open_as(name, SHMRING_OBSERVER);
+    shmring_t *obs = test_open_as(name, SHMRING_OBSERVER);
     cr_assert_eq(shmring_stats(obs, &st), 0);
     cr_log_info("pushed %llu popped %llu dropped %llu stale %llu, %llu in the ring at close",
                 (unsigned long long)st.pushed, (unsigned long long)st.popped,

@@ -9,18 +9,10 @@
 
 #include "common.h"
 
-static shmring_t *make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags)
-{
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_create(name, &cfg, &r), 0);
-    return r;
-}
-
 Test(ring, fifo_single_handle_roles)
 {
     const char *name = test_name("fifo");
-    shmring_t *p = make(name, 8, 64, 0);
+    shmring_t *p = test_make(name, 8, 64, 0);
     shmring_t *c;
     cr_assert_eq(shmring_open(name, SHMRING_CONSUMER, &c), 0);
     for (int i = 0; i < 8; i++)
@@ -41,7 +33,7 @@ Test(ring, fifo_single_handle_roles)
 Test(ring, every_size)
 {
     const char *name = test_name("sizes");
-    shmring_t *p = make(name, 4, 300, SHMRING_PRODUCER | SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 300, SHMRING_PRODUCER | SHMRING_CONSUMER);
     unsigned char in[300], out[300];
     for (size_t len = 0; len <= 300; len++) {
         for (size_t i = 0; i < len; i++)
@@ -91,7 +83,7 @@ static void pop_id(shmring_t *c, uint64_t id)
 /* A producer and a consumer handle on one fresh named ring. */
 static void pair(const char *name, uint32_t slots, uint32_t slot_size, shmring_t **p, shmring_t **c)
 {
-    *p = make(name, slots, slot_size, SHMRING_PRODUCER);
+    *p = test_make(name, slots, slot_size, SHMRING_PRODUCER);
     int rc = shmring_open(name, SHMRING_CONSUMER, c);
     cr_assert_eq(rc, 0, "open consumer: %s", shmring_strerror(rc));
 }
@@ -344,7 +336,7 @@ Test(ring, create_without_role_is_producer)
 Test(ring, producer_and_consumer_in_one_handle)
 {
     const char *name = test_name("both");
-    shmring_t *r = make(name, 4, 64, SHMRING_PRODUCER | SHMRING_CONSUMER);
+    shmring_t *r = test_make(name, 4, 64, SHMRING_PRODUCER | SHMRING_CONSUMER);
     for (uint64_t i = 0; i < 100; i++) {
         push_id(r, i);
         pop_id(r, i);

@@ -14,51 +14,20 @@
 
 #define MS 1000000LL
 
-static shmring_t *make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags)
-{
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_create(name, &cfg, &r), 0);
-    return r;
-}
-
-static shmring_t *open_as(const char *name, uint32_t flags)
-{
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_open(name, flags, &r), 0);
-    return r;
-}
-
-static void push_id(shmring_t *p, uint64_t id, size_t len)
-{
-    unsigned char buf[256];
-    test_fill(buf, len, id);
-    cr_assert_eq(shmring_push(p, buf, len), 0, "push of id %llu", (unsigned long long)id);
-}
-
 static void fill_ring(shmring_t *p, uint64_t first)
 {
     for (uint32_t i = 0; i < shmring_slots(p); i++)
-        push_id(p, first + i, 32);
+        test_push_id(p, first + i, 32);
     unsigned char buf[32];
     test_fill(buf, sizeof buf, 999);
     cr_assert_eq(shmring_push(p, buf, sizeof buf), -EAGAIN);
 }
 
-static void expect_id(const void *buf, ssize_t len, uint64_t want)
-{
-    uint64_t id = 0;
-    cr_assert_geq(len, 16, "pop returned %zd", len);
-    cr_assert(test_check(buf, (size_t)len, &id), "corrupt message");
-    cr_assert_eq(id, want, "got id %llu, expected %llu", (unsigned long long)id,
-                 (unsigned long long)want);
-}
-
 Test(wait, timeout_zero_is_the_plain_call)
 {
     const char *name = test_name("w0");
-    shmring_t *p = make(name, 4, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     unsigned char buf[64];
     shmring_msg_t m;
     void *payload = NULL;
@@ -74,9 +43,9 @@ Test(wait, timeout_zero_is_the_plain_call)
     cr_assert_lt(h_now_ns() - t0, 50 * MS, "timeout 0 must not wait");
 
     ssize_t n = shmring_pop_wait(c, buf, sizeof buf, 0);
-    expect_id(buf, n, 0);
+    test_expect_id(buf, n, 0);
     cr_assert_eq(shmring_claim_wait(c, &m, 0), 0);
-    expect_id(m.data, (ssize_t)m.len, 1);
+    test_expect_id(m.data, (ssize_t)m.len, 1);
     cr_assert_eq(shmring_release(c, &m), 0);
 
     cr_assert_eq(shmring_push_wait(p, msg, sizeof msg, 0), 0);
@@ -84,9 +53,9 @@ Test(wait, timeout_zero_is_the_plain_call)
     test_fill(payload, 32, 8);
     cr_assert_eq(shmring_commit(p, 32), 0);
     for (uint64_t want = 2; want < 4; want++)
-        expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 0), want);
-    expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 0), 7);
-    expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 0), 8);
+        test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 0), want);
+    test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 0), 7);
+    test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 0), 8);
     cr_assert_eq(shmring_pop_wait(c, buf, sizeof buf, 0), -EAGAIN);
 
     shmring_close(c);
@@ -97,8 +66,8 @@ Test(wait, timeout_zero_is_the_plain_call)
 Test(wait, errors_of_the_plain_calls)
 {
     const char *name = test_name("werr");
-    shmring_t *p = make(name, 4, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     unsigned char buf[128] = {0};
     shmring_msg_t m;
     void *payload;
@@ -115,9 +84,9 @@ Test(wait, errors_of_the_plain_calls)
     cr_assert_eq(shmring_push_wait(NULL, buf, 8, 10 * MS), -EINVAL);
     cr_assert_eq(shmring_pop_wait(NULL, buf, 8, 10 * MS), -EINVAL);
     /* A message too big for the buffer stays, even when waiting. */
-    push_id(p, 1, 40);
+    test_push_id(p, 1, 40);
     cr_assert_eq(shmring_pop_wait(c, buf, 39, 10 * MS), -EMSGSIZE);
-    expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 10 * MS), 1);
+    test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 10 * MS), 1);
     shmring_close(c);
     shmring_close(p);
     shmring_unlink(name);
@@ -158,8 +127,8 @@ static void expect_timeout(const char *what, shmring_t *p, shmring_t *c, int op,
 Test(wait, positive_timeout_expires)
 {
     const char *name = test_name("wto");
-    shmring_t *p = make(name, 4, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     expect_timeout("pop_wait", p, c, 0, 100 * MS);
     expect_timeout("claim_wait", p, c, 1, 100 * MS);
     expect_timeout("pop_wait 1 ns", p, c, 0, 1);
@@ -170,7 +139,7 @@ Test(wait, positive_timeout_expires)
     /* The failed waits changed nothing: the four messages are intact. */
     unsigned char buf[64];
     for (uint64_t i = 0; i < 4; i++)
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN);
     shmring_close(c);
     shmring_close(p);
@@ -249,13 +218,13 @@ static int waiter_done(struct waiter *w)
 static void wait_forever_for_push(enum op op)
 {
     const char *name = test_name("wfp");
-    shmring_t *p = make(name, 4, 64, 0);
-    struct waiter w = {.r = open_as(name, SHMRING_CONSUMER), .op = op, .timeout = -1};
+    shmring_t *p = test_make(name, 4, 64, 0);
+    struct waiter w = {.r = test_open_as(name, SHMRING_CONSUMER), .op = op, .timeout = -1};
     h_arm_deadline(20);
     waiter_start(&w);
     h_sleep_us(100000);
     cr_assert_not(waiter_done(&w), "the waiter returned %ld from an empty ring", w.rc);
-    push_id(p, 42, 40);
+    test_push_id(p, 42, 40);
     pthread_join(w.thread, NULL);
     h_disarm_deadline();
     cr_assert_eq(w.rc, 40, "rc %ld", w.rc);
@@ -281,8 +250,8 @@ Test(wait, claim_wait_forever_woken_by_push)
 static void wait_forever_for_pop(enum op op, int claim)
 {
     const char *name = test_name("wfs");
-    shmring_t *p = make(name, 4, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     fill_ring(p, 0);
     struct waiter w = {.r = p, .op = op, .timeout = -1, .id = 100};
     h_arm_deadline(20);
@@ -293,21 +262,21 @@ static void wait_forever_for_pop(enum op op, int claim)
     if (claim) {
         shmring_msg_t m;
         cr_assert_eq(shmring_claim(c, &m), 0);
-        expect_id(m.data, (ssize_t)m.len, 0);
+        test_expect_id(m.data, (ssize_t)m.len, 0);
         h_sleep_us(50000);
         /* The claimed slot is still held: the producer keeps waiting. */
         cr_assert_not(waiter_done(&w), "the producer overwrote a claimed slot (rc %ld)", w.rc);
         cr_assert_eq(shmring_release(c, &m), 0);
     } else {
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), 0);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 0);
     }
     pthread_join(w.thread, NULL);
     h_disarm_deadline();
     cr_assert_eq(w.rc, 0, "rc %ld", w.rc);
     cr_assert_geq(w.elapsed, 90 * (uint64_t)MS);
     for (uint64_t i = 1; i < 4; i++)
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 100);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 100);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN);
     shmring_close(c);
     shmring_close(p);
@@ -368,13 +337,13 @@ static void signals_on_consumer(enum op op, uint32_t strategy, uint32_t spins)
 {
     install_usr1();
     const char *name = test_name("wsig");
-    shmring_t *p = make(name, 4, 64, 0);
-    struct waiter w = {.r = open_as(name, SHMRING_CONSUMER), .op = op, .timeout = -1};
+    shmring_t *p = test_make(name, 4, 64, 0);
+    struct waiter w = {.r = test_open_as(name, SHMRING_CONSUMER), .op = op, .timeout = -1};
     cr_assert_eq(shmring_set_wait(w.r, (int)strategy, spins), 0);
     h_arm_deadline(20);
     waiter_start(&w);
     pester(&w, 10);
-    push_id(p, 5, 24);
+    test_push_id(p, 5, 24);
     pthread_join(w.thread, NULL);
     h_disarm_deadline();
     cr_assert_eq(w.rc, 24, "rc %ld (-EINTR is %d)", w.rc, -EINTR);
@@ -404,8 +373,8 @@ Test(wait, signal_does_not_interrupt_push_wait)
 {
     install_usr1();
     const char *name = test_name("wsigp");
-    shmring_t *p = make(name, 4, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     fill_ring(p, 0);
     cr_assert_eq(shmring_set_wait(p, SHMRING_WAIT_SLEEP, 0), 0);
     struct waiter w = {.r = p, .op = OP_PUSH, .timeout = -1, .id = 9};
@@ -413,13 +382,13 @@ Test(wait, signal_does_not_interrupt_push_wait)
     waiter_start(&w);
     pester(&w, 10);
     unsigned char buf[64];
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 0);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 0);
     pthread_join(w.thread, NULL);
     h_disarm_deadline();
     cr_assert_eq(w.rc, 0, "rc %ld (-EINTR is %d)", w.rc, -EINTR);
     for (uint64_t i = 1; i < 4; i++)
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 9);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 9);
     shmring_close(c);
     shmring_close(p);
     shmring_unlink(name);
@@ -430,8 +399,9 @@ Test(wait, signal_does_not_shorten_timed_wait)
 {
     install_usr1();
     const char *name = test_name("wsigt");
-    shmring_t *p = make(name, 4, 64, 0);
-    struct waiter w = {.r = open_as(name, SHMRING_CONSUMER), .op = OP_POP, .timeout = 400 * MS};
+    shmring_t *p = test_make(name, 4, 64, 0);
+    struct waiter w = {
+        .r = test_open_as(name, SHMRING_CONSUMER), .op = OP_POP, .timeout = 400 * MS};
     h_arm_deadline(20);
     waiter_start(&w);
     pester(&w, 10);
@@ -450,7 +420,7 @@ Test(wait, signal_does_not_shorten_timed_wait)
 Test(wait, set_wait_rejects_bad_arguments)
 {
     const char *name = test_name("wset");
-    shmring_t *p = make(name, 4, 64, 0);
+    shmring_t *p = test_make(name, 4, 64, 0);
     cr_assert_eq(shmring_set_wait(NULL, SHMRING_WAIT_SLEEP, 10), -EINVAL);
     cr_assert_eq(shmring_set_wait(p, 0, 10), -EINVAL);
     cr_assert_eq(shmring_set_wait(p, 4, 10), -EINVAL);
@@ -494,8 +464,8 @@ static void *strat_consume(void *arg)
 static void strategy_run(int strategy, uint32_t spins)
 {
     const char *name = test_name("wstr");
-    shmring_t *p = make(name, 4, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     cr_assert_eq(shmring_set_wait(p, strategy, spins), 0);
     cr_assert_eq(shmring_set_wait(c, strategy, spins), 0);
     h_arm_deadline(30);
@@ -650,7 +620,7 @@ static void check_exactly_once(const uint32_t *seen, uint64_t n)
 Test(wait, no_lost_wakeup_threads)
 {
     const char *name = test_name("wlost");
-    shmring_t *p = make(name, 64, 64, 0);
+    shmring_t *p = test_make(name, 64, 64, 0);
     uint64_t n = h_count(200000);
     uint32_t *seen = calloc(n, sizeof *seen);
     cr_assert_not_null(seen);
@@ -682,7 +652,7 @@ Test(wait, no_lost_wakeup_processes)
     if (test_heap_forced())
         cr_skip_test("needs processes");
     const char *name = test_name("wlostp");
-    shmring_t *p = make(name, 64, 64, 0);
+    shmring_t *p = test_make(name, 64, 64, 0);
     uint64_t n = h_count(200000);
     size_t seen_size = n * sizeof(uint32_t);
     uint32_t *seen = test_shared_alloc(seen_size);
@@ -752,9 +722,9 @@ static void *slow_consume(void *arg)
 Test(wait, no_lost_wakeup_producer_side)
 {
     const char *name = test_name("wlostw");
-    shmring_t *p = make(name, 8, 64, 0);
+    shmring_t *p = test_make(name, 8, 64, 0);
     cr_assert_eq(shmring_set_wait(p, SHMRING_WAIT_SLEEP, 0), 0);
-    struct slow_consumer sc = {.r = open_as(name, SHMRING_CONSUMER), .n = h_count(50000)};
+    struct slow_consumer sc = {.r = test_open_as(name, SHMRING_CONSUMER), .n = h_count(50000)};
     cr_assert_eq(shmring_set_wait(sc.r, SHMRING_WAIT_SLEEP, 0), 0);
     h_arm_deadline(60);
     pthread_t t;

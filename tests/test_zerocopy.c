@@ -11,44 +11,13 @@
 #include "common.h"
 #include "harness.h"
 
-static shmring_t *make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags)
-{
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_create(name, &cfg, &r), 0);
-    return r;
-}
-
-static shmring_t *open_as(const char *name, uint32_t flags)
-{
-    shmring_t *r = NULL;
-    cr_assert_eq(shmring_open(name, flags, &r), 0);
-    return r;
-}
-
-static void push_id(shmring_t *p, uint64_t id, size_t len)
-{
-    unsigned char buf[256];
-    test_fill(buf, len, id);
-    cr_assert_eq(shmring_push(p, buf, len), 0, "push of id %llu", (unsigned long long)id);
-}
-
-static void expect_id(const void *buf, ssize_t len, uint64_t want)
-{
-    uint64_t id = 0;
-    cr_assert_geq(len, 16, "pop returned %zd", len);
-    cr_assert(test_check(buf, (size_t)len, &id), "corrupt message");
-    cr_assert_eq(id, want, "got id %llu, expected %llu", (unsigned long long)id,
-                 (unsigned long long)want);
-}
-
 /* ---- reserve / commit --------------------------------------------------- */
 
 Test(zerocopy, nothing_visible_before_commit)
 {
     const char *name = test_name("zvis");
-    shmring_t *p = make(name, 4, 128, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 128, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     unsigned char buf[128];
     shmring_msg_t m;
     void *payload = NULL;
@@ -62,7 +31,7 @@ Test(zerocopy, nothing_visible_before_commit)
     cr_assert_eq(st.pushed, 0);
     cr_assert_eq(st.count, 0);
     cr_assert_eq(shmring_commit(p, 100), 0);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 11);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 11);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN);
     shmring_close(c);
     shmring_close(p);
@@ -72,7 +41,7 @@ Test(zerocopy, nothing_visible_before_commit)
 Test(zerocopy, commit_smaller_length)
 {
     const char *name = test_name("zshort");
-    shmring_t *p = make(name, 4, 128, SHMRING_PRODUCER | SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 128, SHMRING_PRODUCER | SHMRING_CONSUMER);
     unsigned char buf[128];
     void *payload;
     cr_assert_eq(shmring_reserve(p, 128, &payload), 0);
@@ -82,7 +51,7 @@ Test(zerocopy, commit_smaller_length)
     cr_assert_eq(shmring_commit(p, 0), 0);
     ssize_t n = shmring_pop(p, buf, sizeof buf);
     cr_assert_eq(n, 30);
-    expect_id(buf, n, 3);
+    test_expect_id(buf, n, 3);
     cr_assert_eq(shmring_pop(p, buf, sizeof buf), 0);
     shmring_stats_t st;
     cr_assert_eq(shmring_stats(p, &st), 0);
@@ -96,8 +65,8 @@ Test(zerocopy, commit_smaller_length)
 Test(zerocopy, reserve_and_commit_errors)
 {
     const char *name = test_name("zerr");
-    shmring_t *p = make(name, 4, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     unsigned char buf[64] = {0};
     void *payload = NULL, *again = NULL;
 
@@ -119,20 +88,20 @@ Test(zerocopy, reserve_and_commit_errors)
     test_fill(payload, 40, 77);
     cr_assert_eq(shmring_commit(p, 40), 0);
     cr_assert_eq(shmring_commit(p, 40), -EINVAL, "commit twice");
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 77);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 77);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN);
 
     /* Full ring: reserve fails like push, and leaves no reservation open. */
     for (uint64_t i = 0; i < 4; i++)
-        push_id(p, i, 20);
+        test_push_id(p, i, 20);
     cr_assert_eq(shmring_reserve(p, 8, &payload), -EAGAIN);
     cr_assert_eq(shmring_commit(p, 0), -EINVAL);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 0);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 0);
     cr_assert_eq(shmring_reserve(p, 20, &payload), 0);
     test_fill(payload, 20, 4);
     cr_assert_eq(shmring_commit(p, 20), 0);
     for (uint64_t i = 1; i < 5; i++)
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
     shmring_close(c);
     shmring_close(p);
     shmring_unlink(name);
@@ -143,8 +112,8 @@ Test(zerocopy, reserve_and_commit_errors)
 Test(zerocopy, claim_points_at_the_message)
 {
     const char *name = test_name("zclaim");
-    shmring_t *p = make(name, 4, 200, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 200, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     unsigned char want[200];
     test_fill(want, 150, 5);
     cr_assert_eq(shmring_push(p, want, 150), 0);
@@ -172,10 +141,10 @@ Test(zerocopy, claim_points_at_the_message)
 Test(zerocopy, claim_errors)
 {
     const char *name = test_name("zcerr");
-    shmring_t *p = make(name, 4, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
-    shmring_t *c2 = open_as(name, SHMRING_CONSUMER);
-    shmring_t *o = open_as(name, SHMRING_OBSERVER);
+    shmring_t *p = test_make(name, 4, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
+    shmring_t *c2 = test_open_as(name, SHMRING_CONSUMER);
+    shmring_t *o = test_open_as(name, SHMRING_OBSERVER);
     shmring_msg_t m, zero;
     memset(&zero, 0, sizeof zero);
     cr_assert_eq(shmring_claim(p, &m), -EPERM, "claim on a producer-only handle");
@@ -187,7 +156,7 @@ Test(zerocopy, claim_errors)
     cr_assert_eq(shmring_release(NULL, &m), -EINVAL);
     cr_assert_eq(shmring_release(c, &zero), -EINVAL, "release of something never claimed");
 
-    push_id(p, 1, 32);
+    test_push_id(p, 1, 32);
     cr_assert_eq(shmring_claim(c, &m), 0);
     shmring_msg_t copy = m;
     cr_assert_eq(shmring_release(c2, &copy), -EINVAL, "release through another handle");
@@ -205,30 +174,30 @@ Test(zerocopy, claim_errors)
 Test(zerocopy, several_claims_released_in_any_order)
 {
     const char *name = test_name("zmany");
-    shmring_t *p = make(name, 8, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     for (uint64_t i = 0; i < 6; i++)
-        push_id(p, i, 16 + i * 8);
+        test_push_id(p, i, 16 + i * 8);
     shmring_msg_t m[4];
     for (int i = 0; i < 4; i++) {
         cr_assert_eq(shmring_claim(c, &m[i]), 0);
-        expect_id(m[i].data, (ssize_t)m[i].len, (uint64_t)i);
+        test_expect_id(m[i].data, (ssize_t)m[i].len, (uint64_t)i);
     }
     static const int order[4] = {2, 0, 3, 1};
     for (int k = 0; k < 4; k++) {
         /* Every claim still held is intact. */
         for (int j = k; j < 4; j++)
-            expect_id(m[order[j]].data, (ssize_t)m[order[j]].len, (uint64_t)order[j]);
+            test_expect_id(m[order[j]].data, (ssize_t)m[order[j]].len, (uint64_t)order[j]);
         cr_assert_eq(shmring_release(c, &m[order[k]]), 0, "release %d", order[k]);
     }
     unsigned char buf[64];
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 4);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 5);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 4);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 5);
     /* Every slot is free again: the ring takes 8 more. */
     for (uint64_t i = 6; i < 14; i++)
-        push_id(p, i, 32);
+        test_push_id(p, i, 32);
     for (uint64_t i = 6; i < 14; i++)
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
     shmring_close(c);
     shmring_close(p);
     shmring_unlink(name);
@@ -237,15 +206,15 @@ Test(zerocopy, several_claims_released_in_any_order)
 Test(zerocopy, claimed_slot_not_reused_before_release)
 {
     const char *name = test_name("zpin");
-    shmring_t *p = make(name, 4, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
+    shmring_t *p = test_make(name, 4, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     for (uint64_t i = 0; i < 4; i++)
-        push_id(p, i, 48);
+        test_push_id(p, i, 48);
     shmring_msg_t m;
     cr_assert_eq(shmring_claim(c, &m), 0);
     unsigned char saved[64];
     memcpy(saved, m.data, m.len);
-    expect_id(saved, (ssize_t)m.len, 0);
+    test_expect_id(saved, (ssize_t)m.len, 0);
     shmring_stats_t st;
     cr_assert_eq(shmring_stats(p, &st), 0);
     cr_assert_eq(st.count, 3, "read_index advanced past the claimed message");
@@ -258,14 +227,14 @@ Test(zerocopy, claimed_slot_not_reused_before_release)
     cr_assert_eq(shmring_push_batch(p, &iov, 1), -EAGAIN);
     /* Drain everything else: the claimed slot still blocks the producer. */
     for (uint64_t i = 1; i < 4; i++)
-        expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
+        test_expect_id(buf, shmring_pop(c, buf, sizeof buf), i);
     test_fill(buf, 48, 4);
     cr_assert_eq(shmring_push(p, buf, 48), -EAGAIN);
     cr_assert_eq(shmring_push_wait(p, buf, 48, 20000000), -ETIMEDOUT);
     cr_assert(memcmp(m.data, saved, m.len) == 0, "claimed bytes changed before release");
     cr_assert_eq(shmring_release(c, &m), 0);
     cr_assert_eq(shmring_push(p, buf, 48), 0);
-    expect_id(buf, shmring_pop(c, buf, sizeof buf), 4);
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 4);
     cr_assert_eq(shmring_stats(p, &st), 0);
     cr_assert_geq(st.full_events, 4);
     shmring_close(c);
@@ -276,10 +245,10 @@ Test(zerocopy, claimed_slot_not_reused_before_release)
 Test(zerocopy, close_releases_claims)
 {
     const char *name = test_name("zclose");
-    shmring_t *p = make(name, 2, 64, 0);
-    shmring_t *c = open_as(name, SHMRING_CONSUMER);
-    push_id(p, 0, 32);
-    push_id(p, 1, 32);
+    shmring_t *p = test_make(name, 2, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
+    test_push_id(p, 0, 32);
+    test_push_id(p, 1, 32);
     shmring_msg_t m[2];
     cr_assert_eq(shmring_claim(c, &m[0]), 0);
     cr_assert_eq(shmring_claim(c, &m[1]), 0);
@@ -290,9 +259,9 @@ Test(zerocopy, close_releases_claims)
     cr_assert_eq(shmring_push(p, buf, 32), 0);
     test_fill(buf, 32, 3);
     cr_assert_eq(shmring_push(p, buf, 32), 0);
-    shmring_t *c2 = open_as(name, SHMRING_CONSUMER);
-    expect_id(buf, shmring_pop(c2, buf, sizeof buf), 2);
-    expect_id(buf, shmring_pop(c2, buf, sizeof buf), 3);
+    shmring_t *c2 = test_open_as(name, SHMRING_CONSUMER);
+    test_expect_id(buf, shmring_pop(c2, buf, sizeof buf), 2);
+    test_expect_id(buf, shmring_pop(c2, buf, sizeof buf), 3);
     shmring_stats_t st;
     cr_assert_eq(shmring_stats(p, &st), 0);
     cr_assert_eq(st.abandoned, 0, "a clean close abandons nothing");
@@ -420,7 +389,7 @@ static void *zc_consumer_main(void *arg)
 Test(zerocopy, stress_claim_and_pop_consumers)
 {
     const char *name = test_name("zstress");
-    shmring_t *p = make(name, 64, SLOT_BYTES, 0);
+    shmring_t *p = test_make(name, 64, SLOT_BYTES, 0);
     uint64_t n = h_count(1000000);
     uint32_t *seen = calloc(n, sizeof *seen);
     cr_assert_not_null(seen);
@@ -477,7 +446,7 @@ Test(zerocopy, one_mib_between_processes)
     if (test_heap_forced())
         cr_skip_test("needs processes");
     const char *name = test_name("zbig");
-    shmring_t *p = make(name, 2, BIG, 0);
+    shmring_t *p = test_make(name, 2, BIG, 0);
     h_arm_deadline(60);
     enum { ROUNDS = 4 };
     pid_t pid = fork();
