@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,4 +149,20 @@ void test_expect_id(const void *buf, ssize_t len, uint64_t want)
     cr_assert(test_check(buf, (size_t)len, &id), "corrupt message");
     cr_assert_eq(id, want, "got id %llu, expected %llu", (unsigned long long)id,
                  (unsigned long long)want);
+}
+
+const char *test_tool(void)
+{
+    static char path[PATH_MAX];
+    char self[PATH_MAX - 16];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    cr_assert_gt(n, 0);
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    cr_assert_not_null(slash);
+    *slash = '\0';
+    snprintf(path, sizeof path, "%s/../shmring", self);
+    if (access(path, X_OK) != 0)
+        cr_skip_test("the shmring tool is not built (%s)", path);
+    return path;
 }

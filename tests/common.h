@@ -45,4 +45,8 @@ void test_push_id(shmring_t *p, uint64_t id, size_t len);
  * id is `want`. */
 void test_expect_id(const void *buf, ssize_t len, uint64_t want);
 
+/* Path of the shmring tool, next to the tests directory:
+ * <build>/tests/../shmring; skips the test when it is not built. */
+const char *test_tool(void);
+
 #endif

@@ -17,30 +17,15 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "harness.h"
 #include "segment.h"
 
 #define DEADLINE_S 60.0
 
 /* ---- Finding the tool and a private shm directory ------------------------ */
 
-static char tool_path[PATH_MAX];
+static const char *tool_path;
 static char shm_dir[64];
-
-/* The tool sits next to the tests directory: <build>/tests/../shmring. */
-static const char *tool(void)
-{
-    char self[PATH_MAX - 16];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    cr_assert_gt(n, 0);
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    cr_assert_not_null(slash);
-    *slash = '\0';
-    snprintf(tool_path, sizeof tool_path, "%s/../shmring", self);
-    if (access(tool_path, X_OK) != 0)
-        cr_skip_test("the shmring tool is not built (%s)", tool_path);
-    return tool_path;
-}
 
 static void remove_dir(void)
 {
@@ -66,7 +51,7 @@ static void setup(int needs_processes)
 {
     if (needs_processes && test_heap_forced())
         cr_skip_test("needs processes");
-    tool();
+    tool_path = test_tool();
     test_quiet_log();
     snprintf(shm_dir, sizeof shm_dir, "/dev/shm/shmring-cli-XXXXXX");
     if (mkdtemp(shm_dir) == NULL) {
@@ -114,13 +99,6 @@ struct proc {
     struct buf o, e;
     int status; /* exit status, or 128 + signal */
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void child_exec(const char *path, char *const argv[], int in[2], int out[2], int err[2])
 {
@@ -237,14 +215,14 @@ static void kill_all(struct proc *ps, int n)
 /* Collect the output of n processes and reap them, failing the test after a deadline. */
 static void finish(struct proc *ps, int n)
 {
-    double deadline = now_s() + DEADLINE_S;
+    double deadline = h_now_s() + DEADLINE_S;
     for (;;) {
         int open = 0;
         for (int i = 0; i < n; i++)
             open |= proc_open(&ps[i]);
         if (!open)
             break;
-        if (now_s() > deadline) {
+        if (h_now_s() > deadline) {
             kill_all(ps, n);
             cr_assert_fail("processes still running after %.0f s", DEADLINE_S);
         }
@@ -730,11 +708,11 @@ Test(cli, seq_pipeline_two_shells, .timeout = 120)
     assert_status(&r, 0, "create");
     proc_free(&r);
     struct proc ps[2];
-    double t0 = now_s();
+    double t0 = h_now_s();
     start_shell(&ps[0], "seq 100000 | TOOL send /x");
     start_shell(&ps[1], "TOOL recv /x -n 100000 | tail -1");
     finish(ps, 2);
-    cr_log_info("100000 lines through the ring in %.3f s", now_s() - t0);
+    cr_log_info("100000 lines through the ring in %.3f s", h_now_s() - t0);
     assert_status(&ps[0], 0, "send");
     assert_status(&ps[1], 0, "recv");
     cr_assert_str_eq(ps[1].o.data, "100000\n");

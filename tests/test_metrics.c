@@ -226,22 +226,6 @@ struct run {
     char out[4096], err[4096];
 };
 
-static const char *tool(void)
-{
-    static char path[PATH_MAX];
-    char self[PATH_MAX - 16];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    cr_assert_gt(n, 0);
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    cr_assert_not_null(slash);
-    *slash = '\0';
-    snprintf(path, sizeof path, "%s/../shmring", self);
-    if (access(path, X_OK) != 0)
-        cr_skip_test("the shmring tool is not built (%s)", path);
-    return path;
-}
-
 static void slurp(FILE *f, char *buf, size_t cap)
 {
     rewind(f);
@@ -256,7 +240,7 @@ static void run_tool(struct run *r, const char *const args[])
     char *argv[16] = {(char *)"shmring"};
     for (int i = 0; args[i] != NULL && i < 14; i++)
         argv[i + 1] = (char *)args[i];
-    const char *path = tool();
+    const char *path = test_tool();
     FILE *out = tmpfile(), *err = tmpfile();
     cr_assert(out != NULL && err != NULL);
     pid_t pid = fork();

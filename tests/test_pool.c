@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "harness.h"
 
 #define ITEM   64
 #define RESULT 32
@@ -23,23 +24,10 @@ static const uint32_t modes[] = {SHMRING_POOL_PROCESSES, SHMRING_POOL_MESSAGE_PA
 static const char *const mode_names[] = {"processes", "message passing", "threads"};
 #define NMODES 3
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ns(uint64_t ns)
-{
-    struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
-    nanosleep(&ts, NULL);
-}
-
 static void spin_ns(uint64_t ns)
 {
-    uint64_t end = now_ns() + ns;
-    while (now_ns() < end)
+    uint64_t end = h_now_ns() + ns;
+    while (h_now_ns() < end)
         ;
 }
 
@@ -98,11 +86,11 @@ static int task(const void *item, size_t item_size, void *result, size_t result_
         if (b->fail_rc[i] != 0 && id == b->fail_item[i])
             return b->fail_rc[i];
     if (id == b->slow_item)
-        sleep_ns(b->slow_ns);
+        h_sleep_ns(b->slow_ns);
     else if (b->item_ns && b->spin)
         spin_ns(b->item_ns);
     else if (b->item_ns)
-        sleep_ns(b->item_ns);
+        h_sleep_ns(b->item_ns);
     if (result_size > 0)
         test_fill(result, result_size, result_id(id));
     return 0;
@@ -241,9 +229,9 @@ Test(pool, a_slow_item_holds_up_only_its_chunk, .timeout = 30)
     for (int m = 0; m < NMODES; m++) {
         shmring_pool_t *p = make_pool(modes[m], 4, 0, b);
         unsigned char *items = make_items(n, ITEM), *results = malloc(n * RESULT);
-        uint64_t t0 = now_ns();
+        uint64_t t0 = h_now_ns();
         int rc = shmring_pool_map(p, items, n, ITEM, results, RESULT);
-        double ms = (double)(now_ns() - t0) / 1e6;
+        double ms = (double)(h_now_ns() - t0) / 1e6;
         cr_assert_eq(rc, 0, "%s: %s", mode_names[m], shmring_strerror(rc));
         check_results(results, n, RESULT, mode_names[m]);
         cr_log_info("%s: map with one 300 ms item took %.0f ms", mode_names[m], ms);
@@ -467,7 +455,7 @@ static void *killer_main(void *arg)
     unsigned nkilled = 0;
     for (unsigned i = 0, tries = 0; i < k->kills_wanted && nkilled < 16 && tries < 1000;
          i++, tries++) {
-        sleep_ns(10000000 + (uint64_t)(rand_r(&k->seed) % 30) * 1000000);
+        h_sleep_ns(10000000 + (uint64_t)(rand_r(&k->seed) % 30) * 1000000);
         pid_t pids[SHMRING_POOL_MAX_WORKERS];
         int n = shmring_pool_pids(k->pool, pids, SHMRING_POOL_MAX_WORKERS);
         if (n <= 0)
@@ -504,8 +492,8 @@ Test(pool, workers_killed_at_random_lose_nothing, .timeout = 60)
         pthread_t t;
         cr_assert_eq(pthread_create(&t, NULL, killer_main, &k), 0);
         unsigned maps = 0;
-        uint64_t deadline = now_ns() + 20000000000ull;
-        while (!__atomic_load_n(&k.done, __ATOMIC_ACQUIRE) && now_ns() < deadline) {
+        uint64_t deadline = h_now_ns() + 20000000000ull;
+        while (!__atomic_load_n(&k.done, __ATOMIC_ACQUIRE) && h_now_ns() < deadline) {
             memset(results, 0, n * RESULT);
             int rc = shmring_pool_map(p, items, n, ITEM, results, RESULT);
             cr_assert_eq(rc, 0, "%s, map %u: %s", mn, maps, shmring_strerror(rc));
@@ -560,16 +548,16 @@ Test(pool, workers_die_with_their_owner, .timeout = 30)
             for (;;)
                 pause();
         }
-        uint64_t deadline = now_ns() + 5000000000ull;
-        while (!__atomic_load_n(&rep->ready, __ATOMIC_ACQUIRE) && now_ns() < deadline)
-            sleep_ns(1000000);
+        uint64_t deadline = h_now_ns() + 5000000000ull;
+        while (!__atomic_load_n(&rep->ready, __ATOMIC_ACQUIRE) && h_now_ns() < deadline)
+            h_sleep_ns(1000000);
         int ready = __atomic_load_n(&rep->ready, __ATOMIC_ACQUIRE);
         kill(owner, SIGKILL);
         cr_assert_eq(test_wait_child(owner), 128 + SIGKILL, "%s", mn);
         cr_assert(ready, "%s: the pool's owner did not start", mn);
         cr_assert_eq(rep->count, 3, "%s", mn);
         /* The workers are now orphans, reparented to this process. */
-        uint64_t t0 = now_ns();
+        uint64_t t0 = h_now_ns();
         int alive;
         do {
             while (waitpid(-1, NULL, WNOHANG) > 0)
@@ -579,11 +567,11 @@ Test(pool, workers_die_with_their_owner, .timeout = 30)
                 if (kill(rep->pids[i], 0) == 0)
                     alive++;
             if (alive)
-                sleep_ns(2000000);
-        } while (alive && now_ns() - t0 < 1000000000ull);
+                h_sleep_ns(2000000);
+        } while (alive && h_now_ns() - t0 < 1000000000ull);
         cr_assert_eq(alive, 0, "%s: %d workers outlived their owner by a second", mn, alive);
         cr_log_info("%s: workers gone %.1f ms after their owner", mn,
-                    (double)(now_ns() - t0) / 1e6);
+                    (double)(h_now_ns() - t0) / 1e6);
         assert_no_children(mn);
         test_shared_free(rep, sizeof *rep);
     }
@@ -599,7 +587,7 @@ Test(pool, destroy_reaps_every_worker)
         cr_assert_eq(shmring_pool_pids(p, pids, 4), 4);
         /* One worker already dead and unreaped when destroy runs. */
         kill(pids[1], SIGKILL);
-        sleep_ns(20000000);
+        h_sleep_ns(20000000);
         shmring_pool_destroy(p);
         assert_no_children(mode_names[m]);
         for (int i = 0; i < 4; i++)
@@ -635,9 +623,9 @@ Test(pool, timing_of_100k_items, .timeout = 60)
         double ms[5];
         for (int rep = 0; rep < 5; rep++) {
             memset(results, 0, n * sizeof *results);
-            uint64_t t0 = now_ns();
+            uint64_t t0 = h_now_ns();
             int rc = shmring_pool_map(p, items, n, ITEM, results, sizeof *results);
-            ms[rep] = (double)(now_ns() - t0) / 1e6;
+            ms[rep] = (double)(h_now_ns() - t0) / 1e6;
             cr_assert_eq(rc, 0, "%s: %s", mode_names[m], shmring_strerror(rc));
             for (size_t i = 0; i < n; i++)
                 cr_assert_eq(results[i], result_id(i), "%s: result %zu", mode_names[m], i);

@@ -14,19 +14,7 @@
 #include <unistd.h>
 
 #include "common.h"
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ns(uint64_t ns)
-{
-    struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
-    nanosleep(&ts, NULL);
-}
+#include "harness.h"
 
 static shmring_state_t *make(const char *name, uint32_t entries, uint32_t value_size)
 {
@@ -48,18 +36,18 @@ static shmring_state_t *open_state(const char *name)
 /* Wait for a child at most `seconds`; kill it and fail when it overstays. */
 static int wait_child_within(pid_t pid, double seconds)
 {
-    uint64_t deadline = now_ns() + (uint64_t)(seconds * 1e9);
+    uint64_t deadline = h_now_ns() + (uint64_t)(seconds * 1e9);
     for (;;) {
         int st = 0;
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (now_ns() >= deadline) {
+        if (h_now_ns() >= deadline) {
             kill(pid, SIGKILL);
             test_wait_child(pid);
             cr_assert_fail("child %d still running after %.1f s", (int)pid, seconds);
         }
-        sleep_ns(1000000);
+        h_sleep_ns(1000000);
     }
 }
 
@@ -464,8 +452,8 @@ static int race_writes(const char *name, int id, int *gate, int writers)
     if (shmring_state_open(name, 0, &s) != 0)
         return 1000000;
     __atomic_fetch_add(gate, 1, __ATOMIC_ACQ_REL);
-    uint64_t deadline = now_ns() + 10000000000ull;
-    while (__atomic_load_n(gate, __ATOMIC_ACQUIRE) < writers && now_ns() < deadline)
+    uint64_t deadline = h_now_ns() + 10000000000ull;
+    while (__atomic_load_n(gate, __ATOMIC_ACQUIRE) < writers && h_now_ns() < deadline)
         ;
     int failures = 0;
     char key[32];
@@ -596,8 +584,8 @@ static void churn_barrier(struct churn *c)
         __atomic_store_n(&c->generation, gen + 1, __ATOMIC_RELEASE);
         return;
     }
-    uint64_t deadline = now_ns() + 10000000000ull;
-    while (__atomic_load_n(&c->generation, __ATOMIC_ACQUIRE) == gen && now_ns() < deadline)
+    uint64_t deadline = h_now_ns() + 10000000000ull;
+    while (__atomic_load_n(&c->generation, __ATOMIC_ACQUIRE) == gen && h_now_ns() < deadline)
         sched_yield();
 }
 
@@ -747,7 +735,7 @@ static void torn_writer(struct torn *t, unsigned w)
     unsigned char v[TORN_VALUE];
     char key[16];
     uint64_t seq = 1;
-    while (now_ns() < t->deadline) {
+    while (h_now_ns() < t->deadline) {
         unsigned k = (unsigned)(seq % TORN_KEYS);
         snprintf(key, sizeof key, "torn-%u", k);
         size_t len = 16 + (size_t)((seq * 7919) % (TORN_VALUE - 15));
@@ -775,7 +763,7 @@ static void torn_reader(struct torn *t, unsigned r)
     char key[16];
     uint64_t last[TORN_KEYS][TORN_WRITERS] = {{0}};
     uint64_t reads = 0, eagain = 0, bad = 0, backwards = 0;
-    for (unsigned i = 0; now_ns() < t->deadline; i++) {
+    for (unsigned i = 0; h_now_ns() < t->deadline; i++) {
         unsigned k = (i * 3 + r) % TORN_KEYS;
         snprintf(key, sizeof key, "torn-%u", k);
         ssize_t n = shmring_state_read(s, key, v, sizeof v);
@@ -820,7 +808,7 @@ static struct torn *torn_setup(uint64_t *duration)
     }
     shmring_state_close(s);
     *duration = (uint64_t)(1e9 * test_scale());
-    t->deadline = now_ns() + *duration;
+    t->deadline = h_now_ns() + *duration;
     return t;
 }
 
@@ -940,9 +928,9 @@ static void kill_target(const char *name, volatile uint64_t *progress)
 static uint64_t read_k(shmring_state_t *s)
 {
     unsigned char v[KILL_VALUE];
-    uint64_t deadline = now_ns() + 1000000000ull;
+    uint64_t deadline = h_now_ns() + 1000000000ull;
     ssize_t n;
-    while ((n = shmring_state_read(s, "k", v, sizeof v)) == -EAGAIN && now_ns() < deadline)
+    while ((n = shmring_state_read(s, "k", v, sizeof v)) == -EAGAIN && h_now_ns() < deadline)
         ;
     cr_assert_geq(n, 16, "read k: %zd (%s)", n, n < 0 ? shmring_strerror((int)n) : "");
     uint64_t id;
@@ -955,12 +943,12 @@ static uint64_t write_within(shmring_state_t *s, const char *key, uint64_t id)
 {
     unsigned char v[KILL_VALUE];
     test_fill(v, 40, id);
-    uint64_t t0 = now_ns(), deadline = t0 + 1000000000ull;
+    uint64_t t0 = h_now_ns(), deadline = t0 + 1000000000ull;
     int rc;
-    while ((rc = shmring_state_write(s, key, v, 40)) == -EAGAIN && now_ns() < deadline)
+    while ((rc = shmring_state_write(s, key, v, 40)) == -EAGAIN && h_now_ns() < deadline)
         ;
     cr_assert_eq(rc, 0, "write %s after a writer died: %s", key, shmring_strerror(rc));
-    return now_ns() - t0;
+    return h_now_ns() - t0;
 }
 
 Test(state, writer_killed_mid_write_never_loses_the_key, .timeout = 120)
@@ -983,11 +971,11 @@ Test(state, writer_killed_mid_write_never_loses_the_key, .timeout = 120)
         if (pid == 0)
             kill_target(kept, progress);
         /* Let it write for a random few milliseconds once it runs. */
-        uint64_t deadline = now_ns() + 5000000000ull;
-        while (*progress == 0 && now_ns() < deadline)
-            sleep_ns(100000);
+        uint64_t deadline = h_now_ns() + 5000000000ull;
+        while (*progress == 0 && h_now_ns() < deadline)
+            h_sleep_ns(100000);
         cr_assert_neq(*progress, 0, "writer %d never wrote", iter);
-        sleep_ns(1000000ull + (uint64_t)(rand_r(&seed) % 4000) * 1000ull);
+        h_sleep_ns(1000000ull + (uint64_t)(rand_r(&seed) % 4000) * 1000ull);
         kill(pid, SIGKILL);
         cr_assert_eq(wait_child_within(pid, 10), 128 + SIGKILL);
         /* Readers never wait for the dead writer: the previous value is there. */
@@ -1040,10 +1028,10 @@ Test(state, repair_recovers_a_dead_writer_at_once, .timeout = 60)
         cr_assert_geq(pid, 0);
         if (pid == 0)
             kill_target(kept, progress);
-        uint64_t deadline = now_ns() + 5000000000ull;
-        while (*progress == 0 && now_ns() < deadline)
-            sleep_ns(100000);
-        sleep_ns(500000ull + (uint64_t)(rand_r(&seed) % 2000) * 1000ull);
+        uint64_t deadline = h_now_ns() + 5000000000ull;
+        while (*progress == 0 && h_now_ns() < deadline)
+            h_sleep_ns(100000);
+        h_sleep_ns(500000ull + (uint64_t)(rand_r(&seed) % 2000) * 1000ull);
         kill(pid, SIGKILL);
         cr_assert_eq(wait_child_within(pid, 10), 128 + SIGKILL);
         shmring_state_stats_t st;
