@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,4 +166,41 @@ const char *test_tool(void)
     if (access(path, X_OK) != 0)
         cr_skip_test("the shmring tool is not built (%s)", path);
     return path;
+}
+
+int test_dir_count(const char *path)
+{
+    DIR *dir = opendir(path);
+    cr_assert_not_null(dir);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n++;
+    closedir(dir);
+    return n;
+}
+
+const char *test_seg_path(const char *dir, const char *name)
+{
+    static __thread char p[512];
+    snprintf(p, sizeof p, "%s%s", dir, name);
+    return p;
+}
+
+void test_remove_dir(const char *path)
+{
+    DIR *dir = opendir(path);
+    if (dir != NULL) {
+        struct dirent *e;
+        while ((e = readdir(dir)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char p[512];
+            snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+            unlink(p);
+        }
+        closedir(dir);
+    }
+    rmdir(path);
 }

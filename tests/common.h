@@ -49,4 +49,12 @@ void test_expect_id(const void *buf, ssize_t len, uint64_t want);
  * <build>/tests/../shmring; skips the test when it is not built. */
 const char *test_tool(void);
 
+/* Entries in directory `path`, "." and ".." aside. */
+int test_dir_count(const char *path);
+/* The file of segment `name` ("/x") in shm directory `dir` (a per-thread
+ * buffer, overwritten by the next call). */
+const char *test_seg_path(const char *dir, const char *name);
+/* Unlink every entry of directory `path`, then remove it. */
+void test_remove_dir(const char *path);
+
 #endif

@@ -37,46 +37,14 @@ static void dir_open(struct shm_dir *d)
     cr_assert_eq(setenv("SHMRING_SHM_DIR", d->path, 1), 0);
 }
 
-static int dir_count(const struct shm_dir *d)
-{
-    DIR *dir = opendir(d->path);
-    cr_assert_not_null(dir);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(dir)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            n++;
-    closedir(dir);
-    return n;
-}
-
 static void dir_close(struct shm_dir *d)
 {
-    DIR *dir = opendir(d->path);
-    if (dir != NULL) {
-        struct dirent *e;
-        while ((e = readdir(dir)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof p, "%s/%s", d->path, e->d_name);
-            unlink(p);
-        }
-        closedir(dir);
-    }
-    rmdir(d->path);
+    test_remove_dir(d->path);
     if (d->saved != NULL)
         setenv("SHMRING_SHM_DIR", d->saved, 1);
     else
         unsetenv("SHMRING_SHM_DIR");
     free(d->saved);
-}
-
-static const char *seg_path(const struct shm_dir *d, const char *name)
-{
-    static __thread char p[512];
-    snprintf(p, sizeof p, "%s%s", d->path, name);
-    return p;
 }
 
 static void skip_on_heap(void)
@@ -142,7 +110,7 @@ static void state_roundtrip(shmring_state_t *w, shmring_state_t *r, const char *
 /* Overwrite `len` bytes at `off` of the file of a segment. */
 static void patch(const struct shm_dir *d, const char *name, size_t off, const void *v, size_t len)
 {
-    int fd = open(seg_path(d, name), O_RDWR);
+    int fd = open(test_seg_path(d->path, name), O_RDWR);
     cr_assert_geq(fd, 0);
     cr_assert_eq(pwrite(fd, v, len, (off_t)off), (ssize_t)len);
     close(fd);
@@ -289,7 +257,7 @@ Test(hardening, bad_names_everywhere)
         cr_assert_eq(r, (shmring_t *)(uintptr_t)0x1);
         cr_assert_eq(s, (shmring_state_t *)(uintptr_t)0x1);
     }
-    cr_assert_eq(dir_count(&d), 0, "a refused name left a file");
+    cr_assert_eq(test_dir_count(d.path), 0, "a refused name left a file");
     /* One byte shorter is the longest name: a state table accepts it too. */
     too_long[SHMRING_NAME_MAX] = '\0';
     shmring_state_t *a = state_make(too_long, 4, 32), *b = NULL;
@@ -298,7 +266,7 @@ Test(hardening, bad_names_everywhere)
     shmring_state_close(b);
     shmring_state_close(a);
     cr_assert_eq(shmring_state_unlink(too_long), 0);
-    cr_assert_eq(dir_count(&d), 0);
+    cr_assert_eq(test_dir_count(d.path), 0);
     dir_close(&d);
 }
 
@@ -307,7 +275,7 @@ Test(hardening, bad_names_everywhere)
 /* Open through a descriptor of the file itself, as a peer that passes one. */
 static int open_fd_of(const struct shm_dir *d, const char *name, int state, uint32_t flags)
 {
-    int fd = open(seg_path(d, name), O_RDWR | O_CLOEXEC);
+    int fd = open(test_seg_path(d->path, name), O_RDWR | O_CLOEXEC);
     cr_assert_geq(fd, 0);
     int rc;
     if (state) {
@@ -333,8 +301,8 @@ Test(hardening, segment_of_another_user_refused)
     dir_open(&d);
     shmring_t *p = ring_make("/foreign-ring", 8, 64);
     shmring_state_t *s = state_make("/foreign-state", 4, 32);
-    cr_assert_eq(chown(seg_path(&d, "/foreign-ring"), 65534, 65534), 0);
-    cr_assert_eq(chown(seg_path(&d, "/foreign-state"), 65534, 65534), 0);
+    cr_assert_eq(chown(test_seg_path(d.path, "/foreign-ring"), 65534, 65534), 0);
+    cr_assert_eq(chown(test_seg_path(d.path, "/foreign-state"), 65534, 65534), 0);
     shmring_t *c = NULL;
     shmring_state_t *t = NULL;
     cr_assert_eq(shmring_open("/foreign-ring", SHMRING_CONSUMER, &c), -EACCES);
@@ -367,12 +335,12 @@ Test(hardening, symlink_refused_for_both_objects)
     shmring_t *p = ring_make("/real-ring", 8, 64);
     shmring_state_t *s = state_make("/real-state", 4, 32);
     char target[512];
-    snprintf(target, sizeof target, "%s", seg_path(&d, "/real-ring"));
-    cr_assert_eq(symlink(target, seg_path(&d, "/ring-link")), 0);
-    snprintf(target, sizeof target, "%s", seg_path(&d, "/real-state"));
-    cr_assert_eq(symlink(target, seg_path(&d, "/state-link")), 0);
+    snprintf(target, sizeof target, "%s", test_seg_path(d.path, "/real-ring"));
+    cr_assert_eq(symlink(target, test_seg_path(d.path, "/ring-link")), 0);
+    snprintf(target, sizeof target, "%s", test_seg_path(d.path, "/real-state"));
+    cr_assert_eq(symlink(target, test_seg_path(d.path, "/state-link")), 0);
     /* A link to a file outside the directory is not followed either. */
-    cr_assert_eq(symlink("/etc/passwd", seg_path(&d, "/outside")), 0);
+    cr_assert_eq(symlink("/etc/passwd", test_seg_path(d.path, "/outside")), 0);
     shmring_t *c = NULL;
     shmring_state_t *t = NULL;
     cr_assert_eq(shmring_open("/ring-link", SHMRING_CONSUMER, &c), -ELOOP);
@@ -420,7 +388,7 @@ Test(hardening, state_table_of_wrong_type_or_version)
         shmring_state_t *s = state_make("/typed", 4, 32);
         shmring_state_close(s);
         uint32_t saved;
-        int fd = open(seg_path(&d, "/typed"), O_RDONLY);
+        int fd = open(test_seg_path(d.path, "/typed"), O_RDONLY);
         cr_assert_eq(pread(fd, &saved, sizeof saved, (off_t)cases[i].off), (ssize_t)sizeof saved);
         close(fd);
         patch(&d, "/typed", cases[i].off, &cases[i].value, sizeof cases[i].value);
@@ -446,12 +414,12 @@ Test(hardening, state_table_truncated_after_creation)
     shmring_state_t *s = state_make("/cut", 4, 32);
     shmring_state_close(s);
     struct stat st;
-    cr_assert_eq(stat(seg_path(&d, "/cut"), &st), 0);
+    cr_assert_eq(stat(test_seg_path(d.path, "/cut"), &st), 0);
     const off_t sizes[] = {st.st_size - 64,  SHMRING__HEADER_SIZE, SHMRING__HEADER_SIZE - 1, 64, 0,
                            st.st_size + 4096};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         shmring_state_close(state_make("/trunc", 4, 32));
-        cr_assert_eq(truncate(seg_path(&d, "/trunc"), sizes[i]), 0);
+        cr_assert_eq(truncate(test_seg_path(d.path, "/trunc"), sizes[i]), 0);
         shmring_state_t *t = NULL;
         int rc = shmring_state_open("/trunc", 0, &t);
         cr_assert_eq(rc, -EPROTO, "size %lld: %s", (long long)sizes[i], shmring_strerror(rc));
@@ -695,7 +663,7 @@ Test(hardening, descriptor_limit_gives_emfile_and_leaks_nothing, .timeout = 60)
     if (pid == 0)
         descriptor_limit_child(d.path);
     int st = test_wait_child(pid);
-    int left = dir_count(&d);
+    int left = test_dir_count(d.path);
     dir_close(&d);
     cr_assert_eq(st, 0, "child failed with %d (see its message above)", st);
     cr_assert_eq(left, 0);
@@ -712,19 +680,19 @@ Test(hardening, world_writable_state_table_refused)
     shmring_state_t *s = state_make("/ww", 4, 32), *t = NULL;
     const mode_t refused[] = {0602, 0606, 0666, 0777, 0642};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
-        cr_assert_eq(chmod(seg_path(&d, "/ww"), refused[i]), 0);
+        cr_assert_eq(chmod(test_seg_path(d.path, "/ww"), refused[i]), 0);
         cr_assert_eq(shmring_state_open("/ww", 0, &t), -EACCES, "mode %o", refused[i]);
         cr_assert_eq(open_fd_of(&d, "/ww", 1, 0), -EACCES, "mode %o by fd", refused[i]);
         cr_assert_eq(shmring_state_open("/ww", SHMRING_ALLOW_INSECURE, &t), 0);
         state_roundtrip(s, t, "k", i);
         shmring_state_close(t);
     }
-    cr_assert_eq(chmod(seg_path(&d, "/ww"), 0600), 0);
+    cr_assert_eq(chmod(test_seg_path(d.path, "/ww"), 0600), 0);
     cr_assert_eq(shmring_state_open("/ww", 0, &t), 0);
     shmring_state_close(t);
     /* A world-writable ring opened by descriptor is refused like by name. */
     shmring_t *p = ring_make("/ww-ring", 8, 64);
-    cr_assert_eq(chmod(seg_path(&d, "/ww-ring"), 0666), 0);
+    cr_assert_eq(chmod(test_seg_path(d.path, "/ww-ring"), 0666), 0);
     cr_assert_eq(open_fd_of(&d, "/ww-ring", 0, 0), -EACCES);
     cr_assert_eq(open_fd_of(&d, "/ww-ring", 0, SHMRING_ALLOW_INSECURE), 0);
     shmring_close(p);
@@ -755,9 +723,9 @@ Test(hardening, fresh_segments_private_under_umask_0)
     cr_assert_eq(mode_of_fd(shmring_fd(named)), 0600);
     cr_assert_eq(mode_of_fd(shmring_state_fd(named_state)), 0600);
     struct stat st;
-    cr_assert_eq(stat(seg_path(&d, "/fresh-ring"), &st), 0);
+    cr_assert_eq(stat(test_seg_path(d.path, "/fresh-ring"), &st), 0);
     cr_assert_eq(st.st_mode & 07777, 0600, "named ring %o", (unsigned)(st.st_mode & 07777));
-    cr_assert_eq(stat(seg_path(&d, "/fresh-state"), &st), 0);
+    cr_assert_eq(stat(test_seg_path(d.path, "/fresh-state"), &st), 0);
     cr_assert_eq(st.st_mode & 07777, 0600, "named table %o", (unsigned)(st.st_mode & 07777));
     cr_assert_eq(shmring_backend(anon), SHMRING_BACKEND_MEMFD);
     cr_assert_eq(mode_of_fd(shmring_fd(anon)), 0600, "memfd ring");
