@@ -121,6 +121,11 @@ void test_quiet_log(void)
     shmring_set_log(quiet, NULL);
 }
 
+size_t test_len_of(uint64_t id, uint32_t slot_size)
+{
+    return 16 + (size_t)(id % (slot_size - 15));
+}
+
 shmring_t *test_make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags)
 {
     shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};

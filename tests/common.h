@@ -33,6 +33,10 @@ double test_scale(void);
 /* Silence the fallback log for the duration of a test. */
 void test_quiet_log(void);
 
+/* Length of message `id` in a ring of slot_size (> 16) bytes: 16 + id %
+ * (slot_size - 15), so that every length from 16 to slot_size comes round. */
+size_t test_len_of(uint64_t id, uint32_t slot_size);
+
 /* Create ring `name` (NULL: anonymous) with these slots, slot size and
  * flags; asserts success. */
 shmring_t *test_make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags);

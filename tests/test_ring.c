@@ -53,15 +53,10 @@ Test(ring, every_size)
 
 /* ---- Helpers ------------------------------------------------------------ */
 
-static size_t len_of(uint64_t id, uint32_t slot_size)
-{
-    return 16 + (size_t)(id % (slot_size - 15));
-}
-
 static void push_id(shmring_t *p, uint64_t id)
 {
     unsigned char buf[512];
-    size_t len = len_of(id, shmring_slot_size(p));
+    size_t len = test_len_of(id, shmring_slot_size(p));
     cr_assert_leq(len, sizeof buf);
     test_fill(buf, len, id);
     int rc = shmring_push(p, buf, len);
@@ -72,7 +67,7 @@ static void pop_id(shmring_t *c, uint64_t id)
 {
     unsigned char buf[512];
     ssize_t n = shmring_pop(c, buf, sizeof buf);
-    cr_assert_eq(n, (ssize_t)len_of(id, shmring_slot_size(c)), "pop %llu: %zd (%s)",
+    cr_assert_eq(n, (ssize_t)test_len_of(id, shmring_slot_size(c)), "pop %llu: %zd (%s)",
                  (unsigned long long)id, n, shmring_strerror((int)n));
     uint64_t got = UINT64_MAX;
     cr_assert(test_check(buf, (size_t)n, &got), "message %llu torn", (unsigned long long)id);
@@ -399,7 +394,7 @@ Test(ring, killed_producer_lease_taken_over, .timeout = 60)
         int rc = shmring_open(name, SHMRING_PRODUCER, &p);
         unsigned char buf[64];
         for (uint64_t id = 0; rc == 0 && id < first; id++) {
-            size_t len = len_of(id, 64);
+            size_t len = test_len_of(id, 64);
             test_fill(buf, len, id);
             rc = shmring_push(p, buf, len);
         }

@@ -91,11 +91,6 @@ static shmring_t *make(const char *name, uint32_t slots, uint32_t slot_size, uin
     return r;
 }
 
-static size_t len_of(uint64_t id, uint32_t slot_size)
-{
-    return 16 + (size_t)(id % (slot_size - 15));
-}
-
 /* Push ids [first, first+n) with checksummed payloads; the ring must have room. */
 static void push_ids(shmring_t *p, uint64_t first, uint64_t n)
 {
@@ -103,7 +98,7 @@ static void push_ids(shmring_t *p, uint64_t first, uint64_t n)
     unsigned char buf[1024];
     cr_assert_leq(ss, sizeof buf);
     for (uint64_t id = first; id < first + n; id++) {
-        size_t len = len_of(id, ss);
+        size_t len = test_len_of(id, ss);
         test_fill(buf, len, id);
         int rc = shmring_push(p, buf, len);
         cr_assert_eq(rc, 0, "push %llu: %s", (unsigned long long)id, shmring_strerror(rc));
@@ -117,8 +112,8 @@ static void pop_ids(shmring_t *c, uint64_t first, uint64_t n)
     unsigned char buf[1024];
     for (uint64_t id = first; id < first + n; id++) {
         ssize_t len = shmring_pop(c, buf, sizeof buf);
-        cr_assert_eq(len, (ssize_t)len_of(id, ss), "pop %llu: %zd (%s)", (unsigned long long)id,
-                     len, shmring_strerror((int)len));
+        cr_assert_eq(len, (ssize_t)test_len_of(id, ss), "pop %llu: %zd (%s)",
+                     (unsigned long long)id, len, shmring_strerror((int)len));
         uint64_t got = UINT64_MAX;
         cr_assert(test_check(buf, (size_t)len, &got), "message %llu torn", (unsigned long long)id);
         cr_assert_eq(got, id);
@@ -906,7 +901,7 @@ static int child_consume(shmring_t *c, struct child_report *rep)
         idle = 0;
         uint64_t id = UINT64_MAX;
         if (!test_check(buf, (size_t)n, &id) || id != expect ||
-            (size_t)n != len_of(id, shmring_slot_size(c)))
+            (size_t)n != test_len_of(id, shmring_slot_size(c)))
             rep->bad++;
         expect = id + 1;
         __atomic_store_n(&rep->received, rep->received + 1, __ATOMIC_RELAXED);
@@ -921,7 +916,7 @@ static void parent_produce(shmring_t *p, struct child_report *rep)
     uint32_t ss = shmring_slot_size(p);
     double deadline = h_now_s() + 20.0;
     for (uint64_t id = 0; id < FORK_MESSAGES; id++) {
-        size_t len = len_of(id, ss);
+        size_t len = test_len_of(id, ss);
         test_fill(buf, len, id);
         unsigned tries = 0;
         int rc;
