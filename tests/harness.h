@@ -2,6 +2,7 @@
 #ifndef SHMRING_TEST_HARNESS_H
 #define SHMRING_TEST_HARNESS_H
 
+#include <criterion/criterion.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -121,6 +122,15 @@ static inline void h_tally(const uint32_t *seen, uint64_t n, uint64_t *twice, ui
         else if (v == 0)
             (*never)++;
     }
+}
+
+/* Assert that each of the n ids was delivered exactly once. */
+static inline void h_check_exactly_once(const uint32_t *seen, uint64_t n)
+{
+    uint64_t twice, never;
+    h_tally(seen, n, &twice, &never);
+    cr_assert_eq(twice, 0, "%llu ids delivered more than once", (unsigned long long)twice);
+    cr_assert_eq(never, 0, "%llu ids never delivered", (unsigned long long)never);
 }
 
 #endif

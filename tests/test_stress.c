@@ -122,10 +122,7 @@ static void verify(const uint32_t *seen, uint64_t n, const struct consumer_resul
         total += r->received;
     }
     cr_assert_eq(produced, 0, "producer: %s", shmring_strerror(produced));
-    uint64_t twice, never;
-    h_tally(seen, n, &twice, &never);
-    cr_assert_eq(twice, 0, "%llu ids delivered more than once", (unsigned long long)twice);
-    cr_assert_eq(never, 0, "%llu ids never delivered", (unsigned long long)never);
+    h_check_exactly_once(seen, n);
     cr_assert_eq(total, n, "%llu deliveries for %llu messages", (unsigned long long)total,
                  (unsigned long long)n);
 }

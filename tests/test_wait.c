@@ -609,14 +609,6 @@ static void bursty_produce(shmring_t *p, uint64_t n, uint64_t seed)
         cr_assert_eq(shmring_push_wait(p, &stop, sizeof stop, -1), 0);
 }
 
-static void check_exactly_once(const uint32_t *seen, uint64_t n)
-{
-    uint64_t twice, never;
-    h_tally(seen, n, &twice, &never);
-    cr_assert_eq(twice, 0, "%llu ids delivered more than once", (unsigned long long)twice);
-    cr_assert_eq(never, 0, "%llu ids never delivered", (unsigned long long)never);
-}
-
 Test(wait, no_lost_wakeup_threads)
 {
     const char *name = test_name("wlost");
@@ -641,7 +633,7 @@ Test(wait, no_lost_wakeup_threads)
     }
     h_disarm_deadline();
     cr_assert_eq(total, n);
-    check_exactly_once(seen, n);
+    h_check_exactly_once(seen, n);
     free(seen);
     shmring_close(p);
     shmring_unlink(name);
@@ -679,7 +671,7 @@ Test(wait, no_lost_wakeup_processes)
     }
     h_disarm_deadline();
     cr_assert_eq(total, n);
-    check_exactly_once(seen, n);
+    h_check_exactly_once(seen, n);
     test_shared_free(seen, seen_size);
     test_shared_free(s, NCONS * sizeof *s);
     shmring_close(p);
