@@ -69,10 +69,11 @@ bench: build
 # it re-executes, so children are traced; system programs are not. The stress
 # tests are scaled down (valgrind is 20-50 times slower); see docs/sanitizers.md.
 VALGRIND_OPTIONS = --trace-children=yes --trace-children-skip=/bin/*,/usr/bin/*,/usr/sbin/* \
-    --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --num-callers=30
+    --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-possibly-lost=no \
+    --num-callers=30
 memcheck: debug
 	@sh scripts/deps.sh valgrind
-	cd $(BUILD)/debug && SHMRING_TEST_SCALE=0.02 ctest --output-on-failure -j 1 -T memcheck \
+	cd $(BUILD)/debug && SHMRING_TEST_SCALE=0.02 SHMRING_TEST_VALGRIND=1 ctest --output-on-failure -j 1 -T memcheck \
 	    -E '^packaging$$' --overwrite MemoryCheckCommand=$$(command -v valgrind) \
 	    --overwrite "MemoryCheckCommandOptions=$(VALGRIND_OPTIONS)"
 

@@ -110,6 +110,12 @@ double test_scale(void)
     return s > 0 ? s : 1.0;
 }
 
+int test_under_valgrind(void)
+{
+    const char *v = getenv("SHMRING_TEST_VALGRIND");
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
 static void quiet(const char *line, void *ctx)
 {
     (void)line;

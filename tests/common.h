@@ -30,6 +30,10 @@ int test_wait_child(pid_t pid);
 /* Scale factor for long tests ($SHMRING_TEST_SCALE, default 1). */
 double test_scale(void);
 
+/* 1 when the suite runs under valgrind (make memcheck sets
+ * SHMRING_TEST_VALGRIND=1): one thread at a time, 20-50 times slower. */
+int test_under_valgrind(void);
+
 /* Silence the fallback log for the duration of a test. */
 void test_quiet_log(void);
 

@@ -38,6 +38,10 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+/* Limit of the waits for the other process's progress: generous, since they
+ * end as soon as it comes (slow machines, valgrind). */
+#define FLAG_WAIT_MS 30000
+
 /* Wait for *flag != 0 for at most ms milliseconds; returns it. */
 static int wait_flag(int *flag, long ms)
 {
@@ -79,7 +83,7 @@ static void producer_then_die(shmring_t *p, struct report *rep)
     test_fill(buf, sizeof buf, 42);
     if (shmring_push(p, buf, sizeof buf) != 0)
         _exit(3);
-    wait_flag(&rep->first_ok, 3000);
+    wait_flag(&rep->first_ok, FLAG_WAIT_MS);
     raise(SIGKILL);
 }
 
@@ -110,7 +114,7 @@ static void check_report(const struct report *rep, const char *how)
 }
 
 /* The consumer is an unrelated process: it opens the ring by name. */
-Test(liveness, producer_death_seen_by_unrelated_consumer, .timeout = 30)
+Test(liveness, producer_death_seen_by_unrelated_consumer, .timeout = 120)
 {
     if (test_heap_forced())
         cr_skip_test("needs processes");
@@ -129,12 +133,12 @@ Test(liveness, producer_death_seen_by_unrelated_consumer, .timeout = 30)
         shmring_t *r = NULL;
         if (shmring_create(name, NULL, &r) != 0)
             _exit(2);
-        if (wait_flag(&rep->opened, 3000) != 1)
+        if (wait_flag(&rep->opened, FLAG_WAIT_MS) != 1)
             _exit(4);
         producer_then_die(r, rep);
     }
     int pst = test_wait_child(p);
-    wait_flag(&rep->done, 5000);
+    wait_flag(&rep->done, FLAG_WAIT_MS);
     int cst = test_wait_child(c);
     shmring_unlink(name);
     cr_assert_eq(pst, 128 + SIGKILL, "producer ended with status %d", pst);
@@ -171,12 +175,12 @@ static void forked_after_create(uint32_t create_flags, const char *how)
             _exit(5);
         if (c == 0)
             _exit(consumer(name, rep, 0));
-        if (wait_flag(&rep->opened, 3000) != 1)
+        if (wait_flag(&rep->opened, FLAG_WAIT_MS) != 1)
             _exit(4);
         producer_then_die(r, rep);
     }
     int pst = test_wait_child(p);
-    wait_flag(&rep->done, 5000);
+    wait_flag(&rep->done, FLAG_WAIT_MS);
     reap_all();
     shmring_unlink(name);
     cr_assert_eq(pst, 128 + SIGKILL, "producer ended with status %d", pst);
@@ -184,7 +188,7 @@ static void forked_after_create(uint32_t create_flags, const char *how)
     test_shared_free(rep, sizeof *rep);
 }
 
-Test(liveness, producer_death_seen_by_consumer_forked_after_create, .timeout = 30)
+Test(liveness, producer_death_seen_by_consumer_forked_after_create, .timeout = 120)
 {
     forked_after_create(0, "consumer forked by the producer");
 }

@@ -508,6 +508,8 @@ static void check_race_table(shmring_state_t *s, int writers)
 
 Test(state, concurrent_inserts_of_one_key_make_one_entry_threads, .timeout = 60)
 {
+    if (test_under_valgrind())
+        cr_skip_test("races need real parallelism: valgrind runs one thread at a time");
     enum { WRITERS = 4 };
     for (int round = 0; round < 5; round++) {
         const char *name = test_name("race");
@@ -808,6 +810,9 @@ static struct torn *torn_setup(uint64_t *duration)
     }
     shmring_state_close(s);
     *duration = (uint64_t)(1e9 * test_scale());
+    /* Scaled down (valgrind): still long enough for the threads to race. */
+    if (*duration < 300000000ull)
+        *duration = 300000000ull;
     t->deadline = h_now_ns() + *duration;
     return t;
 }
@@ -832,8 +837,10 @@ static void torn_verdict(struct torn *t)
     cr_log_info("torn: %llu reads (%llu -EAGAIN), %llu writes (%llu -EAGAIN)",
                 (unsigned long long)reads, (unsigned long long)eagain, (unsigned long long)writes,
                 (unsigned long long)weagain);
-    cr_assert_gt(reads, 10000, "too few reads: %llu", (unsigned long long)reads);
-    cr_assert_gt(writes, 10000, "too few writes: %llu", (unsigned long long)writes);
+    /* It raced at all (much less under valgrind, where scale is small). */
+    uint64_t min_ops = test_scale() >= 1 ? 10000 : 100;
+    cr_assert_gt(reads, min_ops, "too few reads: %llu", (unsigned long long)reads);
+    cr_assert_gt(writes, min_ops, "too few writes: %llu", (unsigned long long)writes);
     /* Loose bounds: giving up is allowed under contention (and on a loaded
      * machine); what must not happen is a reader that mostly gives up. */
     cr_assert_lt(eagain * 4, reads, "more than 25%% of reads gave up");
@@ -863,6 +870,8 @@ static void *torn_reader_thread(void *arg)
 
 Test(state, no_torn_values_threads, .timeout = 60)
 {
+    if (test_under_valgrind())
+        cr_skip_test("races need real parallelism: valgrind runs one thread at a time");
     uint64_t duration;
     struct torn *t = torn_setup(&duration);
     pthread_t th[TORN_WRITERS + TORN_READERS];
@@ -881,6 +890,8 @@ Test(state, no_torn_values_threads, .timeout = 60)
 
 Test(state, no_torn_values_processes, .timeout = 60)
 {
+    if (test_under_valgrind())
+        cr_skip_test("races need real parallelism: valgrind runs one thread at a time");
     if (test_heap_forced())
         cr_skip_test("needs processes");
     uint64_t duration;
