@@ -156,6 +156,8 @@ static inline uint32_t lease_state(const shmring_t *r)
 /* Fold the counters of a departing entry into the retired ones. */
 static void fold_counters(struct shmring__ring_shared *sh, struct shmring__party *p)
 {
+    /* Fetch-add: several parties retire at once; the counters are statistics
+     * (relaxed loads of a departing or dead owner's own line). */
     shmring__faa_64(&sh->retired_popped, shmring__load_relaxed_64(&p->counter[SHMRING__C_POPPED]));
     shmring__faa_64(&sh->retired_bytes, shmring__load_relaxed_64(&p->counter[SHMRING__C_BYTES]));
     shmring__faa_64(&sh->retired_empty, shmring__load_relaxed_64(&p->counter[SHMRING__C_EMPTY]));
@@ -173,16 +175,18 @@ static void sweep_claims(shmring_t *r, unsigned owner, int abandon)
     uint64_t n = 0;
     for (uint64_t i = 0; i < r->nslots; i++) {
         struct shmring__slot *s = slot_at(r, i);
+        /* Relaxed: only a hint; the CAS below decides. */
         uint64_t c = shmring__load_relaxed_64(&s->claim);
         if (c == 0 || (c & CLAIM_OWNER_MASK) != owner)
             continue;
+        /* Acquire: pairs with C3; a claim below it was delivered. */
         uint64_t ri = shmring__load_acquire_64(&r->sh->read_index);
         /* Z3: release (by CAS), pairs with Z2 in room_for(). */
         if (shmring__cas_64(&s->claim, &c, 0) && abandon && claim_pos(c) < ri)
             n++;
     }
     if (n > 0)
-        shmring__faa_64(&r->sh->abandoned, n);
+        shmring__faa_64(&r->sh->abandoned, n); /* fetch-add: any reclaimer may count */
     if (n > 0 || !abandon)
         shmring__ec_notify(&r->sh->space_ec);
 }
@@ -221,12 +225,14 @@ static uint64_t resume_position(shmring_t *r)
 {
     /* Acquire: the previous producer's last write_index store (P2 order). */
     uint64_t w = shmring__load_acquire_64(&r->sh->write_index);
+    /* Acquire: pairs with C3. */
     uint64_t ri = shmring__load_acquire_64(&r->sh->read_index);
     /* A producer that died between P2 and its write_index store (in a batch,
      * up to a ring's worth of slots) published more than write_index says,
      * and consumers may have taken some already. */
     if (ri > w)
         w = ri;
+    /* Acquire: pairs with P2 of the previous producer. */
     for (uint32_t i = 0; i < r->nslots; i++, w++)
         if (shmring__load_acquire_64(&slot_at(r, w)->seq) != published(w))
             break;
@@ -281,6 +287,7 @@ static int room_for(shmring_t *r, uint64_t w, int slow)
     uint64_t c = shmring__load_acquire_64(&s->claim);
     if (c == 0)
         return 0;
+    /* Z2 again after a reclaim (its CAS released the slot). */
     if (slow && reclaim_if_dead(r, (unsigned)(c & CLAIM_OWNER_MASK)) &&
         shmring__load_acquire_64(&s->claim) == 0)
         return 0;
@@ -302,6 +309,7 @@ static inline struct shmring__slot *write_begin(shmring_t *r, uint64_t w)
 /* P2: publish the slot of w. */
 static inline void write_end(struct shmring__slot *s, uint64_t w, uint32_t len)
 {
+    /* Relaxed: published by the release store of seq just after. */
     shmring__store_relaxed_32(&s->len, len);
     /* P2: release, pairs with C1 in read_slot(). */
     shmring__store_release_64(&s->seq, published(w));
@@ -333,6 +341,8 @@ static int producer_check(const shmring_t *r)
 static int lease_lost(const shmring_t *r)
 {
     const struct shmring__party *p = &r->seg->hdr->party[0];
+    /* Acquire: pairs with the release in party_setup() of a new holder,
+     * which bumped generation before it (relaxed load after). */
     uint64_t o = shmring__load_acquire_64(&p->owner);
     return SHMRING__OWNER_PID(o) != getpid() ||
            shmring__load_relaxed_32(&p->generation) != r->lease_generation;
@@ -646,6 +656,7 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
     uint64_t seqs[BATCH_MAX];
     size_t lens[BATCH_MAX];
     for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
+        /* Acquire: pairs with C3 of other consumers. */
         uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
         int err;
         size_t k = batch_copy(r, pos, iov, n, seqs, lens, &err);
@@ -702,6 +713,7 @@ static int claim_overwrite(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_
 static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t seq)
 {
     struct shmring__slot *s = slot_at(r, pos);
+    /* Relaxed: only a hint; Z1's CAS decides. */
     uint64_t c = shmring__load_relaxed_64(&s->claim);
     if (c != 0) {
         /* Another consumer is claiming this position (or died doing so). */
@@ -780,6 +792,7 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
             rc = -ESTALE;
     } else {
         uint64_t c = claim_word(m->pos, (unsigned)r->party);
+        /* Relaxed: our own claim word; only we (or a reclaimer) change it. */
         if (shmring__load_relaxed_64(&s->claim) != c)
             return -EINVAL;
         /* Z3: exchange (a full barrier, so at least release), pairs with Z2
@@ -789,6 +802,7 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
         shmring__xchg_64(&s->claim, 0);
         shmring__ec_notify_after_atomic(&r->sh->space_ec);
     }
+    /* Relaxed: our own counter line. */
     if (shmring__load_relaxed_64(held) > 0)
         count(held, (uint64_t)-1);
     m->data = NULL;
@@ -1007,6 +1021,7 @@ static int attach_roles(shmring_t *r, uint32_t roles)
         if (idx < 0)
             return idx;
         r->party = idx;
+        /* Relaxed: a statistic. */
         r->seen_dropped = shmring__load_relaxed_64(&r->sh->dropped);
     }
     if (roles & SHMRING_PRODUCER) {
@@ -1019,8 +1034,10 @@ static int attach_roles(shmring_t *r, uint32_t roles)
             return rc;
         }
         r->producer = 1;
+        /* Relaxed: we wrote it ourselves in shmring__lease_take(). */
         r->lease_generation = shmring__load_relaxed_32(&r->seg->hdr->party[0].generation);
         r->w = resume_position(r);
+        /* P3: acquire, pairs with C3. */
         r->cached_read = shmring__load_acquire_64(&r->sh->read_index);
         if (took_over)
             shmring__log("%s: producer lease taken over from a dead holder (epoch %u)",
@@ -1047,6 +1064,7 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     r->roles = roles;
     r->wait_strategy = SHMRING_WAIT_SLEEP;
     r->spins = SHMRING_DEFAULT_SPINS;
+    /* Fetch-add: handles of one process created by several threads. */
     r->cookie = (shmring__faa_32(&cookies, 1) * 2654435761u) | 1u;
     int rc = attach_roles(r, roles);
     if (rc < 0) {
