@@ -939,6 +939,8 @@ int shmring__party_alive(const struct shmring__seg *seg, unsigned index)
     if (seg->backend == SHMRING_BACKEND_HEAP)
         return 1;
     pid_t pid = SHMRING__OWNER_PID(o);
+    /* Relaxed: role and start_time were published by the release store of
+     * owner in party_setup(), which the acquire load above pairs with. */
     uint32_t role = shmring__load_relaxed_32(&p->role);
     if (st == SHMRING__PARTY_ACTIVE && (role & SHMRING__ROLE_LOCKED) && seg->fd >= 0 &&
         seg->locks == 1) {
@@ -956,6 +958,7 @@ int shmring__party_seize_dead(struct shmring__seg *seg, unsigned index)
     if (index >= SHMRING__PARTIES || seg->backend == SHMRING_BACKEND_HEAP)
         return 0;
     struct shmring__party *p = &seg->hdr->party[index];
+    /* Acquire: pairs with the release in party_setup() / party_release(). */
     uint64_t o = shmring__load_acquire_64(&p->owner);
     uint32_t st = SHMRING__OWNER_STATE(o);
     if (st != SHMRING__PARTY_ACTIVE && st != SHMRING__PARTY_TAKING)
@@ -975,6 +978,7 @@ int shmring__party_take(struct shmring__seg *seg, unsigned first, unsigned last,
 {
     pid_t me = getpid();
     for (unsigned i = first; i <= last && i < SHMRING__PARTIES; i++) {
+        /* Relaxed: only a hint; the CAS decides who takes a free entry. */
         uint64_t o = shmring__load_relaxed_64(&seg->hdr->party[i].owner);
         if (SHMRING__OWNER_STATE(o) != SHMRING__PARTY_FREE)
             continue;
@@ -1001,6 +1005,8 @@ int shmring__lease_take(struct shmring__seg *seg, int *took_over)
     pid_t me = getpid();
     *took_over = 0;
     for (int tries = 0; tries < 100; tries++) {
+        /* Acquire: pairs with the release of the previous holder's close;
+         * the CAS then decides between competing producers. */
         uint64_t o = shmring__load_acquire_64(&p->owner);
         uint32_t st = SHMRING__OWNER_STATE(o);
         if (st == SHMRING__PARTY_FREE || st == SHMRING__PARTY_CLOSED) {
@@ -1022,6 +1028,7 @@ void shmring__party_release(struct shmring__seg *seg, unsigned index, uint32_t f
     if (index >= SHMRING__PARTIES)
         return;
     struct shmring__party *p = &seg->hdr->party[index];
+    /* Relaxed: the caller holds the entry (its own, or seized by CAS). */
     uint32_t role = shmring__load_relaxed_32(&p->role);
     pid_t pid = SHMRING__OWNER_PID(shmring__load_relaxed_64(&p->owner));
     /*

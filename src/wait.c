@@ -16,6 +16,7 @@ static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *
 
 uint32_t shmring__ec_prepare(uint32_t *word)
 {
+    /* Relaxed: the CAS below (or the fence after it) gives the ordering. */
     uint32_t v = shmring__load_relaxed_32(word);
     while (!(v & 1u)) {
         /* CAS: sets the flag unless a notifier bumped the counter meanwhile. */
@@ -43,6 +44,8 @@ void shmring__ec_sleep(uint32_t *word, uint32_t value, uint64_t max_ns)
 
 void shmring__ec_wake(uint32_t *word)
 {
+    /* Relaxed: the caller's notify already ordered its publishing before
+     * this; the CAS below decides which notifier wakes. */
     uint32_t v = shmring__load_relaxed_32(word);
     for (;;) {
         if (!(v & 1u))
