@@ -1133,12 +1133,9 @@ static int check_open_flags(uint32_t flags)
     return 0;
 }
 
-SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out)
+/* Wrap a freshly opened segment (rc from the opener) as a handle. */
+static int attach_opened(int rc, struct shmring__seg *seg, uint32_t flags, shmring_t **out)
 {
-    if (out == NULL || check_open_flags(flags) < 0)
-        return -EINVAL;
-    struct shmring__seg *seg;
-    int rc = shmring__seg_open(name, SHMRING__TYPE_RING, flags, shmring__ring_layout, &seg);
     if (rc < 0)
         return rc;
     rc = shmring__ring_from_seg(seg, flags & ROLE_FLAGS, out);
@@ -1147,18 +1144,22 @@ SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out)
     return rc;
 }
 
+SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out)
+{
+    if (out == NULL || check_open_flags(flags) < 0)
+        return -EINVAL;
+    struct shmring__seg *seg = NULL;
+    int rc = shmring__seg_open(name, SHMRING__TYPE_RING, flags, shmring__ring_layout, &seg);
+    return attach_opened(rc, seg, flags, out);
+}
+
 SHMRING_API int shmring_open_fd(int fd, uint32_t flags, shmring_t **out)
 {
     if (out == NULL || check_open_flags(flags) < 0)
         return -EINVAL;
-    struct shmring__seg *seg;
+    struct shmring__seg *seg = NULL;
     int rc = shmring__seg_open_fd(fd, SHMRING__TYPE_RING, flags, shmring__ring_layout, &seg);
-    if (rc < 0)
-        return rc;
-    rc = shmring__ring_from_seg(seg, flags & ROLE_FLAGS, out);
-    if (rc < 0)
-        shmring__seg_close(seg);
-    return rc;
+    return attach_opened(rc, seg, flags, out);
 }
 
 SHMRING_API void shmring_close(shmring_t *r)
