@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 20
 
 .PHONY: all demo test deps build release debug tsan asan fuzz fuzz-smoke bench memcheck \
-        install clean format check-format test-release test-tsan test-asan
+        install clean format check-format test-release test-tsan test-asan fault test-fault
 
 all: build
 
@@ -49,6 +49,16 @@ test-asan: asan
 	cd $(BUILD)/asan && ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
 	    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" ctest --output-on-failure -j 1
 
+# Fault injection: the library with its named points compiled in, and the
+# crash suite that kills a party at every one of them (docs/hardening.md).
+fault: deps
+	cmake -S . -B $(BUILD)/fault -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMRING_FAULT_INJECTION=ON \
+	    -DSHMRING_BENCH=OFF -DSHMRING_EXAMPLES=OFF $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD)/fault -j $(JOBS)
+
+test-fault: fault
+	cd $(BUILD)/fault && ctest --output-on-failure -j 1 -R '^test_fault'
+
 fuzz: deps
 	CC=clang cmake -S . -B $(BUILD)/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMRING_FUZZ=ON \
 	    -DSHMRING_TESTS=OFF -DSHMRING_BENCH=OFF -DSHMRING_EXAMPLES=OFF -DSHMRING_CLI=OFF $(CMAKE_ARGS) >/dev/null
@@ -58,7 +68,7 @@ fuzz: deps
 fuzz-smoke:
 	@if [ -d fuzz ]; then $(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS); fi
 
-test: test-release test-tsan test-asan fuzz-smoke
+test: test-release test-tsan test-asan test-fault fuzz-smoke
 	@echo "shmring: all test builds passed"
 
 bench: build

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "atomic.h"
+#include "fault.h"
 #include "wait.h"
 
 #define DEFAULT_SLOTS     1024u
@@ -303,6 +304,7 @@ static inline struct shmring__slot *write_begin(shmring_t *r, uint64_t w)
      * slot for corrupt; then a release fence orders it before the payload. */
     shmring__store_release_64(&s->seq, 2 * w + 1);
     shmring__fence_release();
+    SHMRING_FAULT(RING_P1);
     return s;
 }
 
@@ -313,6 +315,7 @@ static inline void write_end(struct shmring__slot *s, uint64_t w, uint32_t len)
     shmring__store_relaxed_32(&s->len, len);
     /* P2: release, pairs with C1 in read_slot(). */
     shmring__store_release_64(&s->seq, published(w));
+    SHMRING_FAULT(RING_P2);
 }
 
 /* After one or more write_end: advance write_index and wake sleepers. */
@@ -578,6 +581,7 @@ static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
         shmring__copy_from_shared(buf, payload_of(s), len);
         if (!seq_unchanged(s, seq))
             continue;
+        SHMRING_FAULT(RING_C3);
         /* C3: CAS, the delivering step; pairs with P3 and other consumers. */
         if (shmring__cas_64(&r->sh->read_index, &pos, pos + 1)) {
             consumed(r, 1, len);
