@@ -16,12 +16,6 @@
 #include "fault.h"
 #include "shmring.h"
 
-static void need_fault_build(void)
-{
-    if (!shmring__fault_compiled())
-        cr_skip_test("built without SHMRING_FAULT_INJECTION");
-}
-
 Test(fault, table_names_are_unique_and_described)
 {
     int n = shmring__fault_count();
@@ -41,7 +35,20 @@ Test(fault, table_names_are_unique_and_described)
     cr_assert_eq(shmring__fault_lookup(NULL), -ENOENT);
 }
 
-#if defined(SHMRING_FAULT_INJECTION)
+#if !defined(SHMRING_FAULT_INJECTION)
+
+Test(fault, points_compiled_in)
+{
+    cr_assert_eq(shmring__fault_compiled(), 0);
+    cr_skip_test("built without SHMRING_FAULT_INJECTION: make test-fault runs this suite");
+}
+
+#else
+
+static void need_fault_build(void)
+{
+    cr_assert_eq(shmring__fault_compiled(), 1);
+}
 
 static int hook_calls;
 static uint64_t hook_hits_seen;
