@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "fault.h"
+#include "fault/fault_walk.h"
 #include "shmring.h"
 
 Test(fault, table_names_are_unique_and_described)
@@ -165,6 +166,52 @@ Test(fault, consumer_killed_before_delivery_holds_nothing)
     shmring_close(obs);
     shmring_close(p);
     shmring_unlink(name);
+}
+
+/* ---- The crash walk: every point, a party killed there ------------------ */
+
+static const struct fault_scenario *const tables[] = {
+    fault_ring_scenarios,  fault_claim_scenarios, fault_party_scenarios,
+    fault_state_scenarios, fault_pool_scenarios,
+};
+
+static unsigned scenarios_for(const char *point)
+{
+    unsigned n = 0;
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
+        for (const struct fault_scenario *sc = tables[t]; sc->point != NULL; sc++)
+            n += strcmp(sc->point, point) == 0;
+    return n;
+}
+
+Test(fault, every_point_has_a_crash_test, .timeout = 900)
+{
+    need_fault_build();
+    char missing[4096] = "";
+    for (int i = 0; i < shmring__fault_count(); i++) {
+        const char *name = shmring__fault_name(i);
+        if (scenarios_for(name) == 0 && strlen(missing) + strlen(name) + 2 < sizeof missing) {
+            strcat(missing, " ");
+            strcat(missing, name);
+        }
+    }
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
+        for (const struct fault_scenario *sc = tables[t]; sc->point != NULL; sc++)
+            cr_assert_geq(shmring__fault_lookup(sc->point), 0, "scenario for unknown point %s",
+                          sc->point);
+    cr_assert_eq(missing[0], '\0', "points without a crash scenario:%s", missing);
+
+    unsigned kills = 0, runs = 0;
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
+        for (const struct fault_scenario *sc = tables[t]; sc->point != NULL; sc++) {
+            unsigned k = sc->run(sc->point);
+            cr_log_info("%s: %u kills", sc->point, k);
+            kills += k;
+            runs++;
+        }
+    cr_log_info("crash walk: %d points, %u scenarios, %u injected kills", shmring__fault_count(),
+                runs, kills);
+    cr_assert_gt(kills, 0);
 }
 
 #endif
