@@ -43,11 +43,14 @@ static const char *reason_of(const char *name, const struct fallback_log *log)
 static int refuse(const char *cmd, const char *name, const char *what, int backend,
                   const struct fallback_log *log)
 {
+    const char *fix = log->line[0] != '\0' ? "make the shm directory ($SHMRING_SHM_DIR, or "
+                                             "/dev/shm) usable"
+                                           : "unset SHMRING_FORCE_HEAP";
     return cli_fail(cmd,
                     "%s: refusing to create this %s on the %s backend, where no other process "
-                    "can open it by name: %s. Fix the shm directory ($SHMRING_SHM_DIR, or "
-                    "/dev/shm), or pass --allow-fallback to create it anyway",
-                    name, what, cli_backend_name(backend), reason_of(name, log));
+                    "can open it by name (reason: %s); %s, or pass --allow-fallback to create "
+                    "it anyway",
+                    name, what, cli_backend_name(backend), reason_of(name, log), fix);
 }
 
 static void note_fallback(const char *cmd, const char *name, const char *what, int backend)
