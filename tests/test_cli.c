@@ -1287,15 +1287,18 @@ Test(cli, watch_prints_each_new_value)
     cr_assert_str_eq(r.o.data, "one\ntwo\na\\nb\nthree\n");
     proc_free(&r);
 
-    /* SIGTERM ends it with status 0. */
+    /* SIGINT and SIGTERM end it with status 0. */
     char *argv2[] = {(char *)"shmring", (char *)"watch", (char *)"/w", (char *)"k", NULL};
-    start(&r, tool_path, argv2, NULL, 0);
-    wait_output(&r, "three\n");
-    cr_assert_eq(kill(r.pid, SIGTERM), 0);
-    finish(&r, 1);
-    assert_status(&r, 0, "watch after SIGTERM");
-    cr_assert_str_eq(r.o.data, "three\n");
-    proc_free(&r);
+    const int sigs[] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        start(&r, tool_path, argv2, NULL, 0);
+        wait_output(&r, "three\n");
+        cr_assert_eq(kill(r.pid, sigs[i]), 0);
+        finish(&r, 1);
+        assert_status(&r, 0, strsignal(sigs[i]));
+        cr_assert_str_eq(r.o.data, "three\n");
+        proc_free(&r);
+    }
 
     /* Removing the table ends it with status 0. */
     start(&r, tool_path, argv2, NULL, 0);

@@ -410,7 +410,8 @@ static int dump_run(int argc, char **argv)
     if (n < 0) {
         rc = cli_fail("dump", "%s: %s", a.name, shmring_strerror(n));
     } else {
-        qsort(keys.key, keys.n, sizeof *keys.key, by_key);
+        if (keys.n > 1)
+            qsort(keys.key, keys.n, sizeof *keys.key, by_key);
         rc = dump_keys(&a, s, &keys);
     }
     free_keys(&keys);
