@@ -449,12 +449,43 @@ static ssize_t take(struct consumer *c, int64_t timeout_ns)
 }
 
 /*
+ * 1 when a consumer waiting on the ring would get somewhere: messages in it,
+ * or a producer that has not closed and is alive (or none yet: then the
+ * wait ends with its first message). Read through shmring_stats, so that
+ * these looks do not count as empty pops in the ring's statistics.
+ */
+static int producer_back(shmring_t *r)
+{
+    shmring_stats_t st;
+    if (shmring_stats(r, &st) < 0)
+        return 1; /* let the pop report it */
+    return st.count > 0 || (!st.producer_closed && (st.producer_pid == 0 || st.producer_alive));
+}
+
+/* recv --follow: the ring was removed; open the one made under its name next. */
+static int reopen(const struct io_args *a, struct consumer *c, uint64_t deadline)
+{
+    shmring_close(c->r);
+    c->r = NULL;
+    int rc = open_when_there(a->name, deadline, &c->r);
+    if (rc < 0)
+        return rc;
+    size_t cap = shmring_slot_size(c->r);
+    char *buf = realloc(c->buf, cap ? cap : 1);
+    if (buf == NULL)
+        return -ENOMEM;
+    c->buf = buf;
+    c->cap = cap ? cap : 1;
+    return 0;
+}
+
+/*
  * recv --follow at end of stream: wait for the next producer of the ring,
- * or for a ring of the same name when this one was removed. Returns a
- * message length, -EAGAIN (a producer is attached: wait for its messages as
- * usual), -ETIMEDOUT, or another negative errno.
+ * or for a ring of the same name when this one was removed. Returns -EAGAIN
+ * (a producer is attached, or messages wait: take them as usual),
+ * -ETIMEDOUT, or another negative errno.
  *
- * The ring has no wait for "a producer attached" that a consumer could
+ * The ring has no wait for "a new producer attached" that a consumer could
  * sleep on (pop_wait returns -EPIPE at once while the lease is closed), so
  * this polls every FOLLOW_POLL_NS; a lease-change wait in the library
  * would replace the poll.
@@ -466,21 +497,12 @@ static ssize_t await_producer(const struct io_args *a, struct consumer *c)
         return -EIO;
     for (;;) {
         if (cli_fd_unlinked(shmring_fd(c->r))) {
-            shmring_close(c->r);
-            c->r = NULL;
-            int rc = open_when_there(a->name, deadline, &c->r);
+            int rc = reopen(a, c, deadline);
             if (rc < 0)
                 return rc;
-            size_t cap = shmring_slot_size(c->r);
-            char *buf = realloc(c->buf, cap ? cap : 1);
-            if (buf == NULL)
-                return -ENOMEM;
-            c->buf = buf;
-            c->cap = cap ? cap : 1;
         }
-        ssize_t n = shmring_pop(c->r, c->buf, c->cap);
-        if (n != -EPIPE)
-            return n;
+        if (producer_back(c->r))
+            return -EAGAIN;
         if (cli_now_ns() >= deadline)
             return -ETIMEDOUT;
         cli_sleep_ns(FOLLOW_POLL_NS);
