@@ -264,15 +264,21 @@ static void run_in(struct proc *p, const char *input, size_t input_len, const ch
 #define RUN(p, ...)       run_in((p), NULL, 0, __VA_ARGS__, (const char *)NULL)
 #define RUN_INPUT(p, ...) run_in((p), __VA_ARGS__, (const char *)NULL)
 
-/* A shell command line; "TOOL" in it stands for the tool's path. */
+/* A shell command line; each "TOOL" in it stands for the tool's path. */
 static void start_shell(struct proc *p, const char *fmt)
 {
-    static char cmd[4][PATH_MAX * 2];
+    static char cmd[4][PATH_MAX * 4];
     static unsigned next;
     char *c = cmd[next++ % 4];
-    const char *t = strstr(fmt, "TOOL");
-    cr_assert_not_null(t);
-    snprintf(c, PATH_MAX * 2, "%.*s'%s'%s", (int)(t - fmt), fmt, tool_path, t + 4);
+    size_t off = 0;
+    const char *t;
+    cr_assert_not_null(strstr(fmt, "TOOL"));
+    while ((t = strstr(fmt, "TOOL")) != NULL) {
+        off += (size_t)snprintf(c + off, PATH_MAX * 4 - off, "%.*s'%s'", (int)(t - fmt), fmt,
+                                tool_path);
+        fmt = t + 4;
+    }
+    snprintf(c + off, PATH_MAX * 4 - off, "%s", fmt);
     char *argv[] = {(char *)"sh", (char *)"-c", c, NULL};
     start(p, "/bin/sh", argv, NULL, 0);
 }
@@ -306,7 +312,8 @@ static char *ls_line(const char *out, const char *name)
 
 /* ---- Help, version, usage errors ------------------------------------------ */
 
-static const char *const subcommands[] = {"ls", "stat", "create", "rm", "gc", "send", "recv"};
+static const char *const subcommands[] = {"ls",   "stat", "create", "rm",  "gc",   "send",
+                                          "recv", "get",  "put",    "del", "dump", "watch"};
 
 Test(cli, help_of_every_subcommand)
 {
@@ -367,6 +374,37 @@ static const char *const bad_usages[][6] = {
     {"create", "/a", "--entries", "8", NULL},
     {"create", "/a", "--state", "--entries", "6", NULL},
     {"create", "/a", "--state", "--value-size", "0", NULL},
+    {"create", "--table", "/a", "--slot-size", "8", NULL},
+    {"create", "--table", "/a", "--entries", "3", NULL},
+    {"create", "--table", "/a", "--value-size", "17M", NULL},
+    {"create", "/a", "--value-size", "8", NULL},
+    {"send", "/a", "--binary", "--framed", NULL},
+    {"send", "/a", "--follow", NULL},
+    {"send", "/a", "--wait", NULL},
+    {"recv", "/a", "--framed", "--binary", NULL},
+    {"recv", "/a", "--wait-timeout", "1", NULL},
+    {"recv", "/a", "--wait", "--wait-timeout", "x", NULL},
+    {"recv", "/a", "--allow-fallback", NULL},
+    {"get", NULL},
+    {"get", "/t", NULL},
+    {"get", "/t", "k", "extra", NULL},
+    {"get", "a/b", "k", NULL},
+    {"get", "/t", "", NULL},
+    {"get", "/t", "k123456789k123456789k123456789k123456789k123456789k123456789abcd", NULL},
+    {"get", "/t", "k", "--json", NULL},
+    {"put", "/t", "k", NULL},
+    {"put", "/t", "k", "v", "w", NULL},
+    {"put", "--bogus", "/t", "k", "v", NULL},
+    {"put", "/t", "", "v", NULL},
+    {"del", "/t", NULL},
+    {"del", "/t", "k", "v", NULL},
+    {"dump", NULL},
+    {"dump", "/t", "k", NULL},
+    {"dump", "/t", "--bogus", NULL},
+    {"watch", "/t", NULL},
+    {"watch", "/t", "k", "-n", "0", NULL},
+    {"watch", "/t", "k", "--interval", "0", NULL},
+    {"watch", "/t", "k", "--interval", NULL},
 };
 
 Test(cli, bad_arguments_exit_2)
@@ -947,8 +985,8 @@ Test(cli, state_create_ls_stat_gc_rm)
 {
     setup(1);
     struct proc r;
-    RUN(&r, "create", "/st", "--state", "--entries", "16", "--value-size", "32");
-    assert_status(&r, 0, "create --state");
+    RUN(&r, "create", "--table", "/st", "--entries", "16", "--value-size", "32");
+    assert_status(&r, 0, "create --table");
     proc_free(&r);
     shmring_state_t *s = NULL;
     cr_assert_eq(shmring_state_open("/st", 0, &s), 0);
@@ -962,21 +1000,41 @@ Test(cli, state_create_ls_stat_gc_rm)
 
     RUN(&r, "ls");
     assert_status(&r, 0, "ls");
+    /* Only tables: their own columns, no ring columns. */
+    cr_assert_eq(strncmp(r.o.data, "NAME ", 5), 0, "%s", r.o.data);
+    assert_contains(r.o.data, " ENTRIES  USED  VALUE-SIZE  USERS\n");
+    cr_assert_null(strstr(r.o.data, "PRODUCER"), "%s", r.o.data);
+    cr_assert_null(strstr(r.o.data, "FILL"), "%s", r.o.data);
     char *line = ls_line(r.o.data, "/st");
     cr_assert_not_null(line, "%s", r.o.data);
     assert_contains(line, " state ");
-    assert_contains(line, " 1 "); /* this process, a live user */
-    assert_contains(line, " 2/16");
+    cr_assert(strstr(line, "  16       2     32          1") != NULL, "%s", line);
     line = ls_line(r.o.data, "/gone");
     cr_assert_not_null(line, "%s", r.o.data);
-    assert_contains(line, " 0 ");
-    assert_contains(line, " 1/1024");
+    cr_assert(strstr(line, "  1024     1     256         0") != NULL, "%s", line);
     proc_free(&r);
     RUN(&r, "ls", "--json");
     assert_status(&r, 0, "ls --json");
     assert_contains(r.o.data, "\"name\": \"/st\", \"type\": \"state\"");
-    assert_contains(r.o.data, "\"users\": 1, \"fill\": 2, \"capacity\": 16, \"item_size\": 32");
+    assert_contains(r.o.data, "\"entries\": 16, \"used\": 2, \"value_size\": 32, \"users\": 1}");
+    cr_assert_null(strstr(r.o.data, "\"producer\""), "%s", r.o.data);
     proc_free(&r);
+
+    /* With a ring beside them, both tables, rings first. */
+    shmring_t *ring = NULL;
+    cr_assert_eq(shmring_create("/ring", NULL, &ring), 0);
+    RUN(&r, "ls");
+    assert_status(&r, 0, "ls with a ring");
+    const char *tables = strstr(r.o.data, "\n\nNAME ");
+    cr_assert_not_null(tables, "%s", r.o.data);
+    cr_assert_not_null(ls_line(r.o.data, "/ring"));
+    cr_assert(strstr(r.o.data, "/ring ") < tables, "%s", r.o.data);
+    cr_assert(strstr(r.o.data, "/st ") > tables, "%s", r.o.data);
+    assert_contains(r.o.data, " PRODUCER ");
+    assert_contains(r.o.data, " FILL\n");
+    proc_free(&r);
+    shmring_close(ring);
+    cr_assert_eq(shmring_unlink("/ring"), 0);
 
     RUN(&r, "stat", "/st");
     assert_status(&r, 0, "stat");
@@ -1002,5 +1060,614 @@ Test(cli, state_create_ls_stat_gc_rm)
     assert_status(&r, 0, "rm");
     proc_free(&r);
     cr_assert_eq(shmring_state_open("/st", 0, &s), -ENOENT);
+    remove_dir();
+}
+
+/* ---- State tables from the shell: get, put, del, dump ------------------- */
+
+/* Pump one running process until its stdout holds needle; fails after the deadline. */
+static void wait_output(struct proc *p, const char *needle)
+{
+    double deadline = h_now_s() + DEADLINE_S;
+    while (p->o.data == NULL || strstr(p->o.data, needle) == NULL) {
+        if (h_now_s() > deadline || !proc_open(p)) {
+            kill_all(p, 1);
+            cr_assert_fail("'%s' never printed; stdout: %s; stderr: %s", needle,
+                           p->o.data ? p->o.data : "", p->e.data ? p->e.data : "");
+        }
+        pump(p, 1);
+    }
+}
+
+/* 1 while the process has not exited (it is not reaped here). */
+static int still_running(const struct proc *p)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    return waitid(P_PID, (id_t)p->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0;
+}
+
+Test(cli, table_put_get_del)
+{
+    setup(1);
+    struct proc r;
+    RUN(&r, "create", "--table", "/t", "--entries", "2", "--value-size", "8");
+    assert_status(&r, 0, "create --table");
+    cr_assert_eq(r.e.len, 0u, "%s", r.e.data);
+    proc_free(&r);
+
+    RUN(&r, "put", "/t", "a", "hello");
+    assert_status(&r, 0, "put");
+    proc_free(&r);
+    RUN(&r, "get", "t", "a");
+    assert_status(&r, 0, "get");
+    cr_assert_eq(r.o.len, 5u); /* raw bytes, no newline */
+    cr_assert_str_eq(r.o.data, "hello");
+    proc_free(&r);
+
+    /* From stdin with '-': every byte, NUL, 0xff and the newline included. */
+    const char bin[] = {'x', '\0', '\xff', '\n'};
+    RUN_INPUT(&r, bin, sizeof bin, "put", "/t", "a", "-");
+    assert_status(&r, 0, "put -");
+    proc_free(&r);
+    RUN(&r, "get", "/t", "a");
+    assert_status(&r, 0, "get binary");
+    cr_assert_eq(r.o.len, sizeof bin);
+    cr_assert(memcmp(r.o.data, bin, sizeof bin) == 0);
+    proc_free(&r);
+    shmring_state_t *s = NULL;
+    cr_assert_eq(shmring_state_open("/t", 0, &s), 0);
+    char buf[8];
+    cr_assert_eq(shmring_state_read(s, "a", buf, sizeof buf), (ssize_t)sizeof bin);
+    cr_assert(memcmp(buf, bin, sizeof bin) == 0);
+
+    /* A value that starts with '-', and an empty value. */
+    RUN(&r, "put", "/t", "b", "-5");
+    assert_status(&r, 0, "put -5");
+    proc_free(&r);
+    cr_assert_eq(shmring_state_read(s, "b", buf, sizeof buf), 2);
+    cr_assert(memcmp(buf, "-5", 2) == 0);
+    RUN(&r, "put", "/t", "b", "");
+    assert_status(&r, 0, "put empty");
+    proc_free(&r);
+    RUN(&r, "get", "/t", "b");
+    assert_status(&r, 0, "get empty");
+    cr_assert_eq(r.o.len, 0u);
+    proc_free(&r);
+
+    /* Missing key: status 1, nothing on stdout. */
+    RUN(&r, "get", "/t", "nope");
+    assert_status(&r, 1, "get of a missing key");
+    cr_assert_eq(r.o.len, 0u);
+    assert_contains(r.e.data, "no key 'nope'");
+    proc_free(&r);
+
+    /* Too long a value, from the command line and from stdin; a full table. */
+    RUN(&r, "put", "/t", "a", "123456789");
+    assert_status(&r, 1, "put of 9 bytes into 8");
+    assert_contains(r.e.data, "longer than the table's value size (8)");
+    proc_free(&r);
+    RUN_INPUT(&r, "123456789", 9, "put", "/t", "a", "-");
+    assert_status(&r, 1, "put - of 9 bytes into 8");
+    assert_contains(r.e.data, "value size (8 bytes)");
+    proc_free(&r);
+    cr_assert_eq(shmring_state_read(s, "a", buf, sizeof buf), (ssize_t)sizeof bin, "changed");
+    RUN(&r, "put", "/t", "c", "3");
+    assert_status(&r, 1, "put of a third key into 2 entries");
+    assert_contains(r.e.data, "table full");
+    proc_free(&r);
+
+    RUN(&r, "del", "/t", "a");
+    assert_status(&r, 0, "del");
+    proc_free(&r);
+    cr_assert_eq(shmring_state_read(s, "a", buf, sizeof buf), -ENOENT);
+    RUN(&r, "del", "/t", "a");
+    assert_status(&r, 1, "del of a missing key");
+    assert_contains(r.e.data, "no key 'a'");
+    proc_free(&r);
+    shmring_state_close(s);
+    cr_assert_eq(shmring_state_unlink("/t"), 0);
+    remove_dir();
+}
+
+Test(cli, table_commands_on_a_missing_table_or_a_ring)
+{
+    setup(1);
+    const char *const cmds[][5] = {
+        {"get", "/x", "k", NULL}, {"put", "/x", "k", "v", NULL}, {"del", "/x", "k", NULL},
+        {"dump", "/x", NULL},     {"watch", "/x", "k", NULL},
+    };
+    shmring_t *ring = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+            char *argv[6] = {(char *)"shmring"};
+            for (int j = 0; cmds[i][j] != NULL; j++)
+                argv[j + 1] = (char *)cmds[i][j];
+            struct proc p;
+            start(&p, tool_path, argv, NULL, 0);
+            finish(&p, 1);
+            assert_status(&p, 1, cmds[i][0]);
+            cr_assert_eq(p.o.len, 0u);
+            assert_contains(p.e.data, "/x");
+            assert_contains(p.e.data, pass == 0 ? strerror(ENOENT) : "a ring, not a state table");
+            proc_free(&p);
+        }
+        if (pass == 0)
+            cr_assert_eq(shmring_create("/x", NULL, &ring), 0);
+    }
+    cr_assert_eq(shmring_push(ring, "m", 1), 0);
+    /* And the ring commands on a table. */
+    struct proc p;
+    RUN(&p, "create", "--table", "/tab");
+    assert_status(&p, 0, "create --table");
+    proc_free(&p);
+    RUN(&p, "recv", "/tab");
+    assert_status(&p, 1, "recv on a table");
+    assert_contains(p.e.data, "a state table, not a ring");
+    proc_free(&p);
+    RUN_INPUT(&p, "a\n", 2, "send", "/tab");
+    assert_status(&p, 1, "send on a table");
+    assert_contains(p.e.data, "a state table, not a ring");
+    proc_free(&p);
+    shmring_close(ring);
+    cr_assert_eq(shmring_unlink("/x"), 0);
+    cr_assert_eq(shmring_state_unlink("/tab"), 0);
+    remove_dir();
+}
+
+Test(cli, dump_escapes_and_json)
+{
+    setup(1);
+    shmring_state_t *s = NULL;
+    shmring_state_config_t cfg = {.entries = 16, .value_size = 32};
+    cr_assert_eq(shmring_state_create("/d", &cfg, &s), 0);
+    struct proc r;
+    RUN(&r, "dump", "/d");
+    assert_status(&r, 0, "dump of an empty table");
+    cr_assert_eq(r.o.len, 0u);
+    proc_free(&r);
+    RUN(&r, "dump", "/d", "--json");
+    assert_status(&r, 0, "dump --json of an empty table");
+    cr_assert_str_eq(r.o.data, "[]\n");
+    proc_free(&r);
+
+    cr_assert_eq(shmring_state_write(s, "temp", "21.5", 4), 0);
+    cr_assert_eq(shmring_state_write(s, "a=b", "x\ny\t\\\"", 6), 0);
+    cr_assert_eq(shmring_state_write(s, "bin", "\0\x01\xff", 3), 0);
+    cr_assert_eq(shmring_state_write(s, "empty", "", 0), 0);
+    cr_assert_eq(shmring_state_write(s, "caf\xc3\xa9", "\xc3\xa9t\xc3\xa9", 5), 0);
+    cr_assert_eq(shmring_state_write(s, "gone", "1", 1), 0);
+    cr_assert_eq(shmring_state_delete(s, "gone"), 0);
+
+    RUN(&r, "dump", "/d");
+    assert_status(&r, 0, "dump");
+    cr_assert_str_eq(r.o.data, "a\\x3db=x\\ny\\t\\\\\"\n"
+                               "bin=\\x00\\x01\\xff\n"
+                               "caf\\xc3\\xa9=\\xc3\\xa9t\\xc3\\xa9\n"
+                               "empty=\n"
+                               "temp=21.5\n");
+    proc_free(&r);
+    RUN(&r, "dump", "/d", "--json");
+    assert_status(&r, 0, "dump --json");
+    cr_assert_str_eq(r.o.data, "[\n"
+                               "  {\"key\": \"a=b\", \"value\": \"x\\ny\\t\\\\\\\"\"},\n"
+                               "  {\"key\": \"bin\", \"value_hex\": \"0001ff\"},\n"
+                               "  {\"key\": \"caf\xc3\xa9\", \"value\": \"\xc3\xa9t\xc3\xa9\"},\n"
+                               "  {\"key\": \"empty\", \"value\": \"\"},\n"
+                               "  {\"key\": \"temp\", \"value\": \"21.5\"}\n"
+                               "]\n");
+    proc_free(&r);
+    shmring_state_close(s);
+    cr_assert_eq(shmring_state_unlink("/d"), 0);
+    remove_dir();
+}
+
+/* ---- watch ----------------------------------------------------------------- */
+
+Test(cli, watch_prints_each_new_value)
+{
+    setup(1);
+    shmring_state_t *s = NULL;
+    cr_assert_eq(shmring_state_create("/w", NULL, &s), 0);
+    struct proc r;
+    char *argv[] = {(char *)"shmring",    (char *)"watch", (char *)"/w",
+                    (char *)"k",          (char *)"-n",    (char *)"4",
+                    (char *)"--interval", (char *)"0.01",  NULL};
+    start(&r, tool_path, argv, NULL, 0);
+    /* Absent at first: nothing is printed until it is written. */
+    cr_assert_eq(shmring_state_write(s, "k", "one", 3), 0);
+    wait_output(&r, "one\n");
+    cr_assert_eq(shmring_state_write(s, "k", "two", 3), 0);
+    wait_output(&r, "two\n");
+    cr_assert_eq(shmring_state_write(s, "k", "a\nb", 3), 0);
+    wait_output(&r, "a\\nb\n");
+    cr_assert_eq(shmring_state_write(s, "k", "three", 5), 0);
+    finish(&r, 1);
+    assert_status(&r, 0, "watch -n 4");
+    cr_assert_str_eq(r.o.data, "one\ntwo\na\\nb\nthree\n");
+    proc_free(&r);
+
+    /* SIGINT and SIGTERM end it with status 0. */
+    char *argv2[] = {(char *)"shmring", (char *)"watch", (char *)"/w", (char *)"k", NULL};
+    const int sigs[] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        start(&r, tool_path, argv2, NULL, 0);
+        wait_output(&r, "three\n");
+        cr_assert_eq(kill(r.pid, sigs[i]), 0);
+        finish(&r, 1);
+        assert_status(&r, 0, strsignal(sigs[i]));
+        cr_assert_str_eq(r.o.data, "three\n");
+        proc_free(&r);
+    }
+
+    /* Removing the table ends it with status 0. */
+    start(&r, tool_path, argv2, NULL, 0);
+    wait_output(&r, "three\n");
+    cr_assert_eq(shmring_state_unlink("/w"), 0);
+    finish(&r, 1);
+    assert_status(&r, 0, "watch of a removed table");
+    assert_contains(r.e.data, "removed");
+    proc_free(&r);
+    shmring_state_close(s);
+    remove_dir();
+}
+
+/* ---- send --framed, recv --framed ----------------------------------------- */
+
+static void put_frame(char *out, size_t *off, const void *msg, uint32_t len)
+{
+    unsigned char h[4] = {(unsigned char)len, (unsigned char)(len >> 8), (unsigned char)(len >> 16),
+                          (unsigned char)(len >> 24)};
+    memcpy(out + *off, h, 4);
+    memcpy(out + *off + 4, msg, len);
+    *off += 4 + len;
+}
+
+/* Frames: empty ones, binary ones with NUL and newline bytes, slot-sized ones. */
+static char *make_frames(unsigned n, size_t *len)
+{
+    char *out = malloc((size_t)n * (4 + 64));
+    cr_assert_not_null(out);
+    char msg[64];
+    size_t off = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uint32_t l = i % 5 == 0 ? 0 : (i % 7 == 0 ? 64 : (uint32_t)(16 + i % 48));
+        if (l >= 16)
+            test_fill(msg, l, i);
+        for (uint32_t j = 16; j < l; j++)
+            msg[j] = (char)(j % 3 == 0 ? '\0' : (j % 3 == 1 ? '\n' : (char)(i + j)));
+        put_frame(out, &off, msg, l);
+    }
+    *len = off;
+    return out;
+}
+
+Test(cli, framed_round_trip_through_two_rings, .timeout = 120)
+{
+    setup(1);
+    struct proc r;
+    RUN(&r, "create", "/A", "--slot-size", "64", "--slots", "16");
+    assert_status(&r, 0, "create /A");
+    proc_free(&r);
+    RUN(&r, "create", "/B", "--slot-size", "64", "--slots", "16");
+    assert_status(&r, 0, "create /B");
+    proc_free(&r);
+    size_t len;
+    char *in = make_frames(3000, &len);
+    /* Rings of 16 slots: the three stages run at once, each waiting for the next. */
+    struct proc ps[3];
+    char *send_argv[] = {(char *)"shmring", (char *)"send", (char *)"/A", (char *)"--framed", NULL};
+    char *recv_argv[] = {(char *)"shmring", (char *)"recv", (char *)"/B", (char *)"--framed", NULL};
+    start_shell(&ps[0], "TOOL recv --framed /A | TOOL send --framed /B");
+    start(&ps[1], tool_path, recv_argv, NULL, 0);
+    start(&ps[2], tool_path, send_argv, in, len);
+    finish(ps, 3);
+    assert_status(&ps[2], 0, "send --framed /A");
+    assert_status(&ps[0], 0, "recv --framed /A | send --framed /B");
+    assert_status(&ps[1], 0, "recv --framed /B");
+    cr_assert_eq(ps[1].o.len, len);
+    cr_assert(memcmp(ps[1].o.data, in, len) == 0, "frames changed on the way");
+    for (int i = 0; i < 3; i++)
+        proc_free(&ps[i]);
+
+    /* Every message kept its length: 0 for the empty ones. */
+    shmring_t *o = NULL;
+    cr_assert_eq(shmring_open("/B", SHMRING_OBSERVER, &o), 0);
+    shmring_stats_t st;
+    cr_assert_eq(shmring_stats(o, &st), 0);
+    cr_assert_eq(st.pushed, 3000u);
+    shmring_close(o);
+    free(in);
+    cr_assert_eq(shmring_unlink("/A"), 0);
+    cr_assert_eq(shmring_unlink("/B"), 0);
+    remove_dir();
+}
+
+Test(cli, framed_input_errors)
+{
+    setup(1);
+    struct proc r;
+    RUN(&r, "create", "/f", "--slot-size", "8");
+    assert_status(&r, 0, "create");
+    proc_free(&r);
+    char in[64];
+    size_t off = 0;
+    put_frame(in, &off, "ok", 2);
+    put_frame(in, &off, "", 0);
+    size_t good = off;
+
+    /* A length cut short. */
+    memcpy(in + off, "\x05\x00", 2);
+    RUN_INPUT(&r, in, off + 2, "send", "/f", "--framed");
+    assert_status(&r, 1, "send of a truncated length");
+    assert_contains(r.e.data, "truncated frame 3: input ends after 2 of the 4 bytes of its length");
+    proc_free(&r);
+
+    /* A body cut short. */
+    memcpy(in + off,
+           "\x05\x00\x00\x00"
+           "ab",
+           6);
+    RUN_INPUT(&r, in, off + 6, "send", "/f", "--framed");
+    assert_status(&r, 1, "send of a truncated body");
+    assert_contains(r.e.data, "truncated frame 3: input ends after 2 of its 5 bytes");
+    proc_free(&r);
+
+    /* A frame larger than a slot. */
+    memcpy(in + off,
+           "\x09\x00\x00\x00"
+           "123456789",
+           13);
+    RUN_INPUT(&r, in, off + 13, "send", "/f", "--framed");
+    assert_status(&r, 1, "send of a frame larger than a slot");
+    assert_contains(r.e.data, "frame 3 is 9 bytes, longer than the slot size (8)");
+    proc_free(&r);
+
+    /* The whole frames before each error went through, with their lengths. */
+    RUN(&r, "recv", "/f", "--framed");
+    assert_status(&r, 0, "recv --framed");
+    cr_assert_eq(r.o.len, 3 * good);
+    for (int i = 0; i < 3; i++)
+        cr_assert(memcmp(r.o.data + (size_t)i * good, in, good) == 0, "copy %d", i);
+    proc_free(&r);
+    cr_assert_eq(shmring_unlink("/f"), 0);
+    remove_dir();
+}
+
+/* ---- recv --wait, recv --follow ------------------------------------------- */
+
+/* 1 when process pid holds an inotify descriptor (recv --wait is watching). */
+static int has_inotify(pid_t pid)
+{
+    char dir[64], path[PATH_MAX], link[256];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n > 0) {
+            link[n] = '\0';
+            found = strcmp(link, "anon_inode:inotify") == 0;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+static void wait_inotify(struct proc *p)
+{
+    double deadline = h_now_s() + DEADLINE_S;
+    while (!has_inotify(p->pid)) {
+        if (h_now_s() > deadline || !still_running(p)) {
+            kill_all(p, 1);
+            cr_assert_fail("recv --wait never watched the directory");
+        }
+        sleep_ms(5);
+    }
+}
+
+Test(cli, recv_wait_for_the_ring_to_appear)
+{
+    setup(1);
+    struct proc r;
+    char *argv[] = {(char *)"shmring",
+                    (char *)"recv",
+                    (char *)"/late",
+                    (char *)"--wait",
+                    (char *)"-n",
+                    (char *)"2",
+                    NULL};
+    start(&r, tool_path, argv, NULL, 0);
+    wait_inotify(&r); /* it is waiting, and the ring does not exist yet */
+    cr_assert(!dir_has("late"));
+    shmring_t *p = NULL;
+    cr_assert_eq(shmring_create("/late", NULL, &p), 0);
+    cr_assert_eq(shmring_push(p, "first", 5), 0);
+    cr_assert_eq(shmring_push(p, "second", 6), 0);
+    finish(&r, 1);
+    assert_status(&r, 0, "recv --wait");
+    cr_assert_str_eq(r.o.data, "first\nsecond\n");
+    proc_free(&r);
+    shmring_close(p);
+    cr_assert_eq(shmring_unlink("/late"), 0);
+
+    /* Created through a rename into the directory (an editor's way). */
+    char *argv2[] = {(char *)"shmring",
+                     (char *)"recv",
+                     (char *)"/moved",
+                     (char *)"--wait",
+                     (char *)"-n",
+                     (char *)"1",
+                     NULL};
+    start(&r, tool_path, argv2, NULL, 0);
+    wait_inotify(&r);
+    cr_assert_eq(shmring_create("/staging", NULL, &p), 0);
+    cr_assert_eq(shmring_push(p, "m", 1), 0);
+    char from[PATH_MAX], to[PATH_MAX];
+    snprintf(from, sizeof from, "%s/staging", shm_dir);
+    snprintf(to, sizeof to, "%s/moved", shm_dir);
+    cr_assert_eq(rename(from, to), 0);
+    finish(&r, 1);
+    assert_status(&r, 0, "recv --wait for a renamed ring");
+    cr_assert_str_eq(r.o.data, "m\n");
+    proc_free(&r);
+    shmring_close(p);
+    cr_assert_eq(shmring_unlink("/moved"), 0);
+
+    /* Without --wait: "No such file"; with a --wait-timeout: its own message. */
+    RUN(&r, "recv", "/never");
+    assert_status(&r, 1, "recv without --wait");
+    assert_contains(r.e.data, strerror(ENOENT));
+    proc_free(&r);
+    RUN(&r, "recv", "/never", "--wait", "--wait-timeout", "0.1");
+    assert_status(&r, 1, "recv --wait --wait-timeout");
+    assert_contains(r.e.data, "/never: did not appear within the --wait-timeout");
+    proc_free(&r);
+
+    /* A table under that name is not waited for: wrong type. */
+    start(&r, tool_path, argv, NULL, 0);
+    wait_inotify(&r);
+    shmring_state_t *s = NULL;
+    cr_assert_eq(shmring_state_create("/late", NULL, &s), 0);
+    finish(&r, 1);
+    assert_status(&r, 1, "recv --wait for a name that became a table");
+    assert_contains(r.e.data, "a state table, not a ring");
+    proc_free(&r);
+    shmring_state_close(s);
+    cr_assert_eq(shmring_state_unlink("/late"), 0);
+    remove_dir();
+}
+
+/* A producer that pushes msg and dies without closing. */
+static void producer_dies_after(const char *name, const char *msg)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        shmring_t *p = NULL;
+        if (shmring_open(name, SHMRING_PRODUCER, &p) != 0 || shmring_push(p, msg, strlen(msg)))
+            _exit(1);
+        _exit(0); /* no close: no end of stream, the lease holder just dies */
+    }
+    cr_assert_eq(test_wait_child(pid), 0);
+}
+
+Test(cli, recv_follow_across_producers, .timeout = 120)
+{
+    setup(1);
+    struct proc r, s;
+    RUN(&r, "create", "/F");
+    assert_status(&r, 0, "create");
+    proc_free(&r);
+    char *argv[] = {(char *)"shmring", (char *)"recv", (char *)"/F", (char *)"--follow",
+                    (char *)"-n",      (char *)"6",    NULL};
+    start(&r, tool_path, argv, NULL, 0);
+
+    /* First producer: sends and closes (end of stream). */
+    RUN_INPUT(&s, "1\n2\n", 4, "send", "/F");
+    assert_status(&s, 0, "first send");
+    proc_free(&s);
+    wait_output(&r, "1\n2\n");
+    shmring_t *o = NULL;
+    cr_assert_eq(shmring_open("/F", SHMRING_OBSERVER, &o), 0);
+    shmring_stats_t st;
+    cr_assert_eq(shmring_stats(o, &st), 0);
+    cr_assert_eq(st.producer_closed, 1);
+    sleep_ms(100);
+    cr_assert(still_running(&r), "recv --follow ended at end of stream");
+
+    /* Second producer: dies without closing. */
+    producer_dies_after("/F", "3");
+    wait_output(&r, "3\n");
+
+    /* Third producer takes the dead one's lease. */
+    RUN_INPUT(&s, "4\n", 2, "send", "/F");
+    assert_status(&s, 0, "third send");
+    proc_free(&s);
+    wait_output(&r, "4\n");
+    shmring_close(o);
+
+    /* The ring removed and made again by the next producer: followed too. */
+    cr_assert_eq(shmring_unlink("/F"), 0);
+    RUN_INPUT(&s, "5\n6\n", 4, "send", "/F");
+    assert_status(&s, 0, "send to a new /F");
+    proc_free(&s);
+    finish(&r, 1);
+    assert_status(&r, 0, "recv --follow -n 6");
+    cr_assert_str_eq(r.o.data, "1\n2\n3\n4\n5\n6\n");
+    proc_free(&r);
+
+    /* Without --follow, end of stream ends it. */
+    RUN(&r, "recv", "/F");
+    assert_status(&r, 0, "recv at end of stream");
+    cr_assert_eq(r.o.len, 0u);
+    proc_free(&r);
+    /* With --follow, --timeout still bounds the wait for a message. */
+    RUN(&r, "recv", "/F", "--follow", "--timeout", "0.1");
+    assert_status(&r, 1, "recv --follow --timeout with nothing");
+    assert_contains(r.e.data, "no message");
+    proc_free(&r);
+    cr_assert_eq(shmring_unlink("/F"), 0);
+    remove_dir();
+}
+
+/* ---- Fallback backends ------------------------------------------------------ */
+
+Test(cli, named_segments_refuse_fallback_backends)
+{
+    setup(1);
+    char missing[PATH_MAX];
+    snprintf(missing, sizeof missing, "%s/missing", shm_dir);
+    cr_assert_eq(setenv("SHMRING_SHM_DIR", missing, 1), 0);
+    struct proc r;
+    RUN(&r, "create", "/x");
+    assert_status(&r, 1, "create without a usable shm directory");
+    assert_contains(r.e.data, "/x: refusing to create this ring on the memfd backend");
+    assert_contains(r.e.data, missing);
+    assert_contains(r.e.data, strerror(ENOENT));
+    assert_contains(r.e.data, "--allow-fallback");
+    proc_free(&r);
+    RUN(&r, "create", "--table", "/x");
+    assert_status(&r, 1, "create --table without a usable shm directory");
+    assert_contains(r.e.data, "refusing to create this state table on the memfd backend");
+    proc_free(&r);
+    RUN_INPUT(&r, "lost\n", 5, "send", "/x");
+    assert_status(&r, 1, "send without a usable shm directory");
+    assert_contains(r.e.data, "refusing to create this ring");
+    proc_free(&r);
+
+    /* Allowed: made on memfd, with a note on stderr. */
+    RUN(&r, "create", "/x", "--allow-fallback");
+    assert_status(&r, 0, "create --allow-fallback");
+    assert_contains(r.e.data, "on the memfd backend: only this process sees it");
+    proc_free(&r);
+    RUN(&r, "create", "--table", "/x", "--allow-fallback");
+    assert_status(&r, 0, "create --table --allow-fallback");
+    proc_free(&r);
+    RUN_INPUT(&r, "kept\n", 5, "send", "/x", "--allow-fallback");
+    assert_status(&r, 0, "send --allow-fallback");
+    assert_contains(r.e.data, "created /x");
+    proc_free(&r);
+
+    /* The heap backend forced: refused, naming the variable. */
+    cr_assert_eq(setenv("SHMRING_SHM_DIR", shm_dir, 1), 0);
+    cr_assert_eq(setenv("SHMRING_FORCE_HEAP", "1", 1), 0);
+    RUN(&r, "create", "/x");
+    assert_status(&r, 1, "create with SHMRING_FORCE_HEAP");
+    assert_contains(r.e.data, "on the heap backend");
+    assert_contains(r.e.data, "SHMRING_FORCE_HEAP");
+    proc_free(&r);
+    cr_assert_eq(unsetenv("SHMRING_FORCE_HEAP"), 0);
+    cr_assert_eq(dir_count(), 0u);
+    RUN(&r, "create", "/x");
+    assert_status(&r, 0, "create in shared memory");
+    cr_assert_eq(r.e.len, 0u, "%s", r.e.data);
+    proc_free(&r);
+    cr_assert(dir_has("x"));
+    cr_assert_eq(shmring_unlink("/x"), 0);
     remove_dir();
 }

@@ -8,24 +8,28 @@
 
 static const char create_help[] =
     "Usage: shmring create NAME [--slots N] [--slot-size N] [--overwrite] [--mode MODE]\n"
-    "                            [--insecure]\n"
-    "       shmring create NAME --state [--entries N] [--value-size N] [--mode MODE]\n"
-    "                            [--insecure]\n"
+    "                            [--insecure] [--allow-fallback]\n"
+    "       shmring create --table NAME [--entries N] [--value-size N] [--mode MODE]\n"
+    "                            [--insecure] [--allow-fallback]\n"
     "\n"
     "Create a ring that stays after shmring exits, with no producer attached: a later\n"
     "producer (e.g. shmring send) takes the producer role, consumers may attach first.\n"
-    "With --state, create a keyed state table instead, with every key absent.\n"
+    "With --table (or --state), create a keyed state table instead, with every key\n"
+    "absent (see shmring put, get, del, dump, watch).\n"
     "\n"
     "Options:\n"
-    "  --slots N       slot count, a power of two >= 2 (default 1024)\n"
-    "  --slot-size N   largest message in bytes (default 256); K, M, G suffixes allowed\n"
-    "  --overwrite     a full ring drops its oldest messages instead of blocking\n"
-    "  --mode MODE     octal permission bits (default 0600)\n"
-    "  --insecure      allow a MODE writable by group or others\n"
-    "  --state         create a state table (shmring_state_*), not a ring\n"
-    "  --entries N     state: how many keys it holds, a power of two (default 1024)\n"
-    "  --value-size N  state: largest value in bytes (default 256)\n"
-    "  --help          show this help\n";
+    "  --slots N         slot count, a power of two >= 2 (default 1024)\n"
+    "  --slot-size N     largest message in bytes (default 256); K, M, G suffixes allowed\n"
+    "  --overwrite       a full ring drops its oldest messages instead of blocking\n"
+    "  --mode MODE       octal permission bits (default 0600)\n"
+    "  --insecure        allow a MODE writable by group or others\n"
+    "  --table, --state  create a state table (shmring_state_*), not a ring\n"
+    "  --entries N       table: how many keys it holds, a power of two (default 1024)\n"
+    "  --value-size N    table: largest value in bytes (default 256)\n"
+    "  --allow-fallback  when shared memory is not usable, create it on the memfd or\n"
+    "                    heap backend anyway: it then vanishes when the command exits\n"
+    "                    (refused by default)\n"
+    "  --help            show this help\n";
 
 static const char rm_help[] = "Usage: shmring rm NAME\n"
                               "\n"
@@ -38,6 +42,7 @@ struct create_args {
     shmring_config_t cfg;
     int state;        /* --state */
     int ring_options; /* a ring-only option was given */
+    int allow_fallback;
     shmring_state_config_t state_cfg;
 };
 
@@ -50,6 +55,7 @@ enum {
     OPT_STATE,
     OPT_ENTRIES,
     OPT_VALUE_SIZE,
+    OPT_ALLOW_FALLBACK,
 };
 
 static int state_option(int opt, const char *arg, struct create_args *a)
@@ -58,6 +64,9 @@ static int state_option(int opt, const char *arg, struct create_args *a)
     switch (opt) {
     case OPT_STATE:
         a->state = 1;
+        return CLI_OK;
+    case OPT_ALLOW_FALLBACK:
+        a->allow_fallback = 1;
         return CLI_OK;
     case OPT_ENTRIES:
         if (cli_parse_count(arg, 1, SHMRING_STATE_MAX_ENTRIES, &v) < 0 || (v & (v - 1)) != 0)
@@ -117,6 +126,8 @@ static int create_parse(int argc, char **argv, struct create_args *a)
         {"mode", required_argument, NULL, OPT_MODE},
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"state", no_argument, NULL, OPT_STATE},
+        {"table", no_argument, NULL, OPT_STATE},
+        {"allow-fallback", no_argument, NULL, OPT_ALLOW_FALLBACK},
         {"entries", required_argument, NULL, OPT_ENTRIES},
         {"value-size", required_argument, NULL, OPT_VALUE_SIZE},
         {NULL, 0, NULL, 0},
@@ -132,9 +143,9 @@ static int create_parse(int argc, char **argv, struct create_args *a)
     }
     if (a->state && a->ring_options)
         return cli_usage("create",
-                         "--slots, --slot-size and --overwrite are for rings, not --state");
+                         "--slots, --slot-size and --overwrite are for rings, not --table");
     if (!a->state && (a->state_cfg.entries || a->state_cfg.value_size))
-        return cli_usage("create", "--entries and --value-size need --state");
+        return cli_usage("create", "--entries and --value-size need --table");
     if ((a->cfg.mode & 0022u) && !(a->cfg.flags & SHMRING_ALLOW_INSECURE))
         return cli_usage("create", "mode %04o is writable by group or others: add --insecure",
                          a->cfg.mode);
@@ -145,33 +156,29 @@ static int create_ring(const struct create_args *a)
 {
     shmring_config_t cfg = a->cfg;
     /* Observer only: no producer lease is held, so closing signals no end of stream. */
-    cfg.flags |= SHMRING_OBSERVER | SHMRING_NO_FALLBACK;
+    cfg.flags |= SHMRING_OBSERVER;
     shmring_t *r = NULL;
-    int rc = shmring_create(a->name, &cfg, &r);
+    int rc = cli_create_ring("create", a->name, &cfg, a->allow_fallback, &r);
+    if (rc > 0)
+        return rc;
     if (rc < 0)
         return cli_fail("create", "%s: %s", a->name, shmring_strerror(rc));
-    int backend = shmring_backend(r);
     shmring_close(r);
-    if (backend != SHMRING_BACKEND_SHM)
-        return cli_fail("create", "%s: not created in shared memory (is SHMRING_FORCE_HEAP set?)",
-                        a->name);
     return CLI_OK;
 }
 
 static int create_state(struct create_args *a)
 {
     shmring_state_config_t cfg = a->state_cfg;
-    cfg.flags = (a->cfg.flags & SHMRING_ALLOW_INSECURE) | SHMRING_NO_FALLBACK;
+    cfg.flags = a->cfg.flags & SHMRING_ALLOW_INSECURE;
     cfg.mode = a->cfg.mode;
     shmring_state_t *s = NULL;
-    int rc = shmring_state_create(a->name, &cfg, &s);
+    int rc = cli_create_state("create", a->name, &cfg, a->allow_fallback, &s);
+    if (rc > 0)
+        return rc;
     if (rc < 0)
         return cli_fail("create", "%s: %s", a->name, shmring_strerror(rc));
-    int backend = shmring_state_backend(s);
     shmring_state_close(s);
-    if (backend != SHMRING_BACKEND_SHM)
-        return cli_fail("create", "%s: not created in shared memory (is SHMRING_FORCE_HEAP set?)",
-                        a->name);
     return CLI_OK;
 }
 

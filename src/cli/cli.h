@@ -2,7 +2,9 @@
 #ifndef SHMRING_CLI_H
 #define SHMRING_CLI_H
 
+#include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "shmring.h"
@@ -36,6 +38,11 @@ extern const struct cli_command cli_cmd_gc;
 extern const struct cli_command cli_cmd_send;
 extern const struct cli_command cli_cmd_recv;
 extern const struct cli_command cli_cmd_bench;
+extern const struct cli_command cli_cmd_get;
+extern const struct cli_command cli_cmd_put;
+extern const struct cli_command cli_cmd_del;
+extern const struct cli_command cli_cmd_dump;
+extern const struct cli_command cli_cmd_watch;
 
 /* ---- Messages (util.c) --------------------------------------------------- */
 
@@ -79,6 +86,77 @@ int cli_take_name(const char *cmd, int argc, char **argv, char out[SHMRING_NAME_
 
 /* "1.5K", "256M": a short human-readable size. */
 void cli_human_size(uint64_t bytes, char *buf, size_t cap);
+
+/* ---- Signals, time, output (util.c) -------------------------------------- */
+
+/* Set by SIGINT and SIGTERM once cli_catch_stop() has run. */
+extern volatile sig_atomic_t cli_stop_requested;
+
+/* Catch SIGINT and SIGTERM without SA_RESTART (a sleep ends early). 0 or -errno. */
+int cli_catch_stop(void);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t cli_now_ns(void);
+
+/* Sleep ns, or less when a stop signal arrives. */
+void cli_sleep_ns(int64_t ns);
+
+/* "shm", "memfd", "heap" or "?" for a SHMRING_BACKEND_* value. */
+const char *cli_backend_name(int backend);
+
+/*
+ * Write len bytes with printable ASCII as is and every other byte escaped
+ * C-style (\\, \n, \t, \r, \xHH). With is_key, '=' is escaped too (\x3d),
+ * so that "KEY=VALUE" splits at the first '='.
+ */
+void cli_put_escaped(FILE *out, const void *bytes, size_t len, int is_key);
+
+/* Write len bytes as a JSON string (only for valid UTF-8: see cli_is_utf8). */
+void cli_put_json_string(FILE *out, const void *bytes, size_t len);
+
+/* 1 if the len bytes are valid UTF-8 without NUL. */
+int cli_is_utf8(const void *bytes, size_t len);
+
+/* ---- Creating named segments (fallback.c) -------------------------------- */
+
+/*
+ * Create a named ring or state table for a command of the tool. Named
+ * segments belong in shared memory: one that the library would put on a
+ * fallback backend (memfd or heap, which no other process can open by name)
+ * is removed again and refused with a message naming the reason, unless
+ * allow_fallback is set (then a note says where it went). cfg->flags must
+ * not hold SHMRING_NO_FALLBACK. Returns 0; a negative errno of the create
+ * call (not reported); or CLI_FAIL after reporting a refusal.
+ */
+int cli_create_ring(const char *cmd, const char *name, const shmring_config_t *cfg,
+                    int allow_fallback, shmring_t **out);
+int cli_create_state(const char *cmd, const char *name, const shmring_state_config_t *cfg,
+                     int allow_fallback, shmring_state_t **out);
+
+/* ---- Waiting for a name to appear (appear.c) ----------------------------- */
+
+/*
+ * A watch on the shm directory: inotify where the kernel gives it, else a
+ * short poll. cli_appear_open returns 0, or a negative errno when it falls
+ * back to polling (no inotify, out of watches, or the directory cannot be
+ * watched: -ENOENT when it does not exist); the watch works either way.
+ */
+struct cli_appear {
+    int fd; /* inotify descriptor, or -1: poll */
+};
+int cli_appear_open(struct cli_appear *w);
+
+/*
+ * Sleep until something changes in the directory (a file created, renamed
+ * into it, resized, its mode changed), at most until deadline_ns
+ * (cli_now_ns clock; UINT64_MAX: forever) and at most max_ns when max_ns >
+ * 0. Returns 0 (time to look again) or -ETIMEDOUT (deadline passed).
+ */
+int cli_appear_wait(struct cli_appear *w, uint64_t deadline_ns, int64_t max_ns);
+void cli_appear_close(struct cli_appear *w);
+
+/* 1 when the segment behind fd has been unlinked (its name removed or replaced). */
+int cli_fd_unlinked(int fd);
 
 /* ---- Segments in the shm directory (scan.c) ------------------------------ */
 

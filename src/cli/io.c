@@ -10,7 +10,8 @@
 #include <sys/types.h>
 
 static const char send_help[] =
-    "Usage: shmring send NAME [--timeout SECONDS] [--binary [--size N]]\n"
+    "Usage: shmring send NAME [--timeout SECONDS] [--binary [--size N] | --framed]\n"
+    "                         [--allow-fallback]\n"
     "\n"
     "Push stdin into a ring as its producer: each line, without its newline, becomes\n"
     "one message. The ring is created with the defaults (1024 slots of 256 bytes) if\n"
@@ -23,10 +24,17 @@ static const char send_help[] =
     "  --binary           send stdin in chunks of --size bytes, not lines\n"
     "  --size N           chunk size of --binary (default: the slot size); the last\n"
     "                     chunk may be shorter\n"
+    "  --framed           stdin is a stream of frames, each a 32-bit little-endian\n"
+    "                     length and that many bytes: one message per frame (what\n"
+    "                     recv --framed writes); a truncated frame is an error\n"
+    "  --allow-fallback   when the ring must be created and shared memory is not\n"
+    "                     usable, create it on the memfd or heap backend anyway\n"
+    "                     (visible to no other process); refused by default\n"
     "  --help             show this help\n";
 
 static const char recv_help[] =
-    "Usage: shmring recv NAME [-n COUNT] [--timeout SECONDS] [--binary]\n"
+    "Usage: shmring recv NAME [-n COUNT] [--timeout SECONDS] [--binary | --framed]\n"
+    "                         [--wait [--wait-timeout SECONDS]] [--follow]\n"
     "\n"
     "Take messages from a ring as one of its consumers (consumers compete: each\n"
     "message goes to one of them) and print each followed by a newline.\n"
@@ -38,20 +46,73 @@ static const char recv_help[] =
     "the exit status is 0.\n"
     "\n"
     "Options:\n"
-    "  -n COUNT           stop after COUNT messages\n"
-    "  --timeout SECONDS  longest wait for one message (default: forever)\n"
-    "  --binary           print messages as they are, without a newline after each\n"
-    "  --help             show this help\n";
+    "  -n COUNT              stop after COUNT messages\n"
+    "  --timeout SECONDS     longest wait for one message (default: forever)\n"
+    "  --binary              print messages as they are, without a newline after each\n"
+    "  --framed              print each message as a frame: its length as a 32-bit\n"
+    "                        little-endian number, then its bytes (for send --framed)\n"
+    "  --wait                when the ring does not exist yet, wait for it to appear\n"
+    "                        instead of failing\n"
+    "  --wait-timeout SECONDS  with --wait: give up (exit 1) when the ring has not\n"
+    "                        appeared after SECONDS (default: wait forever)\n"
+    "  --follow              at end of stream (the producer closed or died and the\n"
+    "                        ring is drained), wait for the next producer instead of\n"
+    "                        stopping; a ring removed and created again is reopened\n"
+    "  --help                show this help\n";
 
 struct io_args {
     char name[SHMRING_NAME_MAX + 1];
     int64_t timeout_ns; /* -1: forever */
     int binary;
+    int framed;
+    int wait;
+    int follow;
+    int allow_fallback;
+    int64_t wait_timeout_ns; /* -1: forever */
+    int wait_timeout_given;
     uint64_t size;  /* send --binary chunk size, 0: slot size */
     uint64_t count; /* recv -n, 0: unlimited */
 };
 
-enum { OPT_TIMEOUT = 256, OPT_BINARY, OPT_SIZE };
+enum {
+    OPT_TIMEOUT = 256,
+    OPT_BINARY,
+    OPT_SIZE,
+    OPT_FRAMED,
+    OPT_WAIT,
+    OPT_WAIT_TIMEOUT,
+    OPT_FOLLOW,
+    OPT_ALLOW_FALLBACK,
+};
+
+/* Frame header of --framed: the message length, 32-bit little-endian. */
+#define FRAME_HEADER 4u
+
+/* Poll period of recv --follow while the ring has no producer. */
+#define FOLLOW_POLL_NS 20000000LL /* 20 ms */
+
+static int io_flag(int opt, struct io_args *a)
+{
+    switch (opt) {
+    case OPT_BINARY:
+        a->binary = 1;
+        return CLI_OK;
+    case OPT_FRAMED:
+        a->framed = 1;
+        return CLI_OK;
+    case OPT_WAIT:
+        a->wait = 1;
+        return CLI_OK;
+    case OPT_FOLLOW:
+        a->follow = 1;
+        return CLI_OK;
+    case OPT_ALLOW_FALLBACK:
+        a->allow_fallback = 1;
+        return CLI_OK;
+    default:
+        return -1;
+    }
+}
 
 static int io_option(const char *cmd, int opt, const char *arg, struct io_args *a)
 {
@@ -60,8 +121,10 @@ static int io_option(const char *cmd, int opt, const char *arg, struct io_args *
         if (cli_parse_seconds(arg, &a->timeout_ns) < 0)
             return cli_usage(cmd, "--timeout: '%s' is not a number of seconds", arg);
         return CLI_OK;
-    case OPT_BINARY:
-        a->binary = 1;
+    case OPT_WAIT_TIMEOUT:
+        if (cli_parse_seconds(arg, &a->wait_timeout_ns) < 0)
+            return cli_usage(cmd, "--wait-timeout: '%s' is not a number of seconds", arg);
+        a->wait_timeout_given = 1;
         return CLI_OK;
     case OPT_SIZE:
         if (cli_parse_count(arg, 1, SHMRING_MAX_SLOT_SIZE, &a->size) < 0)
@@ -73,8 +136,19 @@ static int io_option(const char *cmd, int opt, const char *arg, struct io_args *
             return cli_usage(cmd, "-n: '%s' is not a count >= 1", arg);
         return CLI_OK;
     default:
-        return -1;
+        return io_flag(opt, a);
     }
+}
+
+static int io_check(const char *cmd, const struct io_args *a)
+{
+    if (a->size != 0 && !a->binary)
+        return cli_usage(cmd, "--size needs --binary");
+    if (a->binary && a->framed)
+        return cli_usage(cmd, "--binary and --framed exclude each other");
+    if (a->wait_timeout_given && !a->wait)
+        return cli_usage(cmd, "--wait-timeout needs --wait");
+    return CLI_OK;
 }
 
 static int io_parse(const char *cmd, int argc, char **argv, struct io_args *a)
@@ -83,17 +157,24 @@ static int io_parse(const char *cmd, int argc, char **argv, struct io_args *a)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"binary", no_argument, NULL, OPT_BINARY},
         {"size", required_argument, NULL, OPT_SIZE},
+        {"framed", no_argument, NULL, OPT_FRAMED},
+        {"allow-fallback", no_argument, NULL, OPT_ALLOW_FALLBACK},
         {NULL, 0, NULL, 0},
     };
     static const struct option recv_opts[] = {
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"binary", no_argument, NULL, OPT_BINARY},
+        {"framed", no_argument, NULL, OPT_FRAMED},
+        {"wait", no_argument, NULL, OPT_WAIT},
+        {"wait-timeout", required_argument, NULL, OPT_WAIT_TIMEOUT},
+        {"follow", no_argument, NULL, OPT_FOLLOW},
         {NULL, 0, NULL, 0},
     };
     int is_send = strcmp(cmd, "send") == 0;
     const char *shorts = is_send ? ":" : ":n:";
     int opt;
     a->timeout_ns = -1;
+    a->wait_timeout_ns = -1;
     cli_getopt_reset();
     while ((opt = getopt_long(argc, argv, shorts, is_send ? send_opts : recv_opts, NULL)) != -1) {
         int rc = io_option(cmd, opt, optarg, a);
@@ -102,30 +183,36 @@ static int io_parse(const char *cmd, int argc, char **argv, struct io_args *a)
         if (rc != CLI_OK)
             return rc;
     }
-    if (a->size != 0 && !a->binary)
-        return cli_usage(cmd, "--size needs --binary");
+    int rc = io_check(cmd, a);
+    if (rc != CLI_OK)
+        return rc;
     return cli_take_name(cmd, argc, argv, a->name);
+}
+
+/* An error opening a ring, with the object type spelled out for -EPROTOTYPE. */
+static int open_failed(const char *cmd, const char *name, int rc)
+{
+    if (rc == -EPROTOTYPE)
+        return cli_fail(cmd, "%s: a state table, not a ring (see shmring get, put, dump)", name);
+    return cli_fail(cmd, "%s: %s", name, shmring_strerror(rc));
 }
 
 /* ---- send ------------------------------------------------------------------ */
 
-static int open_producer(const char *name, shmring_t **r)
+/* Open the ring as producer, creating it when absent. 0, CLI_FAIL (reported) or -errno. */
+static int open_producer(const struct io_args *a, shmring_t **r)
 {
-    int rc = shmring_open(name, SHMRING_PRODUCER, r);
+    int rc = shmring_open(a->name, SHMRING_PRODUCER, r);
     if (rc != -ENOENT)
         return rc;
-    shmring_config_t cfg = {.flags = SHMRING_PRODUCER | SHMRING_NO_FALLBACK};
-    rc = shmring_create(name, &cfg, r);
+    shmring_config_t cfg = {.flags = SHMRING_PRODUCER};
+    rc = cli_create_ring("send", a->name, &cfg, a->allow_fallback, r);
     if (rc == -EEXIST) /* created meanwhile by someone else */
-        return shmring_open(name, SHMRING_PRODUCER, r);
-    if (rc < 0)
+        return shmring_open(a->name, SHMRING_PRODUCER, r);
+    if (rc != 0)
         return rc;
-    if (shmring_backend(*r) != SHMRING_BACKEND_SHM) {
-        shmring_close(*r);
-        return -ENOTSUP;
-    }
-    fprintf(stderr, "shmring: send: created %s (%u slots of %u bytes)\n", name, shmring_slots(*r),
-            shmring_slot_size(*r));
+    fprintf(stderr, "shmring: send: created %s (%u slots of %u bytes)\n", a->name,
+            shmring_slots(*r), shmring_slot_size(*r));
     return 0;
 }
 
@@ -137,6 +224,11 @@ static int push_one(const struct io_args *a, shmring_t *r, const void *msg, size
     if (rc < 0)
         return cli_fail("send", "%s: %s", a->name, shmring_strerror(rc));
     return CLI_OK;
+}
+
+static int read_error(void)
+{
+    return cli_fail("send", "reading stdin: %s", strerror(errno));
 }
 
 static int send_lines(const struct io_args *a, shmring_t *r)
@@ -157,7 +249,7 @@ static int send_lines(const struct io_args *a, shmring_t *r)
     }
     free(line);
     if (rc == CLI_OK && ferror(stdin))
-        rc = cli_fail("send", "reading stdin: %s", strerror(errno));
+        rc = read_error();
     return rc;
 }
 
@@ -176,7 +268,64 @@ static int send_chunks(const struct io_args *a, shmring_t *r)
         rc = push_one(a, r, buf, n);
     free(buf);
     if (rc == CLI_OK && ferror(stdin))
-        rc = cli_fail("send", "reading stdin: %s", strerror(errno));
+        rc = read_error();
+    return rc;
+}
+
+/*
+ * Read the header of frame `index` (counted from 1). Returns 1 with *len
+ * set, 0 at a clean end of input, or CLI_FAIL after reporting.
+ */
+static int read_frame_header(uint64_t index, uint32_t *len)
+{
+    unsigned char h[FRAME_HEADER];
+    size_t got = fread(h, 1, sizeof h, stdin);
+    if (got == 0 && !ferror(stdin))
+        return 0;
+    if (ferror(stdin))
+        return -read_error();
+    if (got < sizeof h)
+        return -cli_fail("send",
+                         "truncated frame %llu: input ends after %zu of the %u bytes of its "
+                         "length",
+                         (unsigned long long)index, got, FRAME_HEADER);
+    *len = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+    return 1;
+}
+
+static int send_one_frame(const struct io_args *a, shmring_t *r, char *buf, uint64_t index,
+                          uint32_t len)
+{
+    size_t slot_size = shmring_slot_size(r);
+    if (len > slot_size)
+        return cli_fail("send", "frame %llu is %u bytes, longer than the slot size (%zu)",
+                        (unsigned long long)index, len, slot_size);
+    size_t got = len > 0 ? fread(buf, 1, len, stdin) : 0;
+    if (ferror(stdin))
+        return read_error();
+    if (got < len)
+        return cli_fail("send", "truncated frame %llu: input ends after %zu of its %u bytes",
+                        (unsigned long long)index, got, len);
+    return push_one(a, r, buf, len);
+}
+
+static int send_frames(const struct io_args *a, shmring_t *r)
+{
+    size_t slot_size = shmring_slot_size(r);
+    char *buf = malloc(slot_size ? slot_size : 1);
+    if (buf == NULL)
+        return cli_fail("send", "out of memory");
+    int rc = CLI_OK;
+    for (uint64_t index = 1; rc == CLI_OK; index++) {
+        uint32_t len = 0;
+        int h = read_frame_header(index, &len);
+        if (h <= 0) {
+            rc = -h;
+            break;
+        }
+        rc = send_one_frame(a, r, buf, index, len);
+    }
+    free(buf);
     return rc;
 }
 
@@ -189,28 +338,175 @@ static int send_run(int argc, char **argv)
     if (setvbuf(stdin, NULL, _IOFBF, CLI_STDIO_BUFFER) != 0)
         return cli_fail("send", "cannot buffer stdin");
     shmring_t *r = NULL;
-    rc = open_producer(a.name, &r);
-    if (rc == -ENOTSUP)
-        return cli_fail("send", "%s: not created in shared memory (is SHMRING_FORCE_HEAP set?)",
-                        a.name);
+    rc = open_producer(&a, &r);
+    if (rc > 0)
+        return rc;
     if (rc < 0)
-        return cli_fail("send", "%s: %s", a.name, shmring_strerror(rc));
-    rc = a.binary ? send_chunks(&a, r) : send_lines(&a, r);
+        return open_failed("send", a.name, rc);
+    if (a.framed)
+        rc = send_frames(&a, r);
+    else
+        rc = a.binary ? send_chunks(&a, r) : send_lines(&a, r);
     shmring_close(r);
     return rc;
 }
 
 /* ---- recv ------------------------------------------------------------------ */
 
-/* Take one message: without waiting if one is there, else flush stdout and wait. */
-static ssize_t take(shmring_t *r, void *buf, size_t cap, int64_t timeout_ns)
+/* A consumer handle and a buffer of its slot size. */
+struct consumer {
+    shmring_t *r;
+    char *buf;
+    size_t cap;
+    uint64_t received;
+};
+
+static uint64_t deadline_after(int64_t timeout_ns)
 {
-    ssize_t n = shmring_pop(r, buf, cap);
+    return timeout_ns < 0 ? UINT64_MAX : cli_now_ns() + (uint64_t)timeout_ns;
+}
+
+/* Errors that a ring being created right now gives for a moment: too short
+ * a file (EPROTO), or a header not ready within a second (EAGAIN). */
+static int transient(int rc)
+{
+    return rc == -EPROTO || rc == -EAGAIN;
+}
+
+/* How long a name may stay transient before its error is final. */
+#define SETTLE_NS 2000000000LL /* 2 s */
+
+/*
+ * Open `name` as consumer, waiting (inotify, see appear.c) for it to appear
+ * until deadline. 0, or a negative errno (-ETIMEDOUT: it never appeared).
+ */
+static int open_when_there(const char *name, uint64_t deadline, shmring_t **r)
+{
+    struct cli_appear w;
+    /* A directory that cannot be watched (not there yet?) is polled. */
+    (void)cli_appear_open(&w);
+    int rc;
+    uint64_t settle = 0; /* when a transient error becomes final; 0: none seen */
+    for (;;) {
+        rc = shmring_open(name, SHMRING_CONSUMER, r);
+        if (rc != -ENOENT && !transient(rc))
+            break;
+        if (transient(rc) && settle == 0)
+            settle = cli_now_ns() + SETTLE_NS;
+        if (transient(rc) && cli_now_ns() >= settle)
+            break;
+        if (rc == -ENOENT)
+            settle = 0;
+        /* While transient, look again soon: the creator writes its header without events. */
+        if (cli_appear_wait(&w, deadline, transient(rc) ? 10000000LL : 0) == -ETIMEDOUT) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+    }
+    cli_appear_close(&w);
+    return rc;
+}
+
+static int consumer_open(const struct io_args *a, struct consumer *c)
+{
+    int rc;
+    if (a->wait)
+        rc = open_when_there(a->name, deadline_after(a->wait_timeout_ns), &c->r);
+    else
+        rc = shmring_open(a->name, SHMRING_CONSUMER, &c->r);
+    if (rc == -ETIMEDOUT)
+        return cli_fail("recv", "%s: did not appear within the --wait-timeout (%.3g s)", a->name,
+                        (double)a->wait_timeout_ns / 1e9);
+    if (rc < 0)
+        return open_failed("recv", a->name, rc);
+    size_t cap = shmring_slot_size(c->r);
+    char *buf = realloc(c->buf, cap ? cap : 1);
+    if (buf == NULL) {
+        shmring_close(c->r);
+        c->r = NULL;
+        return cli_fail("recv", "out of memory");
+    }
+    c->buf = buf;
+    c->cap = cap ? cap : 1;
+    return CLI_OK;
+}
+
+static void consumer_close(struct consumer *c)
+{
+    shmring_close(c->r);
+    free(c->buf);
+}
+
+/* Take one message: without waiting if one is there, else flush stdout and wait. */
+static ssize_t take(struct consumer *c, int64_t timeout_ns)
+{
+    ssize_t n = shmring_pop(c->r, c->buf, c->cap);
     if (n != -EAGAIN)
         return n;
     if (fflush(stdout) != 0)
         return -EIO;
-    return shmring_pop_wait(r, buf, cap, timeout_ns);
+    return shmring_pop_wait(c->r, c->buf, c->cap, timeout_ns);
+}
+
+/*
+ * 1 when a consumer waiting on the ring would get somewhere: messages in it,
+ * or a producer that has not closed and is alive (or none yet: then the
+ * wait ends with its first message). Read through shmring_stats, so that
+ * these looks do not count as empty pops in the ring's statistics.
+ */
+static int producer_back(shmring_t *r)
+{
+    shmring_stats_t st;
+    if (shmring_stats(r, &st) < 0)
+        return 1; /* let the pop report it */
+    return st.count > 0 || (!st.producer_closed && (st.producer_pid == 0 || st.producer_alive));
+}
+
+/* recv --follow: the ring was removed; open the one made under its name next. */
+static int reopen(const struct io_args *a, struct consumer *c, uint64_t deadline)
+{
+    shmring_close(c->r);
+    c->r = NULL;
+    int rc = open_when_there(a->name, deadline, &c->r);
+    if (rc < 0)
+        return rc;
+    size_t cap = shmring_slot_size(c->r);
+    char *buf = realloc(c->buf, cap ? cap : 1);
+    if (buf == NULL)
+        return -ENOMEM;
+    c->buf = buf;
+    c->cap = cap ? cap : 1;
+    return 0;
+}
+
+/*
+ * recv --follow at end of stream: wait for the next producer of the ring,
+ * or for a ring of the same name when this one was removed. Returns -EAGAIN
+ * (a producer is attached, or messages wait: take them as usual),
+ * -ETIMEDOUT, or another negative errno.
+ *
+ * The ring has no wait for "a new producer attached" that a consumer could
+ * sleep on (pop_wait returns -EPIPE at once while the lease is closed), so
+ * this polls every FOLLOW_POLL_NS; a lease-change wait in the library
+ * would replace the poll.
+ */
+static ssize_t await_producer(const struct io_args *a, struct consumer *c)
+{
+    uint64_t deadline = deadline_after(a->timeout_ns);
+    if (fflush(stdout) != 0)
+        return -EIO;
+    for (;;) {
+        if (cli_fd_unlinked(shmring_fd(c->r))) {
+            int rc = reopen(a, c, deadline);
+            if (rc < 0)
+                return rc;
+        }
+        if (producer_back(c->r))
+            return -EAGAIN;
+        if (cli_now_ns() >= deadline)
+            return -ETIMEDOUT;
+        cli_sleep_ns(FOLLOW_POLL_NS);
+    }
 }
 
 static int timed_out(const struct io_args *a, uint64_t received)
@@ -221,27 +517,58 @@ static int timed_out(const struct io_args *a, uint64_t received)
                     (double)a->timeout_ns / 1e9, (unsigned long long)received);
 }
 
-static int recv_loop(const struct io_args *a, shmring_t *r, char *buf, size_t cap)
+static int write_error(void)
 {
-    uint64_t received = 0;
-    while (a->count == 0 || received < a->count) {
-        ssize_t n = take(r, buf, cap, a->timeout_ns);
+    return cli_fail("recv", "write error: %s", strerror(errno));
+}
+
+static int print_message(const struct io_args *a, const char *msg, size_t n)
+{
+    if (a->framed) {
+        unsigned char h[FRAME_HEADER] = {(unsigned char)n, (unsigned char)(n >> 8),
+                                         (unsigned char)(n >> 16), (unsigned char)(n >> 24)};
+        if (fwrite(h, 1, sizeof h, stdout) != sizeof h)
+            return write_error();
+    }
+    if (n > 0 && fwrite(msg, 1, n, stdout) != n)
+        return write_error();
+    if (!a->binary && !a->framed && putchar('\n') == EOF)
+        return write_error();
+    return CLI_OK;
+}
+
+/* One message, or a negative errno (-EPIPE: end of stream). */
+static ssize_t next_message(const struct io_args *a, struct consumer *c)
+{
+    for (;;) {
+        ssize_t n = take(c, a->timeout_ns);
+        if (n != -EPIPE || !a->follow)
+            return n;
+        n = await_producer(a, c);
+        if (n != -EAGAIN)
+            return n;
+    }
+}
+
+static int recv_loop(const struct io_args *a, struct consumer *c)
+{
+    while (a->count == 0 || c->received < a->count) {
+        ssize_t n = next_message(a, c);
         if (n == -EPIPE)
             break;
         if (n == -ETIMEDOUT)
-            return timed_out(a, received);
+            return timed_out(a, c->received);
         if (n == -EIO)
-            return cli_fail("recv", "write error: %s", strerror(errno));
+            return write_error();
         if (n < 0)
-            return cli_fail("recv", "%s: %s", a->name, shmring_strerror((int)n));
-        if (n > 0 && fwrite(buf, 1, (size_t)n, stdout) != (size_t)n)
-            return cli_fail("recv", "write error: %s", strerror(errno));
-        if (!a->binary && putchar('\n') == EOF)
-            return cli_fail("recv", "write error: %s", strerror(errno));
-        received++;
+            return open_failed("recv", a->name, (int)n);
+        int rc = print_message(a, c->buf, (size_t)n);
+        if (rc != CLI_OK)
+            return rc;
+        c->received++;
     }
     if (fflush(stdout) != 0)
-        return cli_fail("recv", "write error: %s", strerror(errno));
+        return write_error();
     return CLI_OK;
 }
 
@@ -253,18 +580,11 @@ static int recv_run(int argc, char **argv)
         return rc;
     if (setvbuf(stdout, NULL, _IOFBF, CLI_STDIO_BUFFER) != 0)
         return cli_fail("recv", "cannot buffer stdout");
-    shmring_t *r = NULL;
-    rc = shmring_open(a.name, SHMRING_CONSUMER, &r);
-    if (rc < 0)
-        return cli_fail("recv", "%s: %s", a.name, shmring_strerror(rc));
-    size_t cap = shmring_slot_size(r);
-    char *buf = malloc(cap ? cap : 1);
-    if (buf == NULL)
-        rc = cli_fail("recv", "out of memory");
-    else
-        rc = recv_loop(&a, r, buf, cap ? cap : 1);
-    free(buf);
-    shmring_close(r);
+    struct consumer c = {0};
+    rc = consumer_open(&a, &c);
+    if (rc == CLI_OK)
+        rc = recv_loop(&a, &c);
+    consumer_close(&c);
     return rc;
 }
 

@@ -8,30 +8,46 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LS_COLUMNS 8
+#define LS_COLUMNS 9 /* the most of either table */
 
 static const char ls_help[] =
     "Usage: shmring ls [--json]\n"
     "\n"
-    "List every shmring segment in the shm directory ($SHMRING_SHM_DIR, or /dev/shm).\n"
-    "Files that are not shmring segments are skipped.\n"
+    "List every shmring segment in the shm directory ($SHMRING_SHM_DIR, or /dev/shm):\n"
+    "rings first, then state tables, each with columns of their own. Files that are\n"
+    "not shmring segments are skipped.\n"
     "\n"
-    "Columns: NAME, TYPE (ring, state, unknown-version), SIZE, OWNER, CREATOR (pid and\n"
-    "whether it lives), PRODUCER (pid and whether it lives; 'closed' after end of\n"
-    "stream, '-' if none), CONSUMERS (live consumer handles; users of a state table),\n"
-    "FILL (ring: messages in it / slots; state: used entries / entries).\n"
+    "Ring columns: NAME, TYPE (ring, or unknown-version for a segment of another\n"
+    "layout version), SIZE, OWNER, CREATOR (pid and whether it lives), PRODUCER (pid\n"
+    "and whether it lives; 'closed' after end of stream, '-' if none), CONSUMERS\n"
+    "(live consumer handles), FILL (messages in it / slots).\n"
+    "State table columns: NAME, TYPE (state), SIZE, OWNER, CREATOR, ENTRIES (keys it\n"
+    "can hold), USED (keys in it), VALUE-SIZE (largest value), USERS (live handles).\n"
     "\n"
     "Options:\n"
-    "  --json     one JSON array of objects instead of the table\n"
+    "  --json     one JSON array of objects instead of the tables\n"
     "  --help     show this help\n";
 
+/* The rows of one table: ncol cells each. */
 struct ls_rows {
     char *(*cell)[LS_COLUMNS];
     size_t n, cap;
 };
 
-static const char *const ls_titles[LS_COLUMNS] = {
+/* What ls prints: a table of rings (and unknown versions) and one of state tables. */
+struct ls_tables {
+    struct ls_rows rings, states;
+};
+
+#define RING_COLUMNS  8
+#define STATE_COLUMNS 9
+
+static const char *const ring_titles[RING_COLUMNS] = {
     "NAME", "TYPE", "SIZE", "OWNER", "CREATOR", "PRODUCER", "CONSUMERS", "FILL",
+};
+
+static const char *const state_titles[STATE_COLUMNS] = {
+    "NAME", "TYPE", "SIZE", "OWNER", "CREATOR", "ENTRIES", "USED", "VALUE-SIZE", "USERS",
 };
 
 static void owner_name(uid_t uid, char *buf, size_t cap)
@@ -58,20 +74,17 @@ static void producer_cell(const struct cli_seg *s, char *buf, size_t cap)
         snprintf(buf, cap, "%s", s->producer_closed ? "closed" : "-");
 }
 
-/* The eight cells of one segment, as strings in c[]. */
-static void format_row(const struct cli_seg *s, char c[LS_COLUMNS][64])
+/* The cells of a ring (or unknown-version) row, from c[1] on. */
+static void format_ring_row(const struct cli_seg *s, char c[LS_COLUMNS][64])
 {
     int known = s->type != CLI_SEG_UNKNOWN_VERSION;
-    snprintf(c[1], 64, "%s", cli_seg_type_name(s->type));
-    cli_human_size(s->size, c[2], 64);
-    owner_name(s->uid, c[3], 64);
     if (known)
         pid_cell(s->creator_pid, s->creator_alive, c[4], 64);
     else
         snprintf(c[4], 64, "-");
     producer_cell(s, c[5], 64);
     if (known)
-        snprintf(c[6], 64, "%u", s->type == CLI_SEG_RING ? s->consumers : s->users);
+        snprintf(c[6], 64, "%u", s->consumers);
     else
         snprintf(c[6], 64, "-");
     if (known)
@@ -81,27 +94,60 @@ static void format_row(const struct cli_seg *s, char c[LS_COLUMNS][64])
         snprintf(c[7], 64, "-");
 }
 
+/* The cells of a state table row, from c[4] on. */
+static void format_state_row(const struct cli_seg *s, char c[LS_COLUMNS][64])
+{
+    pid_cell(s->creator_pid, s->creator_alive, c[4], 64);
+    snprintf(c[5], 64, "%llu", (unsigned long long)s->capacity);
+    snprintf(c[6], 64, "%llu", (unsigned long long)s->fill);
+    snprintf(c[7], 64, "%llu", (unsigned long long)s->item_size);
+    snprintf(c[8], 64, "%u", s->users);
+}
+
+/* The cells of one segment, as strings in c[1..]; returns how many columns. */
+static int format_row(const struct cli_seg *s, char c[LS_COLUMNS][64])
+{
+    snprintf(c[1], 64, "%s", cli_seg_type_name(s->type));
+    cli_human_size(s->size, c[2], 64);
+    owner_name(s->uid, c[3], 64);
+    if (s->type == CLI_SEG_STATE) {
+        format_state_row(s, c);
+        return STATE_COLUMNS;
+    }
+    format_ring_row(s, c);
+    return RING_COLUMNS;
+}
+
+static int grow(struct ls_rows *rows)
+{
+    if (rows->n < rows->cap)
+        return 0;
+    size_t cap = rows->cap ? rows->cap * 2 : 16;
+    void *p = realloc(rows->cell, cap * sizeof *rows->cell);
+    if (p == NULL)
+        return 1;
+    rows->cell = p;
+    rows->cap = cap;
+    return 0;
+}
+
 /* Returns 1 when out of memory (stops the scan). */
 static int add_row(const struct cli_seg *s, void *ctx)
 {
-    struct ls_rows *rows = ctx;
-    if (rows->n == rows->cap) {
-        size_t cap = rows->cap ? rows->cap * 2 : 16;
-        void *p = realloc(rows->cell, cap * sizeof *rows->cell);
-        if (p == NULL)
-            return 1;
-        rows->cell = p;
-        rows->cap = cap;
-    }
+    struct ls_tables *t = ctx;
+    struct ls_rows *rows = s->type == CLI_SEG_STATE ? &t->states : &t->rings;
+    if (grow(rows))
+        return 1;
     char c[LS_COLUMNS][64];
-    format_row(s, c);
+    int ncol = format_row(s, c);
     char **row = rows->cell[rows->n];
+    memset(row, 0, sizeof rows->cell[0]);
     row[0] = strdup(s->name);
-    for (int i = 1; i < LS_COLUMNS; i++)
+    for (int i = 1; i < ncol; i++)
         row[i] = strdup(c[i]);
-    for (int i = 0; i < LS_COLUMNS; i++) {
+    for (int i = 0; i < ncol; i++) {
         if (row[i] == NULL) {
-            for (int j = 0; j < LS_COLUMNS; j++)
+            for (int j = 0; j < ncol; j++)
                 free(row[j]);
             return 1;
         }
@@ -118,25 +164,25 @@ static void free_rows(struct ls_rows *rows)
     free(rows->cell);
 }
 
-static void print_line(const char *const cells[LS_COLUMNS], const int width[LS_COLUMNS])
+static void print_line(const char *const *cells, const int *width, int ncol)
 {
-    for (int i = 0; i < LS_COLUMNS - 1; i++)
+    for (int i = 0; i < ncol - 1; i++)
         printf("%-*s  ", width[i], cells[i]);
-    printf("%s\n", cells[LS_COLUMNS - 1]);
+    printf("%s\n", cells[ncol - 1]);
 }
 
-static void print_table(const struct ls_rows *rows)
+static void print_table(const struct ls_rows *rows, const char *const *titles, int ncol)
 {
     int width[LS_COLUMNS];
-    for (int i = 0; i < LS_COLUMNS; i++)
-        width[i] = (int)strlen(ls_titles[i]);
+    for (int i = 0; i < ncol; i++)
+        width[i] = (int)strlen(titles[i]);
     for (size_t r = 0; r < rows->n; r++)
-        for (int i = 0; i < LS_COLUMNS; i++)
+        for (int i = 0; i < ncol; i++)
             if ((int)strlen(rows->cell[r][i]) > width[i])
                 width[i] = (int)strlen(rows->cell[r][i]);
-    print_line(ls_titles, width);
+    print_line(titles, width, ncol);
     for (size_t r = 0; r < rows->n; r++)
-        print_line((const char *const *)rows->cell[r], width);
+        print_line((const char *const *)rows->cell[r], width, ncol);
 }
 
 /* A JSON string: names may hold any byte but '/' and control characters. */
@@ -175,9 +221,15 @@ static int json_row(const struct cli_seg *s, void *ctx)
         return 0;
     }
     json_pid("creator", s->creator_pid, s->creator_alive);
+    if (s->type == CLI_SEG_STATE) {
+        printf(", \"entries\": %llu, \"used\": %llu, \"value_size\": %llu, \"users\": %u}",
+               (unsigned long long)s->capacity, (unsigned long long)s->fill,
+               (unsigned long long)s->item_size, s->users);
+        return 0;
+    }
     json_pid("producer", s->producer_pid, s->producer_alive);
-    printf(", \"producer_closed\": %s, \"consumers\": %u, \"observers\": %u, \"users\": %u",
-           s->producer_closed ? "true" : "false", s->consumers, s->observers, s->users);
+    printf(", \"producer_closed\": %s, \"consumers\": %u, \"observers\": %u",
+           s->producer_closed ? "true" : "false", s->consumers, s->observers);
     printf(", \"fill\": %llu, \"capacity\": %llu, \"item_size\": %llu}",
            (unsigned long long)s->fill, (unsigned long long)s->capacity,
            (unsigned long long)s->item_size);
@@ -193,13 +245,20 @@ static int ls_json(void)
     return rc;
 }
 
+/* Rings (with the titles alone when there is nothing at all), then state tables. */
 static int ls_table(void)
 {
-    struct ls_rows rows = {0};
-    int rc = cli_scan(add_row, &rows);
-    if (rc == 0)
-        print_table(&rows);
-    free_rows(&rows);
+    struct ls_tables t = {{0}, {0}};
+    int rc = cli_scan(add_row, &t);
+    if (rc == 0 && (t.rings.n > 0 || t.states.n == 0))
+        print_table(&t.rings, ring_titles, RING_COLUMNS);
+    if (rc == 0 && t.states.n > 0) {
+        if (t.rings.n > 0)
+            putchar('\n');
+        print_table(&t.states, state_titles, STATE_COLUMNS);
+    }
+    free_rows(&t.rings);
+    free_rows(&t.states);
     return rc;
 }
 

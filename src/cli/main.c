@@ -6,8 +6,9 @@
 
 /* Adding a subcommand is one line here (and its cli_command in cli.h). */
 static const struct cli_command *const commands[] = {
-    &cli_cmd_ls, &cli_cmd_stat, &cli_cmd_create, &cli_cmd_rm,
-    &cli_cmd_gc, &cli_cmd_send, &cli_cmd_recv,   &cli_cmd_bench,
+    &cli_cmd_ls,   &cli_cmd_stat, &cli_cmd_create, &cli_cmd_rm,  &cli_cmd_gc,
+    &cli_cmd_send, &cli_cmd_recv, &cli_cmd_bench,  &cli_cmd_get, &cli_cmd_put,
+    &cli_cmd_del,  &cli_cmd_dump, &cli_cmd_watch,
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -18,7 +19,7 @@ static void print_usage(FILE *out)
                  "       shmring COMMAND --help\n"
                  "       shmring --help | --version\n"
                  "\n"
-                 "Inspect and use shmring rings in shared memory.\n"
+                 "Inspect and use shmring rings and state tables in shared memory.\n"
                  "\n"
                  "Commands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)

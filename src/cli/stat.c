@@ -25,40 +25,6 @@ static const char stat_help[] =
     "                   one block is printed per interval\n"
     "  --help           show this help\n";
 
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
-
-static int install_stop_handler(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    /* No SA_RESTART: the signal cuts the sleep between refreshes short. */
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
-        return -errno;
-    return 0;
-}
-
-static const char *backend_name(int backend)
-{
-    switch (backend) {
-    case SHMRING_BACKEND_SHM:
-        return "shm";
-    case SHMRING_BACKEND_MEMFD:
-        return "memfd";
-    case SHMRING_BACKEND_HEAP:
-        return "heap";
-    default:
-        return "?";
-    }
-}
-
 static void print_created(uint64_t ns)
 {
     char when[64];
@@ -85,7 +51,7 @@ static void print_stats(const char *name, const shmring_stats_t *st)
 {
     printf("name:            %s\n", name);
     printf("type:            ring%s\n", (st->flags & SHMRING_OVERWRITE) ? " (overwrite)" : "");
-    printf("backend:         %s\n", backend_name(st->backend));
+    printf("backend:         %s\n", cli_backend_name(st->backend));
     printf("slots:           %u x %u bytes\n", st->slots, st->slot_size);
     printf("count:           %llu\n", (unsigned long long)st->count);
     printf("pushed:          %llu messages, %llu bytes\n", (unsigned long long)st->pushed,
@@ -122,7 +88,7 @@ static void print_state(const char *name, const shmring_state_stats_t *st)
 {
     printf("name:            %s\n", name);
     printf("type:            state\n");
-    printf("backend:         %s\n", backend_name(st->backend));
+    printf("backend:         %s\n", cli_backend_name(st->backend));
     printf("entries:         %u x %u bytes\n", st->entries, st->value_size);
     printf("used:            %u\n", st->used);
     printf("tombstones:      %u\n", st->tombstones);
@@ -181,35 +147,20 @@ static void print_block(const struct target *t, const union snapshot *s, const u
         print_state_rates(&s->state, &prev->state, seconds);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Sleep ns unless a stop signal arrives. */
-static void pause_for(int64_t ns)
-{
-    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-    while (!stop_requested && nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 static int watch(const struct target *t, int64_t interval_ns)
 {
     int tty = isatty(STDOUT_FILENO);
     union snapshot prev, cur;
     int rc = fetch(t, &prev);
-    uint64_t prev_t = now_ns();
-    for (unsigned block = 0; rc == 0 && !stop_requested; block++) {
+    uint64_t prev_t = cli_now_ns();
+    for (unsigned block = 0; rc == 0 && !cli_stop_requested; block++) {
         if (block > 0) {
-            pause_for(interval_ns);
-            if (stop_requested)
+            cli_sleep_ns(interval_ns);
+            if (cli_stop_requested)
                 break;
         }
         rc = fetch(t, &cur);
-        uint64_t now = now_ns();
+        uint64_t now = cli_now_ns();
         if (rc < 0)
             break;
         printf("%s", tty ? "\033[H\033[2J" : (block > 0 ? "\n" : ""));
@@ -277,7 +228,7 @@ static int stat_run(int argc, char **argv)
     rc = attach(&t);
     if (rc < 0)
         return cli_fail("stat", "%s: %s", name, shmring_strerror(rc));
-    if (watch_ns > 0 && install_stop_handler() < 0)
+    if (watch_ns > 0 && cli_catch_stop() < 0)
         rc = cli_fail("stat", "cannot catch SIGINT");
     else
         rc = watch_ns > 0 ? watch(&t, watch_ns) : stat_once(&t);
