@@ -74,7 +74,7 @@ VALGRIND_OPTIONS = --trace-children=yes --trace-children-skip=/bin/*,/usr/bin/*,
 memcheck: debug
 	@sh scripts/deps.sh valgrind
 	cd $(BUILD)/debug && SHMRING_TEST_SCALE=0.02 SHMRING_TEST_VALGRIND=1 ctest --output-on-failure -j 1 -T memcheck \
-	    -E '^packaging$$' --overwrite MemoryCheckCommand=$$(command -v valgrind) \
+	    -E '^packaging' --overwrite MemoryCheckCommand=$$(command -v valgrind) \
 	    --overwrite "MemoryCheckCommandOptions=$(VALGRIND_OPTIONS)"
 
 install: build
