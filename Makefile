@@ -77,7 +77,12 @@ memcheck: debug
 	    -E '^packaging' --overwrite MemoryCheckCommand=$$(command -v valgrind) \
 	    --overwrite "MemoryCheckCommandOptions=$(VALGRIND_OPTIONS)"
 
-install: build
+# Needs only what the library and the tool need: without Criterion or clang,
+# the tests are skipped (CMake says so) and the rest is built and installed.
+install:
+	@sh scripts/deps.sh --build-only
+	cmake -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD)/release -j $(JOBS)
 	cmake --install $(BUILD)/release
 
 format:
