@@ -153,7 +153,7 @@ if [ -n "$fresh" ]; then
             cat "$fb.log" >&2
             fail "configuring without Criterion did not say that the tests are skipped"
         fi
-        build=$fb
+        build=$fb # cache_value reads the fresh build's cache from here on
         [ "$(cache_value CRITERION_LIBRARY)" = CRITERION_LIBRARY-NOTFOUND ] ||
             fail "Criterion was found at '$(cache_value CRITERION_LIBRARY)' although hidden"
         [ "$(cache_value CK_INCLUDE_DIR)" = "$tmp/ck" ] ||
@@ -165,6 +165,10 @@ if [ -n "$fresh" ]; then
     compiled_once "$fb.build.log"
     ok "built; each library source compiled once"
     (cd "$fb" && ctest -N) >"$tmp/ctest.txt" 2>&1 || true
+    if [ "$fresh" = notests ] && ! grep -q 'Total Tests: 0' "$tmp/ctest.txt"; then
+        fail "the build configured with SHMRING_TESTS=OFF registers tests:"
+        cat "$tmp/ctest.txt" >&2
+    fi
     if grep -q ' test_' "$tmp/ctest.txt"; then
         fail "the fresh $fresh build registers Criterion suites:"
         cat "$tmp/ctest.txt" >&2
