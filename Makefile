@@ -84,10 +84,15 @@ VALGRIND_OPTIONS = --trace-children=yes --trace-children-skip=/bin/*,/usr/bin/*,
 memcheck: debug
 	@sh scripts/deps.sh valgrind
 	cd $(BUILD)/debug && SHMRING_TEST_SCALE=0.02 SHMRING_TEST_VALGRIND=1 ctest --output-on-failure -j 1 -T memcheck \
-	    -E '^packaging$$' --overwrite MemoryCheckCommand=$$(command -v valgrind) \
+	    -E '^packaging' --overwrite MemoryCheckCommand=$$(command -v valgrind) \
 	    --overwrite "MemoryCheckCommandOptions=$(VALGRIND_OPTIONS)"
 
-install: build
+# Needs only what the library and the tool need: without Criterion or clang,
+# the tests are skipped (CMake says so) and the rest is built and installed.
+install:
+	@sh scripts/deps.sh --build-only
+	cmake -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD)/release -j $(JOBS)
 	cmake --install $(BUILD)/release
 
 format:

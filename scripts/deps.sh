@@ -1,9 +1,19 @@
 #!/bin/sh
 # Install the Debian packages shmring needs to build and test, if missing.
-# Usage: scripts/deps.sh [extra-package ...]
+# Usage: scripts/deps.sh [--build-only] [extra-package ...]
+#   --build-only  only what building and installing the library and the
+#                 `shmring` tool need (`make install`); without it, also the
+#                 tools of the tests, sanitizer and fuzz builds (`make test`)
 set -eu
 
+build_only=0
+if [ "${1:-}" = --build-only ]; then
+    build_only=1
+    shift
+fi
+
 packages="cmake make gcc clang libclang-rt-14-dev libck-dev libcriterion-dev pkg-config $*"
+[ "$build_only" -eq 0 ] || packages="cmake make gcc libck-dev $*"
 
 missing=""
 for p in $packages; do

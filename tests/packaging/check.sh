@@ -1,16 +1,32 @@
 #!/bin/sh
 # Packaging test: installs a build into a temporary prefix and builds a program against it.
 #
-# Usage: sh tests/packaging/check.sh BUILD_DIR SOURCE_DIR LIBDIR VERSION [CC [CMAKE]]
+# Usage: sh check.sh [--fresh notests|nocriterion] BUILD_DIR SOURCE_DIR LIBDIR VERSION [CC [CMAKE]]
 #   LIBDIR   CMAKE_INSTALL_LIBDIR of the build (lib, lib64, lib/x86_64-linux-gnu)
 #   VERSION  the project version the build was configured with
+#   --fresh  do not install BUILD_DIR: configure and build SOURCE_DIR anew with CC in
+#            a temporary directory, and install that build:
+#            notests      -DSHMRING_TESTS=OFF (and no benchmarks, no examples);
+#            nocriterion  the README's plain `cmake -S . -B build` with Criterion
+#                         hidden from CMake's find_* (CMAKE_IGNORE_PREFIX_PATH and
+#                         CMAKE_IGNORE_PATH cover /usr, /usr/local and /; Concurrency
+#                         Kit's ck_pr.h is offered from a directory of its own):
+#                         configuring must succeed and say that the tests are
+#                         skipped, and nothing built may need libcriterion. Then,
+#                         configure only, with a compiler that rejects -fsanitize:
+#                         SHMRING_SANITIZE=thread and SHMRING_FUZZ=ON are skipped
+#                         with a warning, and the library still builds.
+#            Each source file of the library must be compiled once.
 #
 # Checks, against the installed copy only:
 #  - the files: libshmring.so.VERSION with its SONAME (major version) and
 #    symlinks, libshmring.a, shmring.h and shmring/*.h (no header of src/),
-#    the tool and its man page, the CMake package and the pkg-config file;
+#    the tool and its man page, the CMake package and the pkg-config file,
+#    the documentation in share/doc/shmring (README.md, docs/*.md) and a
+#    manual page that points there;
 #  - the shared library exports exactly the functions the installed headers
-#    declare, all shmring_*, all in a version node of src/shmring.map;
+#    declare, all shmring_*, all in a version node of src/shmring.map, and
+#    the map names exactly those functions;
 #  - tests/packaging/consumer.c, built with find_package(shmring) (shared
 #    and static) and with pkg-config (shared and static), runs: it pushes and
 #    pops a message and checks that shmring_version() and
@@ -21,8 +37,20 @@
 # install_manifest.txt is restored.
 set -eu
 
+fresh=
+if [ "${1:-}" = --fresh ]; then
+    fresh=${2:-}
+    shift 2 || true
+    case $fresh in
+    notests | nocriterion) ;;
+    *)
+        echo "check.sh: --fresh takes notests or nocriterion" >&2
+        exit 2
+        ;;
+    esac
+fi
 if [ $# -lt 4 ]; then
-    echo "usage: sh check.sh BUILD_DIR SOURCE_DIR LIBDIR VERSION [CC [CMAKE]]" >&2
+    echo "usage: sh check.sh [--fresh notests|nocriterion] BUILD_DIR SOURCE_DIR LIBDIR VERSION [CC [CMAKE]]" >&2
     exit 2
 fi
 build=$(cd "$1" && pwd)
@@ -73,6 +101,110 @@ run() {
 prefix=$tmp/prefix
 unset DESTDIR LD_LIBRARY_PATH PKG_CONFIG_LIBDIR PKG_CONFIG_SYSROOT_DIR || true
 
+# ---- A fresh build (--fresh) --------------------------------------------------
+# The value of a CMake cache entry of BUILD_DIR, or nothing.
+cache_value() {
+    sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt" 2>/dev/null | head -n 1
+}
+# Configures $src in directory $1 with the remaining arguments; the output is in $1.log.
+configure() {
+    dir=$1
+    shift
+    if ! "$cmake" -S "$src" -B "$dir" -DCMAKE_C_COMPILER="$cc" "$@" >"$dir.log" 2>&1; then
+        cat "$dir.log" >&2
+        echo "FAIL: configuring with $*" >&2
+        exit 1
+    fi
+}
+# Whether the log $2 says $1 (a grep pattern), whatever CMake's line wrapping.
+said() {
+    tr -s ' \n' '  ' <"$2" | grep -q "$1"
+}
+# Each source file of the library is compiled once (not once per library).
+compiled_once() { # build log
+    for c in "$src"/src/*.c; do
+        n=$(grep -c "Building C object .*src/$(basename "$c")\.o\$" "$1" || true)
+        [ "$n" -eq 1 ] || fail "src/$(basename "$c") compiled $n times, not once"
+    done
+}
+if [ -n "$fresh" ]; then
+    fb=$tmp/build
+    mkdir -p "$fb"
+    if [ "$fresh" = notests ]; then
+        configure "$fb" -DSHMRING_TESTS=OFF -DSHMRING_BENCH=OFF -DSHMRING_EXAMPLES=OFF
+        ok "configured with SHMRING_TESTS=OFF"
+    else
+        ck=$(cache_value CK_INCLUDE_DIR)
+        [ -f "$ck/ck_pr.h" ] || ck=/usr/include
+        mkdir -p "$tmp/ck"
+        ln -s "$ck/ck_pr.h" "$tmp/ck/ck_pr.h"
+        ignore="/usr/include;/usr/local/include;/usr/lib;/usr/local/lib;/usr/lib64;/lib;/lib64"
+        multiarch=$("$cc" -print-multiarch 2>/dev/null || true)
+        [ -z "$multiarch" ] || ignore="$ignore;/usr/lib/$multiarch;/lib/$multiarch"
+        crit=$(cache_value CRITERION_LIBRARY)
+        case $crit in */*) ignore="$ignore;$(dirname "$crit")" ;; esac
+        crit=$(cache_value CRITERION_INCLUDE_DIR)
+        case $crit in /*) ignore="$ignore;$crit" ;; esac
+        configure "$fb" -DCMAKE_IGNORE_PREFIX_PATH="/usr;/usr/local;/" \
+            -DCMAKE_IGNORE_PATH="$ignore" -DCMAKE_INCLUDE_PATH="$tmp/ck"
+        if said "Criterion (libcriterion-dev) not found: the test suites in tests/ are skipped" "$fb.log"; then
+            ok "configured without Criterion: the test suites are skipped, with a message"
+        else
+            cat "$fb.log" >&2
+            fail "configuring without Criterion did not say that the tests are skipped"
+        fi
+        build=$fb # cache_value reads the fresh build's cache from here on
+        [ "$(cache_value CRITERION_LIBRARY)" = CRITERION_LIBRARY-NOTFOUND ] ||
+            fail "Criterion was found at '$(cache_value CRITERION_LIBRARY)' although hidden"
+        [ "$(cache_value CK_INCLUDE_DIR)" = "$tmp/ck" ] ||
+            fail "ck_pr.h found at '$(cache_value CK_INCLUDE_DIR)', not where it was offered"
+    fi
+    build=$fb
+    run "cmake --build (fresh $fresh build)" "$cmake" --build "$fb" -j 2
+    cp "$tmp/out.log" "$fb.build.log"
+    compiled_once "$fb.build.log"
+    ok "built; each library source compiled once"
+    (cd "$fb" && ctest -N) >"$tmp/ctest.txt" 2>&1 || true
+    if [ "$fresh" = notests ] && ! grep -q 'Total Tests: 0' "$tmp/ctest.txt"; then
+        fail "the build configured with SHMRING_TESTS=OFF registers tests:"
+        cat "$tmp/ctest.txt" >&2
+    fi
+    if grep -q ' test_' "$tmp/ctest.txt"; then
+        fail "the fresh $fresh build registers Criterion suites:"
+        cat "$tmp/ctest.txt" >&2
+    fi
+    find "$fb" -type f \( -perm -u+x -o -name '*.so*' \) ! -name '*.sh' >"$tmp/elves"
+    while read -r f; do
+        if objdump -p "$f" 2>/dev/null | grep -q 'NEEDED.*libcriterion'; then
+            fail "${f#"$fb"/} needs libcriterion"
+        fi
+    done <"$tmp/elves"
+    ok "no Criterion suite registered, nothing built needs libcriterion"
+    if [ "$fresh" = nocriterion ]; then
+        # A compiler without sanitizers or libFuzzer (gcc without its runtimes).
+        nosan=$tmp/cc-nosan
+        printf '%s\n' '#!/bin/sh' 'for a; do case $a in -fsanitize=*)' \
+            '    echo "cc-nosan: $a: unsupported" >&2; exit 1 ;; esac; done' \
+            "exec \"$cc\" \"\$@\"" >"$nosan"
+        chmod +x "$nosan"
+        for opt in SHMRING_SANITIZE=thread SHMRING_SANITIZE=address SHMRING_FUZZ=ON; do
+            dir=$tmp/skip-${opt%%=*}-${opt#*=}
+            cc_saved=$cc
+            cc=$nosan
+            configure "$dir" -D"$opt" -DSHMRING_TESTS=OFF -DSHMRING_BENCH=OFF \
+                -DSHMRING_EXAMPLES=OFF -DSHMRING_CLI=OFF
+            cc=$cc_saved
+            if said "${opt%%=*}.* skipped" "$dir.log"; then
+                run "building the library after $opt was skipped" "$cmake" --build "$dir" -j 2
+                ok "$opt without compiler support: skipped with a message, the library builds"
+            else
+                cat "$dir.log" >&2
+                fail "$opt without compiler support: no skip message"
+            fi
+        done
+    fi
+fi
+
 # ---- Install ----------------------------------------------------------------
 run "cmake --install $build --prefix $prefix" "$cmake" --install "$build" --prefix "$prefix"
 ok "installed into a temporary prefix"
@@ -103,6 +235,22 @@ done
 if [ -x "$build/shmring" ]; then
     [ -x "$prefix/bin/shmring" ] && ok "bin/shmring" || fail "bin/shmring missing"
 fi
+
+# ---- Documentation ------------------------------------------------------------
+docdir=$prefix/share/doc/shmring
+missing_docs=
+for f in "$src"/README.md "$src"/docs/*.md; do
+    rel=${f#"$src"/}
+    cmp -s "$f" "$docdir/$rel" || missing_docs="$missing_docs $rel"
+done
+if [ -z "$missing_docs" ]; then
+    ok "share/doc/shmring: README.md and $(ls "$src"/docs/*.md | wc -l) pages of docs/"
+else
+    fail "share/doc/shmring lacks:$missing_docs"
+fi
+grep -q 'share/doc/shmring' "$prefix/share/man/man1/shmring.1" 2>/dev/null &&
+    ok "the manual page points to share/doc/shmring" ||
+    fail "the manual page does not name share/doc/shmring"
 
 # ---- Headers: exactly the public ones ---------------------------------------
 expected=$tmp/headers.expected
@@ -166,6 +314,15 @@ done <"$tmp/nm.txt"
 sort -u "$tmp/exported" -o "$tmp/exported"
 sed -n 's/.*SHMRING_API[^(]*[[:space:]*]\(shmring_[A-Za-z0-9_]*\)[[:space:]]*(.*/\1/p' \
     $(sed "s|^|$prefix/include/|" "$tmp/headers.installed") | sort -u >"$tmp/declared"
+# The map itself names exactly the public functions: no pattern, nothing more.
+sed -n '/global:/,/local:/p' "$src/src/shmring.map" | sed 's|/\*.*\*/||' |
+    tr -d ' \t' | sed -n 's/^\([^:]*\);$/\1/p' | sort -u >"$tmp/mapped"
+if cmp -s "$tmp/declared" "$tmp/mapped"; then
+    ok "src/shmring.map names the $(wc -l <"$tmp/mapped") declared functions, nothing else"
+else
+    fail "the global names of src/shmring.map differ from the declared functions (< declared, > map):"
+    diff "$tmp/declared" "$tmp/mapped" >&2 || true
+fi
 if [ ! -s "$tmp/declared" ]; then
     fail "no SHMRING_API function found in the installed headers"
 elif cmp -s "$tmp/declared" "$tmp/exported"; then
