@@ -432,6 +432,8 @@ static void steal_hook(int point, void *ctx)
     uint64_t other = SHMRING__OWNER_WORD(SHMRING__PARTY_ACTIVE, SHMRING__OWNER_GEN(o) + 1,
                                          SHMRING__OWNER_PID(o));
     __atomic_store_n(&steal.hdr->party[0].owner, other, __ATOMIC_RELEASE);
+    /* The epoch shown in the stats moves on with it. */
+    __atomic_fetch_add(&steal.hdr->party[0].generation, 1, __ATOMIC_RELEASE);
     char buf[64];
     test_expect_id(buf, shmring_pop(steal.c, buf, sizeof buf), 0);
 }
