@@ -6,6 +6,9 @@
 #include <stddef.h>
 
 #include "fault_walk.h"
+
+#if defined(SHMRING_FAULT_INJECTION)
+
 #include "kit.h"
 
 /* ---- Children ------------------------------------------------------------ */
@@ -516,3 +519,11 @@ const struct fault_scenario fault_party_scenarios[] = {
     {"party.lease_takeover", takeover_killed},
     {NULL, NULL},
 };
+
+#else
+
+const struct fault_scenario fault_party_scenarios[] = {
+    {NULL, NULL},
+};
+
+#endif

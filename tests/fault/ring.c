@@ -4,6 +4,9 @@
 #include <stddef.h>
 
 #include "fault_walk.h"
+
+#if defined(SHMRING_FAULT_INJECTION)
+
 #include "kit.h"
 
 struct job {
@@ -419,3 +422,11 @@ const struct fault_scenario fault_ring_scenarios[] = {
     {"ring.O1", o1_killed}, {"ring.sweep", sweep_killed},
     {NULL, NULL},
 };
+
+#else
+
+const struct fault_scenario fault_ring_scenarios[] = {
+    {NULL, NULL},
+};
+
+#endif
