@@ -191,7 +191,9 @@ SHMRING_API uint32_t shmring_slot_size(const shmring_t *r);
  * Errors: -EINVAL (NULL ring, or NULL msg with len > 0); -EPERM (no producer
  * role); -EMSGSIZE (len > slot_size); -EAGAIN (full; never in overwrite
  * mode); -EBUSY (a reservation is open on this handle); -EOWNERDEAD (another
- * producer took the lease from this handle).
+ * producer took the lease from this handle; once a call has returned it,
+ * every push, batch push and reserve of the handle returns it and writes
+ * nothing).
  */
 SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len);
 
@@ -230,7 +232,8 @@ SHMRING_API int shmring_set_wait(shmring_t *r, int strategy, uint32_t spins);
  * the plain call). Signals do not interrupt them (-EINTR is never returned).
  * Besides the errors of the plain calls: -ETIMEDOUT when the time ran out.
  * A consumer waiting on an empty ring whose producer died without closing
- * gets -EPIPE within SHMRING_DEAD_PEER_NS of the death.
+ * gets -EPIPE within SHMRING_DEAD_PEER_NS of the death. A producer whose
+ * periodic peer check finds its lease taken gets -EOWNERDEAD at once.
  */
 #define SHMRING_DEAD_PEER_NS 100000000LL /* 100 ms */
 SHMRING_API int shmring_push_wait(shmring_t *r, const void *msg, size_t len, int64_t timeout_ns);

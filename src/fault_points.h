@@ -14,10 +14,25 @@
 #define SHMRING__FAULT_POINTS_RING(X)                                                              \
     X(RING_P1, "ring.P1", "slot marked as being written, payload not yet copied")                  \
     X(RING_P2, "ring.P2", "slot published, write_index not yet advanced")                          \
-    X(RING_C3, "ring.C3", "consumer copied a message out, read_index not yet advanced")
+    X(RING_C3, "ring.C3", "consumer copied a message out, read_index not yet advanced")            \
+    X(RING_P3, "ring.P3", "producer loaded read_index to find room, slot not yet marked")          \
+    X(RING_C1, "ring.C1", "consumer saw the oldest slot published, payload not yet copied")        \
+    X(RING_C2, "ring.C2", "consumer copied a payload, its sequence not yet re-checked")            \
+    X(RING_O1, "ring.O1", "overwrite: read_index moved past the oldest messages, not yet counted") \
+    X(RING_W, "ring.W", "write_index advanced, sleeping consumers not yet woken")                  \
+    X(RING_PUSH_BATCH, "ring.push_batch", "a batch of slots published, write_index not yet moved") \
+    X(RING_POP_BATCH, "ring.pop_batch", "consumer copied a batch, read_index not yet advanced")    \
+    X(RING_SWEEP, "ring.sweep", "a claim of a leaving or dead consumer cleared, not yet counted")
 
 /* ---- Parties and the producer lease (src/segment.c) -------------------- */
-#define SHMRING__FAULT_POINTS_PARTY(X)
+#define SHMRING__FAULT_POINTS_PARTY(X)                                                             \
+    X(PARTY_TAKE, "party.take", "entry CAS'd from FREE to TAKING by its taker, not yet ACTIVE")    \
+    X(PARTY_RELEASE, "party.release", "a leaving party, its claims swept, entry not yet FREE")     \
+    X(PARTY_JUDGE, "party.judge", "a reclaimer loaded an owner word, liveness not yet judged")     \
+    X(PARTY_SEIZE, "party.seize", "a reclaimer judged a party dead, its CAS not yet done")         \
+    X(PARTY_RECLAIM, "party.reclaim", "a reclaimer holds a dead party's entry, nothing released")  \
+    X(PARTY_LEASE_TAKE, "party.lease_take", "free or closed lease CAS'd to TAKING, not ACTIVE")    \
+    X(PARTY_LEASE_TAKEOVER, "party.lease_takeover", "a dead holder's lease seized, not yet ACTIVE")
 
 /* ---- The state table (src/state.c) ------------------------------------- */
 #define SHMRING__FAULT_POINTS_STATE(X)

@@ -67,6 +67,8 @@ struct shmring {
     int overwrite;
     int party; /* consumer/observer entry, or -1 */
     int producer;
+    int lease_gone;      /* this handle learned that it lost the lease: it never writes again */
+    uint64_t lease_word; /* the lease's owner word while this handle holds it */
     uint32_t lease_generation;
     uint32_t cookie;
     /* producer-local */
@@ -154,15 +156,13 @@ static inline uint32_t lease_state(const shmring_t *r)
 
 /* ---- Reclaiming dead consumers ----------------------------------------- */
 
-/* Fold the counters of a departing entry into the retired ones. */
-static void fold_counters(struct shmring__ring_shared *sh, struct shmring__party *p)
-{
-    /* Fetch-add: several parties retire at once; the counters are statistics
-     * (relaxed loads of a departing or dead owner's own line). */
-    shmring__faa_64(&sh->retired_popped, shmring__load_relaxed_64(&p->counter[SHMRING__C_POPPED]));
-    shmring__faa_64(&sh->retired_bytes, shmring__load_relaxed_64(&p->counter[SHMRING__C_BYTES]));
-    shmring__faa_64(&sh->retired_empty, shmring__load_relaxed_64(&p->counter[SHMRING__C_EMPTY]));
-}
+/*
+ * Counters of consumers: each entry's counters belong to the entry, not to
+ * one owner. A new owner carries on counting where the last one stopped
+ * (SHMRING__ROLE_KEEP_COUNTERS) and the stats sum every entry, so that no
+ * reclaimer ever moves counts: nothing can be folded twice, whoever dies
+ * wherever.
+ */
 
 /*
  * Clear every claim of entry `owner`. Claims of delivered positions (below
@@ -173,7 +173,7 @@ static void sweep_claims(shmring_t *r, unsigned owner, int abandon)
 {
     if (r->overwrite)
         return;
-    uint64_t n = 0;
+    int cleared = 0;
     for (uint64_t i = 0; i < r->nslots; i++) {
         struct shmring__slot *s = slot_at(r, i);
         /* Relaxed: only a hint; the CAS below decides. */
@@ -183,12 +183,16 @@ static void sweep_claims(shmring_t *r, unsigned owner, int abandon)
         /* Acquire: pairs with C3; a claim below it was delivered. */
         uint64_t ri = shmring__load_acquire_64(&r->sh->read_index);
         /* Z3: release (by CAS), pairs with Z2 in room_for(). */
-        if (shmring__cas_64(&s->claim, &c, 0) && abandon && claim_pos(c) < ri)
-            n++;
+        if (!shmring__cas_64(&s->claim, &c, 0))
+            continue;
+        cleared = 1;
+        SHMRING_FAULT(RING_SWEEP);
+        /* Fetch-add: any reclaimer may count; one claim at a time, so that a
+         * reclaimer that dies here leaves at most this one uncounted. */
+        if (abandon && claim_pos(c) < ri)
+            shmring__faa_64(&r->sh->abandoned, 1);
     }
-    if (n > 0)
-        shmring__faa_64(&r->sh->abandoned, n); /* fetch-add: any reclaimer may count */
-    if (n > 0 || !abandon)
+    if (cleared)
         shmring__ec_notify(&r->sh->space_ec);
 }
 
@@ -197,7 +201,6 @@ static void reclaim_entry(struct shmring__seg *seg, unsigned index, void *ctx)
     shmring_t *r = ctx;
     (void)seg;
     sweep_claims(r, index, 1);
-    fold_counters(r->sh, &r->seg->hdr->party[index]);
 }
 
 /* If consumer entry `owner` is dead, reclaim it. Returns 1 if it did. */
@@ -221,6 +224,28 @@ static void reclaim_dead(shmring_t *r)
 
 /* ---- Producer ----------------------------------------------------------- */
 
+/*
+ * pushed equals write_index except between a producer's count and its
+ * write_index store: a predecessor that died after publishing (P2) but before
+ * committing left messages that consumers may take but pushed does not
+ * count. The successor counts them (and their bytes, still in their slots:
+ * nothing rewrote them), once: its own pushed then reaches w.
+ */
+static void count_uncommitted(shmring_t *r, uint64_t w)
+{
+    /* Relaxed: the predecessor is dead; we are the only writer of line 0. */
+    uint64_t pushed = shmring__load_relaxed_64(&r->sh->pushed);
+    if (pushed >= w || w - pushed > r->nslots)
+        return; /* counted already (or not a count we can trust) */
+    uint64_t bytes = 0;
+    for (uint64_t p = pushed; p < w; p++) {
+        uint32_t len = shmring__load_relaxed_32(&slot_at(r, p)->len);
+        bytes += len <= r->slot_size ? len : 0; /* peer-written: checked */
+    }
+    count(&r->sh->pushed, w - pushed);
+    count(&r->sh->bytes_pushed, bytes);
+}
+
 /* Position the producer resumes at after taking the lease. */
 static uint64_t resume_position(shmring_t *r)
 {
@@ -237,6 +262,7 @@ static uint64_t resume_position(shmring_t *r)
     for (uint32_t i = 0; i < r->nslots; i++, w++)
         if (shmring__load_acquire_64(&slot_at(r, w)->seq) != published(w))
             break;
+    count_uncommitted(r, w);
     return w;
 }
 
@@ -254,6 +280,7 @@ static int overwrite_room(shmring_t *r, uint64_t w)
         uint64_t target = w - r->nslots + 1;
         /* O1: CAS, pairs with C3; moves the oldest messages out of reach. */
         if (shmring__cas_64(&r->sh->read_index, &ri, target)) {
+            SHMRING_FAULT(RING_O1);
             count(&r->sh->dropped, target - ri);
             r->cached_read = target;
             return 0;
@@ -280,6 +307,7 @@ static int room_for(shmring_t *r, uint64_t w, int slow)
             if (rc < 0)
                 return rc;
         }
+        SHMRING_FAULT(RING_P3);
     }
     if (r->overwrite)
         return 0;
@@ -328,6 +356,7 @@ static inline void write_commit(shmring_t *r, uint64_t n, uint64_t bytes)
      * consumers poll slots, not this line); as a full barrier it also orders
      * P2 before the load of the sleep flag (W: pairs with ec_prepare). */
     shmring__xchg_64(&r->sh->write_index, r->w);
+    SHMRING_FAULT(RING_W);
     shmring__ec_notify_after_atomic(&r->sh->data_ec);
 }
 
@@ -337,18 +366,26 @@ static int producer_check(const shmring_t *r)
         return -EINVAL;
     if (!r->producer)
         return -EPERM;
+    if (r->lease_gone)
+        return -EOWNERDEAD;
     return 0;
 }
 
-/* On the slow path only: did another handle take our lease? */
-static int lease_lost(const shmring_t *r)
+/*
+ * On the slow path only: did another handle take our lease? Once a call has
+ * learned it, the handle never writes a slot again (producer_check).
+ */
+static int lease_lost(shmring_t *r)
 {
-    const struct shmring__party *p = &r->seg->hdr->party[0];
-    /* Acquire: pairs with the release in party_setup() of a new holder,
-     * which bumped generation before it (relaxed load after). */
-    uint64_t o = shmring__load_acquire_64(&p->owner);
-    return SHMRING__OWNER_PID(o) != getpid() ||
-           shmring__load_relaxed_32(&p->generation) != r->lease_generation;
+    if (r->lease_gone)
+        return 1;
+    /* Acquire: pairs with the release in party_setup() of a new holder. Our
+     * word carries its generation: any hand-over since changes it. */
+    uint64_t o = shmring__load_acquire_64(&r->seg->hdr->party[0].owner);
+    if (o == r->lease_word && SHMRING__OWNER_PID(o) == getpid())
+        return 0;
+    r->lease_gone = 1;
+    return 1;
 }
 
 static int push_try(shmring_t *r, const void *msg, size_t len, int slow)
@@ -419,6 +456,7 @@ SHMRING_API ssize_t shmring_push_batch(shmring_t *r, const struct iovec *iov, si
         done++;
     }
     if (done > 0) {
+        SHMRING_FAULT(RING_PUSH_BATCH);
         write_commit(r, done, bytes);
         return (ssize_t)done;
     }
@@ -578,7 +616,9 @@ static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
                 continue;
             return bad < 0 ? bad : -EMSGSIZE;
         }
+        SHMRING_FAULT(RING_C1);
         shmring__copy_from_shared(buf, payload_of(s), len);
+        SHMRING_FAULT(RING_C2);
         if (!seq_unchanged(s, seq))
             continue;
         SHMRING_FAULT(RING_C3);
@@ -671,6 +711,7 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
                 return pop_result(r, empty_result(r, pos));
             return err;
         }
+        SHMRING_FAULT(RING_POP_BATCH);
         /* C3 for the whole batch: one index update. */
         if (shmring__cas_64(&r->sh->read_index, &pos, pos + k)) {
             uint64_t bytes = 0;
@@ -937,6 +978,8 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
             return -ETIMEDOUT;
         if (now >= next_check) {
             int prc = peer_check(r, op);
+            if (prc == -EOWNERDEAD)
+                return prc; /* the lease is gone: not one more slot */
             if (prc < 0) {
                 rc = op_try(r, op, a, 1);
                 return rc != -EAGAIN ? rc : prc;
@@ -1021,10 +1064,14 @@ static int attach_roles(shmring_t *r, uint32_t roles)
     if (roles & (SHMRING_CONSUMER | SHMRING_OBSERVER)) {
         uint32_t role =
             (roles & SHMRING_CONSUMER) ? SHMRING__ROLE_CONSUMER : SHMRING__ROLE_OBSERVER;
-        int idx = shmring__party_take(r->seg, 1, SHMRING__PARTIES - 1, role, reclaim_entry, r);
+        int idx = shmring__party_take(r->seg, 1, SHMRING__PARTIES - 1,
+                                      role | SHMRING__ROLE_KEEP_COUNTERS, reclaim_entry, r);
         if (idx < 0)
             return idx;
         r->party = idx;
+        /* Relaxed: our own counter line. Claims held is a gauge, not a count
+         * carried over: a dead predecessor's claims were swept. */
+        shmring__store_relaxed_64(&my_party(r)->counter[SHMRING__C_CLAIMS], 0);
         /* Relaxed: a statistic. */
         r->seen_dropped = shmring__load_relaxed_64(&r->sh->dropped);
     }
@@ -1039,7 +1086,8 @@ static int attach_roles(shmring_t *r, uint32_t roles)
         }
         r->producer = 1;
         /* Relaxed: we wrote it ourselves in shmring__lease_take(). */
-        r->lease_generation = shmring__load_relaxed_32(&r->seg->hdr->party[0].generation);
+        r->lease_word = shmring__load_relaxed_64(&r->seg->hdr->party[0].owner);
+        r->lease_generation = SHMRING__OWNER_GEN(r->lease_word);
         r->w = resume_position(r);
         /* P3: acquire, pairs with C3. */
         r->cached_read = shmring__load_acquire_64(&r->sh->read_index);
@@ -1171,8 +1219,10 @@ SHMRING_API void shmring_close(shmring_t *r)
     if (r == NULL)
         return;
     if (r->party >= 0) {
-        sweep_claims(r, (unsigned)r->party, 0);
-        fold_counters(r->sh, my_party(r));
+        /* Only a handle that still holds claims walks the slots for them:
+         * closing is O(1) otherwise. Relaxed: our own counter line. */
+        if (shmring__load_relaxed_64(&my_party(r)->counter[SHMRING__C_CLAIMS]) > 0)
+            sweep_claims(r, (unsigned)r->party, 0);
         shmring__party_release(r->seg, (unsigned)r->party, SHMRING__PARTY_FREE);
     }
     if (r->producer && !lease_lost(r)) {
@@ -1217,19 +1267,15 @@ SHMRING_API uint32_t shmring_slot_size(const shmring_t *r)
 
 static void stats_parties(shmring_t *r, shmring_stats_t *st)
 {
-    st->popped = shmring__load_relaxed_64(&r->sh->retired_popped);
-    st->bytes_popped = shmring__load_relaxed_64(&r->sh->retired_bytes);
-    st->empty_events = shmring__load_relaxed_64(&r->sh->retired_empty);
     for (unsigned i = 1; i < SHMRING__PARTIES; i++) {
         struct shmring__party *p = &r->seg->hdr->party[i];
-        /* Acquire: pairs with the release in party_setup(). */
-        uint64_t o = shmring__load_acquire_64(&p->owner);
-        if (SHMRING__OWNER_STATE(o) != SHMRING__PARTY_ACTIVE)
-            continue;
+        /* Every entry, whatever its state: its counters outlive its owners. */
         st->popped += shmring__load_relaxed_64(&p->counter[SHMRING__C_POPPED]);
         st->bytes_popped += shmring__load_relaxed_64(&p->counter[SHMRING__C_BYTES]);
         st->empty_events += shmring__load_relaxed_64(&p->counter[SHMRING__C_EMPTY]);
-        if (!shmring__party_alive(r->seg, i))
+        /* Acquire: pairs with the release in party_setup(). */
+        uint64_t o = shmring__load_acquire_64(&p->owner);
+        if (SHMRING__OWNER_STATE(o) != SHMRING__PARTY_ACTIVE || !shmring__party_alive(r->seg, i))
             continue;
         uint32_t role = shmring__load_relaxed_32(&p->role);
         if (role & SHMRING__ROLE_CONSUMER)

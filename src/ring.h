@@ -7,7 +7,8 @@
  *   line 1  consumers: read_index (CAS)
  *   line 2  data eventcount (consumers sleep on it, the producer wakes)
  *   line 3  space eventcount (the producer sleeps on it, consumers wake)
- *   line 4  rare writes: abandoned, counters of consumers that left
+ *   line 4  rare writes: abandoned (retired_*: never written any more, zero;
+ *           consumers' counters stay in their party entries, see ring.c)
  *
  * Data: `slots` slots of `stride` bytes (a multiple of 64) after the page:
  *

@@ -64,25 +64,45 @@ enum shmring__party_state {
 #define SHMRING__ROLE_OBSERVER 4u
 #define SHMRING__ROLE_USER     8u
 
-/* Flag in party.role: the owner holds its OFD liveness lock. */
+/* Flag in party.role: the owner holds its OFD liveness lock (also in the
+ * owner word, SHMRING__OWNER_LOCKED; kept here for readers such as the tool). */
 #define SHMRING__ROLE_LOCKED 0x80000000u
+/* Flag given to shmring__party_take only: the entry's counters carry over
+ * from one owner to the next (the object sums them and never folds them). */
+#define SHMRING__ROLE_KEEP_COUNTERS 0x40000000u
 
 /*
- * One party: a cache line written by its owner. `owner` packs the state
- * (low 32 bits) with the pid of whoever set it (high 32 bits), so that an
- * entry and the process that took it change together in one CAS.
+ * One party: a cache line written by its owner. `owner` packs, so that an
+ * entry, the process that holds it and the hand-over they belong to change
+ * together in one CAS:
+ *
+ *   63            32 31                 4   3      2   0
+ *   +---------------+--------------------+------+-------+
+ *   | pid           | generation (28 b)  |LOCKED| state |
+ *   +---------------+--------------------+------+-------+
+ *
+ * The generation is bumped by every take (free, closed or dead -> TAKING), so
+ * that a CAS that expects a word loaded before the entry changed hands fails
+ * even when the same pid holds it again (no ABA). LOCKED: the holder of the
+ * word holds the OFD lock on byte `index` of the file: it lives exactly as
+ * long as the lock is held, in TAKING as in ACTIVE.
  */
 struct shmring__party {
-    uint64_t owner;      /* state | (uint64_t)pid << 32; CAS */
+    uint64_t owner;      /* see above; CAS */
     uint32_t role;       /* SHMRING__ROLE_* */
-    uint32_t generation; /* bumped each time the entry is taken */
+    uint32_t generation; /* the owner word's generation, once start_time is valid */
     uint64_t start_time; /* process start, clock ticks since boot */
     uint64_t counter[5]; /* object-defined, written by the owner only */
 };
 
-#define SHMRING__OWNER(state, pid) ((uint64_t)(uint32_t)(pid) << 32 | (uint32_t)(state))
-#define SHMRING__OWNER_STATE(o)    ((uint32_t)(o))
-#define SHMRING__OWNER_PID(o)      ((int32_t)((o) >> 32))
+#define SHMRING__OWNER_LOCKED 0x8u
+#define SHMRING__GEN_MASK     0x0fffffffu
+#define SHMRING__OWNER_WORD(state, gen, pid)                                                       \
+    ((uint64_t)(uint32_t)(pid) << 32 | ((uint64_t)((gen)&SHMRING__GEN_MASK) << 4) |                \
+     (uint32_t)(state))
+#define SHMRING__OWNER_STATE(o) ((uint32_t)(o)&0x7u)
+#define SHMRING__OWNER_GEN(o)   ((uint32_t)((o) >> 4) & SHMRING__GEN_MASK)
+#define SHMRING__OWNER_PID(o)   ((int32_t)((o) >> 32))
 
 struct shmring__hdr {
     /* line 0: identity, immutable once ready */
@@ -174,10 +194,11 @@ int shmring__hdr_check(const struct shmring__hdr *h, uint32_t type, size_t size,
 /* ---- Parties ------------------------------------------------------------ */
 
 /*
- * Take a free party entry in [first, last] for `role`, holding its liveness
- * lock. If none is free, entries of dead parties are handed to `reclaim`
- * (which must fold their counters and release what they held) and reused.
- * Returns the index or -EUSERS.
+ * Take a free party entry in [first, last] for `role` (SHMRING__ROLE_*, plus
+ * SHMRING__ROLE_KEEP_COUNTERS to keep the entry's counters), holding its
+ * liveness lock. If none is free, entries of dead parties are seized, handed
+ * to `reclaim` (which must release what they held) and reused. Returns the
+ * index or -EUSERS.
  */
 typedef void (*shmring__reclaim_fn)(struct shmring__seg *seg, unsigned index, void *ctx);
 int shmring__party_take(struct shmring__seg *seg, unsigned first, unsigned last, uint32_t role,
@@ -186,19 +207,27 @@ int shmring__party_take(struct shmring__seg *seg, unsigned first, unsigned last,
 /* Take the producer lease (entry 0): -EBUSY while a live holder has it. */
 int shmring__lease_take(struct shmring__seg *seg, int *took_over);
 
-/* Release an entry this handle holds; `final_state` FREE or CLOSED. */
+/*
+ * Release an entry this process holds (its own, or one it seized); `final_state`
+ * FREE or CLOSED. Does nothing if the entry is no longer held by this process
+ * (a handle inherited over fork(), or an entry that changed hands).
+ */
 void shmring__party_release(struct shmring__seg *seg, unsigned index, uint32_t final_state);
 
 /*
- * 1 if the party at index is attached and its process lives, 0 if it is
- * dead (or the entry is free). Makes a syscall: not for fast paths.
+ * 1 if the party at index is attached (or being set up) and its process
+ * lives, 0 if it is dead (or the entry is free). Makes a syscall: not for
+ * fast paths.
  */
 int shmring__party_alive(const struct shmring__seg *seg, unsigned index);
 
 /*
- * If the entry at index is ACTIVE but its owner died, move it to TAKING for
- * the caller (CAS) and return 1: the caller reclaims it and then frees it
- * with shmring__party_release. Otherwise 0.
+ * If the entry at index is ACTIVE or TAKING but its holder died, move it to
+ * TAKING for the caller (a CAS on the owner word loaded before judging, with
+ * its generation: it fails if the entry changed hands meanwhile) and return
+ * 1, the caller holding the entry's liveness lock: it reclaims the entry and
+ * then frees it with shmring__party_release (or sets it up as its own).
+ * Otherwise 0. Never seizes an entry of the calling process.
  */
 int shmring__party_seize_dead(struct shmring__seg *seg, unsigned index);
 
