@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [extra-package ...]
 set -eu
 
-packages="cmake make gcc clang libclang-rt-14-dev libck-dev libcriterion-dev pkg-config $*"
+packages="cmake make gcc clang libclang-rt-14-dev libck-dev libcriterion-dev pkg-config libnats-dev nats-server $*"
 
 missing=""
 for p in $packages; do

@@ -36,6 +36,7 @@ extern const struct cli_command cli_cmd_gc;
 extern const struct cli_command cli_cmd_send;
 extern const struct cli_command cli_cmd_recv;
 extern const struct cli_command cli_cmd_bench;
+extern const struct cli_command cli_cmd_bridge; /* only with libnats (SHMRING_HAVE_NATS) */
 
 /* ---- Messages (util.c) --------------------------------------------------- */
 

@@ -5,10 +5,15 @@
 #include <string.h>
 
 /* Adding a subcommand is one line here (and its cli_command in cli.h). */
+/* clang-format off */
 static const struct cli_command *const commands[] = {
     &cli_cmd_ls, &cli_cmd_stat, &cli_cmd_create, &cli_cmd_rm,
     &cli_cmd_gc, &cli_cmd_send, &cli_cmd_recv,   &cli_cmd_bench,
+#ifdef SHMRING_HAVE_NATS /* `shmring bridge` needs libnats */
+    &cli_cmd_bridge,
+#endif
 };
+/* clang-format on */
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -1,0 +1,570 @@
+/*
+ * `shmring bridge --jetstream`: at-least-once over JetStream, duplicates
+ * removed on both sides.
+ *
+ * out: every message taken from the ring goes first into a spool (a state
+ * table RING.bridge-out, key "EPOCH-N"), then to JetStream with the message
+ * id HOST:RING:EPOCH-N; a window of them is published asynchronously and
+ * the spool entries are deleted once every one is acknowledged. After an
+ * error (server restart, timeout) the window is published again one by one
+ * in order; after a restart of the bridge, whatever the spool still holds is
+ * published again first. JetStream's duplicate window drops the copies it
+ * already stored.
+ *
+ * in: a durable pull consumer (acknowledge-all). Each message is pushed into
+ * the ring, then its stream sequence is recorded in a state table
+ * RING.bridge-in, and only then acknowledged; a redelivered message at or
+ * below the recorded sequence is acknowledged and skipped. A message that
+ * arrives after a gap (an earlier one was delivered on a connection that
+ * broke) is refused (NAK) until the earlier one is redelivered, so the ring
+ * receives the stream in order.
+ */
+#define _GNU_SOURCE
+#include "bridge.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SPOOL_EPOCH_KEY "epoch"
+#define ACK_WAIT_MS     5000 /* longest wait for a window's acknowledgements */
+#define RETRY_NS        250000000LL
+
+static void sleep_ns(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
+    nanosleep(&ts, NULL);
+}
+
+/* "/feed" + ".bridge-out" within SHMRING_NAME_MAX. */
+static int side_name(const char *ring, const char *suffix, char out[SHMRING_NAME_MAX + 1])
+{
+    int n = snprintf(out, SHMRING_NAME_MAX + 1, "%s%s", ring, suffix);
+    return n > 0 && n <= SHMRING_NAME_MAX ? 0 : -ENAMETOOLONG;
+}
+
+static int open_table(const char *name, uint32_t entries, uint32_t value_size,
+                      shmring_state_t **out)
+{
+    int err = shmring_state_open(name, 0, out);
+    if (err != -ENOENT)
+        return err;
+    shmring_state_config_t cfg = {
+        .entries = entries, .value_size = value_size, .flags = SHMRING_NO_FALLBACK};
+    err = shmring_state_create(name, &cfg, out);
+    if (err == -EEXIST)
+        err = shmring_state_open(name, 0, out);
+    return err;
+}
+
+/* ---- out: the spool -------------------------------------------------------- */
+
+struct spool {
+    shmring_state_t *st;
+    uint64_t epoch, next;
+    char prefix[256]; /* HOST:RING: */
+};
+
+struct spool_key {
+    uint64_t epoch, n;
+};
+
+static void key_text(const struct spool_key *k, char buf[64])
+{
+    snprintf(buf, 64, "%" PRIu64 "-%" PRIu64, k->epoch, k->n);
+}
+
+static int collect_key(const char *key, size_t len, void *ctx)
+{
+    (void)len;
+    struct {
+        struct spool_key *v;
+        size_t n, cap;
+    } *c = ctx;
+    struct spool_key k;
+    char tail;
+    if (sscanf(key, "%" SCNu64 "-%" SCNu64 "%c", &k.epoch, &k.n, &tail) != 2)
+        return 0;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        struct spool_key *v = realloc(c->v, cap * sizeof *v);
+        if (v == NULL)
+            return -ENOMEM;
+        c->v = v, c->cap = cap;
+    }
+    c->v[c->n++] = k;
+    return 0;
+}
+
+static int key_order(const void *x, const void *y)
+{
+    const struct spool_key *a = x, *b = y;
+    if (a->epoch != b->epoch)
+        return a->epoch < b->epoch ? -1 : 1;
+    return a->n < b->n ? -1 : a->n > b->n;
+}
+
+/* Publish one message synchronously, retrying until JetStream stores it (or
+ * says it already has it). Returns 0, or -EINTR when asked to stop. */
+static int publish_sync(struct bridge_args *a, jsCtx *js, const char *msg_id, const void *data,
+                        size_t len)
+{
+    for (;;) {
+        natsMsg *m = NULL;
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = msg_id;
+        po.MaxWait = ACK_WAIT_MS;
+        jsPubAck *pa = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = natsMsg_Create(&m, a->subject, NULL, data, (int)len);
+        if (s == NATS_OK)
+            s = js_PublishMsg(&pa, js, m, &po, &jerr);
+        natsMsg_Destroy(m);
+        if (s == NATS_OK) {
+            if (pa->Duplicate)
+                bridge_count(BRIDGE_DUPLICATES, 1);
+            jsPubAck_Destroy(pa);
+            return 0;
+        }
+        if (s == NATS_MAX_PAYLOAD) {
+            fprintf(stderr,
+                    "shmring: bridge: out: a message of %zu bytes exceeds the server's "
+                    "max_payload: not sent\n",
+                    len);
+            bridge_count(BRIDGE_DROPPED, 1);
+            return 0;
+        }
+        bridge_count(BRIDGE_ERRORS, 1);
+        bridge_tick(a);
+        if (bridge_stopping())
+            return -EINTR;
+        sleep_ns(RETRY_NS);
+    }
+}
+
+static int spool_open(struct bridge_args *a, struct spool *sp, uint32_t slot_size)
+{
+    char name[SHMRING_NAME_MAX + 1];
+    if (side_name(a->ring, ".bridge-out", name) < 0)
+        return cli_fail("bridge", "out: ring name too long for its spool name");
+    uint32_t entries = 64;
+    while (entries < 2 * a->window + 8)
+        entries *= 2;
+    int err = open_table(name, entries, slot_size < 8 ? 8 : slot_size, &sp->st);
+    if (err < 0)
+        return cli_fail("bridge", "out: spool %s: %s", name, shmring_strerror(err));
+    if (shmring_state_value_size(sp->st) < slot_size ||
+        shmring_state_entries(sp->st) < 2 * a->window + 8)
+        return cli_fail("bridge", "out: spool %s is too small for %s (remove it when empty)", name,
+                        a->ring);
+    uint64_t epoch = 0;
+    ssize_t n = shmring_state_read(sp->st, SPOOL_EPOCH_KEY, &epoch, sizeof epoch);
+    if (n != (ssize_t)sizeof epoch)
+        epoch = 0;
+    sp->epoch = epoch + 1;
+    err = shmring_state_write(sp->st, SPOOL_EPOCH_KEY, &sp->epoch, sizeof sp->epoch);
+    if (err < 0)
+        return cli_fail("bridge", "out: spool %s: %s", name, shmring_strerror(err));
+    char host[128] = "host";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(sp->prefix, sizeof sp->prefix, "%s:%s:", host, a->ring);
+    return CLI_OK;
+}
+
+static void msg_id(const struct spool *sp, const char *key, char out[320])
+{
+    snprintf(out, 320, "%s%s", sp->prefix, key);
+}
+
+/* After a restart: publish what the spool still holds, oldest first. */
+static int spool_replay(struct bridge_args *a, struct spool *sp, jsCtx *js, void *buf, size_t cap)
+{
+    struct {
+        struct spool_key *v;
+        size_t n, cap;
+    } keys = {NULL, 0, 0};
+    int err = shmring_state_foreach(sp->st, collect_key, &keys);
+    if (err < 0) {
+        free(keys.v);
+        return cli_fail("bridge", "out: spool: %s", shmring_strerror(err));
+    }
+    qsort(keys.v, keys.n, sizeof *keys.v, key_order);
+    if (keys.n > 0)
+        fprintf(stderr, "shmring: bridge: out: publishing %zu message(s) left in the spool\n",
+                keys.n);
+    int rc = CLI_OK;
+    for (size_t i = 0; i < keys.n && rc == CLI_OK; i++) {
+        char key[64], id[320];
+        key_text(&keys.v[i], key);
+        ssize_t n = shmring_state_read(sp->st, key, buf, cap);
+        if (n < 0)
+            continue; /* deleted meanwhile: nothing to send */
+        msg_id(sp, key, id);
+        if (publish_sync(a, js, id, buf, (size_t)n) < 0)
+            rc = -1;
+        else {
+            bridge_count(BRIDGE_RESENT, 1);
+            bridge_count_message((size_t)n);
+            shmring_state_delete(sp->st, key);
+        }
+    }
+    free(keys.v);
+    return rc;
+}
+
+/* Acknowledgements of the asynchronous publishes of one window. */
+static pthread_mutex_t ack_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned ack_errors;
+
+static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)closure;
+    if (pa != NULL && pa->Duplicate)
+        bridge_count(BRIDGE_DUPLICATES, 1);
+    if (pae != NULL) {
+        pthread_mutex_lock(&ack_lock);
+        ack_errors++;
+        pthread_mutex_unlock(&ack_lock);
+        bridge_count(BRIDGE_ERRORS, 1);
+    }
+    natsMsg_Destroy(msg);
+}
+
+struct window {
+    struct spool_key *keys;
+    uint32_t *lens;
+    unsigned n;
+    int failed; /* a publish was refused: send the window again in order */
+};
+
+/* Claim, spool, release, publish: one message of the window. */
+static int window_add(struct bridge_args *a, struct spool *sp, jsCtx *js, struct window *w,
+                      natsConnection *nc, shmring_msg_t *m)
+{
+    struct spool_key k = {sp->epoch, sp->next++};
+    char key[64], id[320];
+    key_text(&k, key);
+    int err = shmring_state_write(sp->st, key, m->data, m->len);
+    if (err < 0)
+        return err;
+    w->keys[w->n] = k;
+    w->lens[w->n] = (uint32_t)m->len;
+    w->n++;
+    natsMsg *nm = NULL;
+    natsStatus s = natsMsg_Create(&nm, a->subject, NULL, m->data, (int)m->len);
+    if (s != NATS_OK || w->failed || natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED) {
+        /* Not sent now: the window is published again in order below, so
+         * that nothing goes on a new connection ahead of an older message. */
+        natsMsg_Destroy(nm);
+        w->failed = 1;
+        return 0;
+    }
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    msg_id(sp, key, id);
+    po.MsgId = id;
+    s = js_PublishMsgAsync(js, &nm, &po);
+    natsMsg_Destroy(nm);
+    if (s != NATS_OK)
+        w->failed = 1;
+    return 0;
+}
+
+/* Wait for the window's acknowledgements; on any error send it again in
+ * order. Then the spool lets go of it. */
+static int window_finish(struct bridge_args *a, struct spool *sp, jsCtx *js, struct window *w,
+                         void *buf, size_t cap)
+{
+    bridge_set_in_flight(w->n);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = ACK_WAIT_MS;
+    natsStatus s = js_PublishAsyncComplete(js, &po);
+    pthread_mutex_lock(&ack_lock);
+    int failed = w->failed || s != NATS_OK || ack_errors > 0;
+    ack_errors = 0;
+    pthread_mutex_unlock(&ack_lock);
+    if (failed) {
+        natsMsgList pending = {NULL, 0};
+        if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+        for (unsigned i = 0; i < w->n; i++) {
+            char key[64], id[320];
+            key_text(&w->keys[i], key);
+            ssize_t n = shmring_state_read(sp->st, key, buf, cap);
+            if (n < 0)
+                return cli_fail("bridge", "out: spool entry %s: %s", key, shmring_strerror((int)n));
+            msg_id(sp, key, id);
+            if (publish_sync(a, js, id, buf, (size_t)n) < 0)
+                return -1; /* stopping: the spool keeps the rest */
+            bridge_count(BRIDGE_RESENT, 1);
+        }
+    }
+    for (unsigned i = 0; i < w->n; i++) {
+        char key[64];
+        key_text(&w->keys[i], key);
+        shmring_state_delete(sp->st, key);
+        bridge_count_message(w->lens[i]);
+    }
+    w->n = 0;
+    w->failed = 0;
+    bridge_set_in_flight(0);
+    return CLI_OK;
+}
+
+/* The end of stream, with an id that is the same however often it is sent:
+ * the ring's creation time and producer epoch. */
+static int send_eos(struct bridge_args *a, struct spool *sp, shmring_t *r, jsCtx *js)
+{
+    shmring_stats_t st;
+    memset(&st, 0, sizeof st);
+    shmring_stats(r, &st);
+    char id[320];
+    snprintf(id, sizeof id, "%seos-%" PRIu64 "-%" PRIu64, sp->prefix, st.created_ns,
+             st.producer_epoch);
+    for (;;) {
+        natsMsg *m = NULL;
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = id;
+        po.MaxWait = ACK_WAIT_MS;
+        jsErrCode jerr = 0;
+        natsStatus s = natsMsg_Create(&m, a->subject, NULL, NULL, 0);
+        if (s == NATS_OK)
+            s = natsMsgHeader_Set(m, BRIDGE_EOS_HEADER, "1");
+        if (s == NATS_OK)
+            s = js_PublishMsg(NULL, js, m, &po, &jerr);
+        natsMsg_Destroy(m);
+        if (s == NATS_OK)
+            return CLI_OK;
+        bridge_count(BRIDGE_ERRORS, 1);
+        if (bridge_stopping())
+            return CLI_OK;
+        sleep_ns(RETRY_NS);
+    }
+}
+
+int bridge_out_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc, jsCtx *js_admin)
+{
+    (void)js_admin;
+    size_t cap = shmring_slot_size(r);
+    struct spool sp;
+    memset(&sp, 0, sizeof sp);
+    struct window w = {calloc(a->window, sizeof *w.keys), calloc(a->window, sizeof *w.lens), 0, 0};
+    void *buf = malloc(cap ? cap : 1);
+    jsCtx *js = NULL;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = a->window;
+    jo.PublishAsync.AckHandler = on_pub_ack;
+    int rc = CLI_OK;
+    if (w.keys == NULL || w.lens == NULL || buf == NULL)
+        rc = cli_fail("bridge", "out of memory");
+    if (rc == CLI_OK && natsConnection_JetStream(&js, nc, &jo) != NATS_OK)
+        rc = cli_fail("bridge", "out: JetStream context");
+    if (rc == CLI_OK)
+        rc = spool_open(a, &sp, (uint32_t)cap);
+    if (rc == CLI_OK && spool_replay(a, &sp, js, buf, cap) != CLI_OK)
+        rc = bridge_stopping() ? CLI_OK : CLI_FAIL;
+    int ended = 0;
+    while (rc == CLI_OK && !bridge_stopping() && !ended) {
+        bridge_tick(a);
+        shmring_msg_t m;
+        int err = shmring_claim_wait(r, &m, 100000000LL);
+        while (err == 0) {
+            int e = window_add(a, &sp, js, &w, nc, &m);
+            shmring_release(r, &m);
+            if (e < 0) {
+                rc = cli_fail("bridge", "out: spool: %s", shmring_strerror(e));
+                break;
+            }
+            if (w.n == a->window)
+                break;
+            err = shmring_claim(r, &m);
+        }
+        if (err == -EPIPE)
+            ended = 1;
+        else if (err < 0 && err != -EAGAIN && err != -ETIMEDOUT && rc == CLI_OK)
+            rc = cli_fail("bridge", "out: %s: %s", a->ring, shmring_strerror(err));
+        if (w.n > 0 && window_finish(a, &sp, js, &w, buf, cap) != CLI_OK)
+            rc = bridge_stopping() ? CLI_OK : CLI_FAIL;
+    }
+    if (ended && rc == CLI_OK) {
+        rc = send_eos(a, &sp, r, js);
+        a->eos = 1;
+    }
+    if (w.n > 0) /* stopping: whatever is unconfirmed stays in the spool */
+        js_PublishAsyncComplete(js, NULL);
+    jsCtx_Destroy(js);
+    shmring_state_close(sp.st);
+    free(w.keys);
+    free(w.lens);
+    free(buf);
+    return rc;
+}
+
+/* ---- in ---------------------------------------------------------------------- */
+
+/* What `in` remembers between runs, under key "last" of RING.bridge-in. */
+struct in_mark {
+    int64_t stream_created;
+    uint64_t last_seq;  /* highest stream sequence pushed into the ring */
+    char consumer[448]; /* STREAM/DURABLE */
+};
+
+struct in_state {
+    shmring_state_t *st;
+    struct in_mark mark;
+};
+
+static int in_state_open(struct bridge_args *a, struct in_state *is, int64_t created)
+{
+    char name[SHMRING_NAME_MAX + 1];
+    if (side_name(a->ring, ".bridge-in", name) < 0)
+        return cli_fail("bridge", "in: ring name too long for its state name");
+    int err = open_table(name, 16, sizeof(struct in_mark), &is->st);
+    if (err < 0)
+        return cli_fail("bridge", "in: state %s: %s", name, shmring_strerror(err));
+    char consumer[sizeof is->mark.consumer];
+    snprintf(consumer, sizeof consumer, "%s/%s", a->stream, a->durable);
+    struct in_mark m;
+    memset(&m, 0, sizeof m);
+    ssize_t n = shmring_state_read(is->st, "last", &m, sizeof m);
+    m.consumer[sizeof m.consumer - 1] = '\0';
+    if (n != (ssize_t)sizeof m || m.stream_created != created ||
+        strcmp(m.consumer, consumer) != 0) {
+        /* Another stream (or a recreated one): its sequences start again. */
+        memset(&m, 0, sizeof m);
+        m.stream_created = created;
+        snprintf(m.consumer, sizeof m.consumer, "%s", consumer);
+    }
+    is->mark = m;
+    return CLI_OK;
+}
+
+static int in_state_record(struct in_state *is, uint64_t seq)
+{
+    is->mark.last_seq = seq;
+    return shmring_state_write(is->st, "last", &is->mark, sizeof is->mark);
+}
+
+/* Is stream sequence `seq` absent from the stream (deleted, or never stored
+ * for our subject), so that a gap before the next one is real? */
+static int seq_absent(jsCtx *js, const struct bridge_args *a, uint64_t seq)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetMsg(&m, js, a->stream, seq, NULL, &jerr);
+    natsMsg_Destroy(m);
+    return s == NATS_NOT_FOUND;
+}
+
+static int in_subscribe(struct bridge_args *a, jsCtx *js, natsSubscription **sub)
+{
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = a->stream;
+    so.Config.Durable = a->durable;
+    so.Config.AckPolicy = js_AckAll;
+    so.Config.AckWait = a->ack_wait_ns;
+    so.Config.MaxAckPending = 4 * (int64_t)a->window;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    jsErrCode jerr = 0;
+    natsStatus s = js_PullSubscribe(sub, js, a->subject, a->durable, NULL, &so, &jerr);
+    if (s != NATS_OK)
+        return cli_fail("bridge", "in: durable consumer %s on %s: %s (%s)", a->durable, a->stream,
+                        natsStatus_GetText(s),
+                        nats_GetLastError(NULL) ? nats_GetLastError(NULL) : "");
+    return CLI_OK;
+}
+
+/* One fetched batch: push in order, record, then acknowledge all. */
+static int in_batch(struct bridge_args *a, shmring_t *r, jsCtx *js, struct in_state *is,
+                    natsMsgList *list)
+{
+    natsMsg *ack = NULL;
+    int rc = CLI_OK, i = 0;
+    for (; i < list->Count; i++) {
+        natsMsg *m = list->Msgs[i];
+        jsMsgMetaData *meta = NULL;
+        if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
+            bridge_count(BRIDGE_ERRORS, 1);
+            continue;
+        }
+        uint64_t seq = meta->Sequence.Stream;
+        jsMsgMetaData_Destroy(meta);
+        uint64_t last = is->mark.last_seq;
+        if (seq <= last) { /* delivered again: already in the ring */
+            bridge_count(BRIDGE_DUPLICATES, 1);
+            ack = m;
+            continue;
+        }
+        if (last > 0 && seq > last + 1 && !seq_absent(js, a, last + 1))
+            break; /* an earlier message is still on its way: refuse the rest */
+        int eos = bridge_is_eos(m);
+        int p = eos ? BRIDGE_PUSH_OK
+                    : bridge_push(a, r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+        if (p == BRIDGE_PUSH_STOPPED || p == BRIDGE_PUSH_FATAL) {
+            rc = p == BRIDGE_PUSH_FATAL ? CLI_FAIL : CLI_OK;
+            break;
+        }
+        int err = in_state_record(is, seq);
+        if (err < 0) {
+            rc = cli_fail("bridge", "in: state: %s", shmring_strerror(err));
+            break;
+        }
+        ack = m;
+        if (eos) {
+            a->eos = 1;
+            i++;
+            break;
+        }
+    }
+    if (ack != NULL && natsMsg_AckSync(ack, NULL, NULL) != NATS_OK)
+        bridge_count(BRIDGE_ERRORS, 1); /* redelivered later, then skipped */
+    for (; i < list->Count; i++)
+        natsMsg_Nak(list->Msgs[i], NULL);
+    return rc;
+}
+
+int bridge_in_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc, jsCtx *js,
+                        int64_t stream_created)
+{
+    struct in_state is;
+    memset(&is, 0, sizeof is);
+    int rc = in_state_open(a, &is, stream_created);
+    natsSubscription *sub = NULL;
+    if (rc == CLI_OK)
+        rc = in_subscribe(a, js, &sub);
+    while (rc == CLI_OK && !bridge_stopping() && !a->eos) {
+        bridge_tick(a);
+        natsMsgList list = {NULL, 0};
+        jsErrCode jerr = 0;
+        natsStatus s = natsSubscription_Fetch(&list, sub, (int)a->window, 200, &jerr);
+        if (s == NATS_TIMEOUT)
+            continue;
+        if (s != NATS_OK) {
+            if (natsConnection_IsClosed(nc)) {
+                rc = cli_fail("bridge", "in: connection closed");
+                break;
+            }
+            bridge_count(BRIDGE_ERRORS, 1);
+            sleep_ns(100000000LL);
+            continue;
+        }
+        bridge_set_in_flight((uint64_t)list.Count);
+        rc = in_batch(a, r, js, &is, &list);
+        bridge_set_in_flight(0);
+        natsMsgList_Destroy(&list);
+    }
+    natsSubscription_Destroy(sub);
+    shmring_state_close(is.st);
+    return rc;
+}
