@@ -555,14 +555,17 @@ static int open_target(struct bridge_args *a, shmring_t **r)
 }
 
 /*
- * Push one message into the ring, waiting for room (overwrite rings never
- * wait). Returns 0 when pushed, 1 when skipped (oversize, --oversize skip),
- * or a CLI exit code > 1... see below: -1 stop requested, -2 fatal.
+ * Push one message into the ring, waiting for room (an overwrite ring never
+ * waits). Returns BRIDGE_PUSH_OK, _SKIPPED (larger than the slots, --oversize
+ * skip), _STOPPED (a signal came while waiting) or _FATAL (oversize with
+ * --oversize stop, or a ring error, already reported).
  */
 int bridge_push(struct bridge_args *a, shmring_t *r, const void *data, size_t len)
 {
     if (len > shmring_slot_size(r)) {
         bridge_count(BRIDGE_OVERSIZE, 1);
+        if (++a->oversize_reported > 10 && !a->oversize_stop)
+            return BRIDGE_PUSH_SKIPPED; /* counted in the stats; the first ten are shown */
         fprintf(
             stderr,
             "shmring: bridge: in: a message of %zu bytes does not fit %s's slots (%u bytes)%s\n",
@@ -592,18 +595,29 @@ int bridge_is_eos(natsMsg *m)
            strcmp(v, "1") == 0;
 }
 
-static int in_core(struct bridge_args *a, shmring_t *r, natsConnection *nc)
+/*
+ * Core NATS: subscribe before the ring is opened, so that once RING exists
+ * the subscription is known to the server (a test, or a producer that waits
+ * for RING, loses nothing to a late subscription).
+ */
+static int in_core_subscribe(struct bridge_args *a, natsConnection *nc, natsSubscription **sub)
 {
-    natsSubscription *sub = NULL;
-    natsStatus s = natsConnection_SubscribeSync(&sub, nc, a->subject);
+    natsStatus s = natsConnection_SubscribeSync(sub, nc, a->subject);
     if (s == NATS_OK) /* no limit in this process: drops happen only at the server */
-        s = natsSubscription_SetPendingLimits(sub, -1, -1);
+        s = natsSubscription_SetPendingLimits(*sub, -1, -1);
     if (s == NATS_OK)
         s = natsConnection_FlushTimeout(nc, 5000);
     if (s != NATS_OK) {
-        natsSubscription_Destroy(sub);
+        natsSubscription_Destroy(*sub);
+        *sub = NULL;
         return cli_fail("bridge", "in: subscribe to %s: %s", a->subject, natsStatus_GetText(s));
     }
+    return CLI_OK;
+}
+
+static int in_core(struct bridge_args *a, shmring_t *r, natsConnection *nc, natsSubscription *sub)
+{
+    natsStatus s;
     int rc = CLI_OK;
     while (!bridge_stopping()) {
         bridge_tick(a);
@@ -639,7 +653,6 @@ static int in_core(struct bridge_args *a, shmring_t *r, natsConnection *nc)
     if (natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0)
         count(&counters.dropped, (uint64_t)dropped);
     natsSubscription_Unsubscribe(sub);
-    natsSubscription_Destroy(sub);
     return rc;
 }
 
@@ -649,8 +662,12 @@ static int in_run(struct bridge_args *a)
     int rc = bridge_connect("bridge", a->url, "shmring-bridge-in", &nc);
     if (rc != CLI_OK)
         return rc;
+    natsSubscription *sub = NULL;
+    if (a->stream == NULL)
+        rc = in_core_subscribe(a, nc, &sub);
     shmring_t *r = NULL;
-    rc = open_target(a, &r);
+    if (rc == CLI_OK)
+        rc = open_target(a, &r);
     if (rc == CLI_OK && a->stream != NULL) {
         jsCtx *js = NULL;
         int64_t created = 0;
@@ -663,8 +680,9 @@ static int in_run(struct bridge_args *a)
             rc = bridge_in_jetstream(a, r, nc, js, created);
         jsCtx_Destroy(js);
     } else if (rc == CLI_OK) {
-        rc = in_core(a, r, nc);
+        rc = in_core(a, r, nc, sub);
     }
+    natsSubscription_Destroy(sub);
     if (a->stats || rc != CLI_OK)
         print_stats(a, "end", 0, 0);
     if (a->eos)

@@ -25,6 +25,7 @@ struct bridge_args {
     int overwrite, oversize_stop, stats;
     int ring_overwrite; /* in: the target ring is in overwrite mode */
     int eos;            /* the stream ended (end of stream crossed) */
+    uint64_t oversize_reported;
     int64_t last_stats_ns;
     uint64_t last_stats_msgs;
     uint64_t bench_count;

@@ -3,13 +3,12 @@
  * removed on both sides.
  *
  * out: every message taken from the ring goes first into a spool (a state
- * table RING.bridge-out, key "EPOCH-N"), then to JetStream with the message
- * id HOST:RING:EPOCH-N; a window of them is published asynchronously and
- * the spool entries are deleted once every one is acknowledged. After an
- * error (server restart, timeout) the window is published again one by one
- * in order; after a restart of the bridge, whatever the spool still holds is
- * published again first. JetStream's duplicate window drops the copies it
- * already stored.
+ * table RING.bridge-out), then to JetStream with the message id
+ * HOST:RING:EPOCH-N (EPOCH counts the bridge's starts, N its messages); a window of them is
+ * published asynchronously and the spool entries are deleted once every one is acknowledged. After
+ * an error (server restart, timeout) the window is published again one by one in order; after a
+ * restart of the bridge, whatever the spool still holds is published again first. JetStream's
+ * duplicate window drops the copies it already stored.
  *
  * in: a durable pull consumer (acknowledge-all). Each message is pushed into
  * the ring, then its stream sequence is recorded in a state table
@@ -63,61 +62,50 @@ static int open_table(const char *name, uint32_t entries, uint32_t value_size,
 
 /* ---- out: the spool -------------------------------------------------------- */
 
+/*
+ * The spool has a fixed set of keys "s0" .. "s<cap-1>" (cap = 2 x window),
+ * so that after the first rounds every write updates an existing entry
+ * (no inserts, no tombstones). Message n of epoch e lives in slot n % cap;
+ * an entry whose `live` is 0 is free. The window never exceeds cap / 2 and
+ * is emptied before the next one starts, so a slot is always free when its
+ * turn comes.
+ */
+struct spool_hdr {
+    uint64_t epoch, n;
+    uint32_t len;
+    uint32_t live;
+};
+
 struct spool {
     shmring_state_t *st;
     uint64_t epoch, next;
+    uint32_t cap;         /* slots */
+    unsigned char *entry; /* header + one payload */
+    size_t entry_size;
     char prefix[256]; /* HOST:RING: */
 };
 
-struct spool_key {
-    uint64_t epoch, n;
-};
-
-static void key_text(const struct spool_key *k, char buf[64])
+static void slot_key(const struct spool *sp, uint64_t n, char key[32])
 {
-    snprintf(buf, 64, "%" PRIu64 "-%" PRIu64, k->epoch, k->n);
+    snprintf(key, 32, "s%" PRIu64, n % sp->cap);
 }
 
-static int collect_key(const char *key, size_t len, void *ctx)
+/* Message id: HOST:RING:EPOCH-N, the same however often it is sent. */
+static void msg_id(const struct spool *sp, const struct spool_hdr *h, char out[320])
 {
-    (void)len;
-    struct {
-        struct spool_key *v;
-        size_t n, cap;
-    } *c = ctx;
-    struct spool_key k;
-    char tail;
-    if (sscanf(key, "%" SCNu64 "-%" SCNu64 "%c", &k.epoch, &k.n, &tail) != 2)
-        return 0;
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 256;
-        struct spool_key *v = realloc(c->v, cap * sizeof *v);
-        if (v == NULL)
-            return -ENOMEM;
-        c->v = v, c->cap = cap;
-    }
-    c->v[c->n++] = k;
-    return 0;
-}
-
-static int key_order(const void *x, const void *y)
-{
-    const struct spool_key *a = x, *b = y;
-    if (a->epoch != b->epoch)
-        return a->epoch < b->epoch ? -1 : 1;
-    return a->n < b->n ? -1 : a->n > b->n;
+    snprintf(out, 320, "%s%" PRIu64 "-%" PRIu64, sp->prefix, h->epoch, h->n);
 }
 
 /* Publish one message synchronously, retrying until JetStream stores it (or
  * says it already has it). Returns 0, or -EINTR when asked to stop. */
-static int publish_sync(struct bridge_args *a, jsCtx *js, const char *msg_id, const void *data,
+static int publish_sync(struct bridge_args *a, jsCtx *js, const char *id, const void *data,
                         size_t len)
 {
     for (;;) {
         natsMsg *m = NULL;
         jsPubOptions po;
         jsPubOptions_Init(&po);
-        po.MsgId = msg_id;
+        po.MsgId = id;
         po.MaxWait = ACK_WAIT_MS;
         jsPubAck *pa = NULL;
         jsErrCode jerr = 0;
@@ -152,16 +140,34 @@ static int spool_open(struct bridge_args *a, struct spool *sp, uint32_t slot_siz
     char name[SHMRING_NAME_MAX + 1];
     if (side_name(a->ring, ".bridge-out", name) < 0)
         return cli_fail("bridge", "out: ring name too long for its spool name");
-    uint32_t entries = 64;
-    while (entries < 2 * a->window + 8)
+    sp->cap = 2 * a->window;
+    sp->entry_size = sizeof(struct spool_hdr) + slot_size;
+    sp->entry = malloc(sp->entry_size);
+    if (sp->entry == NULL)
+        return cli_fail("bridge", "out of memory");
+    uint32_t entries = 4;
+    while (entries < sp->cap + 2)
         entries *= 2;
-    int err = open_table(name, entries, slot_size < 8 ? 8 : slot_size, &sp->st);
+    int err = open_table(name, entries, (uint32_t)sp->entry_size, &sp->st);
     if (err < 0)
         return cli_fail("bridge", "out: spool %s: %s", name, shmring_strerror(err));
-    if (shmring_state_value_size(sp->st) < slot_size ||
-        shmring_state_entries(sp->st) < 2 * a->window + 8)
-        return cli_fail("bridge", "out: spool %s is too small for %s (remove it when empty)", name,
-                        a->ring);
+    if (shmring_state_value_size(sp->st) < sp->entry_size ||
+        shmring_state_entries(sp->st) < sp->cap + 2)
+        return cli_fail("bridge",
+                        "out: spool %s was made for a smaller ring or --window; remove it "
+                        "(`shmring rm %s`) once the bridge has drained it",
+                        name, name);
+    /* The slot count is fixed when the spool is made: a later run with a
+     * larger --window uses the spool's (its live slots must all be found). */
+    uint32_t cap = 0;
+    if (shmring_state_read(sp->st, "cap", &cap, sizeof cap) == (ssize_t)sizeof cap && cap >= 2 &&
+        cap + 2 <= shmring_state_entries(sp->st)) {
+        sp->cap = cap;
+        if (a->window > cap / 2)
+            a->window = cap / 2;
+    } else if ((err = shmring_state_write(sp->st, "cap", &sp->cap, sizeof sp->cap)) < 0) {
+        return cli_fail("bridge", "out: spool %s: %s", name, shmring_strerror(err));
+    }
     uint64_t epoch = 0;
     ssize_t n = shmring_state_read(sp->st, SPOOL_EPOCH_KEY, &epoch, sizeof epoch);
     if (n != (ssize_t)sizeof epoch)
@@ -177,44 +183,67 @@ static int spool_open(struct bridge_args *a, struct spool *sp, uint32_t slot_siz
     return CLI_OK;
 }
 
-static void msg_id(const struct spool *sp, const char *key, char out[320])
+/* Read slot `key` into sp->entry; its header, or NULL when free/absent. */
+static const struct spool_hdr *spool_get(struct spool *sp, const char *key)
 {
-    snprintf(out, 320, "%s%s", sp->prefix, key);
+    ssize_t n = shmring_state_read(sp->st, key, sp->entry, sp->entry_size);
+    if (n < (ssize_t)sizeof(struct spool_hdr))
+        return NULL;
+    const struct spool_hdr *h = (const struct spool_hdr *)(void *)sp->entry;
+    if (!h->live || h->len > (size_t)n - sizeof *h) /* our own table, but check anyway */
+        return NULL;
+    return h;
+}
+
+static int spool_free(struct spool *sp, const char *key)
+{
+    struct spool_hdr h = {0, 0, 0, 0};
+    return shmring_state_write(sp->st, key, &h, sizeof h);
+}
+
+static int hdr_order(const void *x, const void *y)
+{
+    const struct spool_hdr *a = x, *b = y;
+    if (a->epoch != b->epoch)
+        return a->epoch < b->epoch ? -1 : 1;
+    return a->n < b->n ? -1 : a->n > b->n;
 }
 
 /* After a restart: publish what the spool still holds, oldest first. */
-static int spool_replay(struct bridge_args *a, struct spool *sp, jsCtx *js, void *buf, size_t cap)
+static int spool_replay(struct bridge_args *a, struct spool *sp, jsCtx *js)
 {
-    struct {
-        struct spool_key *v;
-        size_t n, cap;
-    } keys = {NULL, 0, 0};
-    int err = shmring_state_foreach(sp->st, collect_key, &keys);
-    if (err < 0) {
-        free(keys.v);
-        return cli_fail("bridge", "out: spool: %s", shmring_strerror(err));
+    struct spool_hdr *live = calloc(sp->cap, sizeof *live);
+    if (live == NULL)
+        return cli_fail("bridge", "out of memory");
+    size_t n = 0;
+    for (uint32_t i = 0; i < sp->cap; i++) {
+        char key[32];
+        slot_key(sp, i, key);
+        const struct spool_hdr *h = spool_get(sp, key);
+        if (h != NULL)
+            live[n++] = *h;
     }
-    qsort(keys.v, keys.n, sizeof *keys.v, key_order);
-    if (keys.n > 0)
-        fprintf(stderr, "shmring: bridge: out: publishing %zu message(s) left in the spool\n",
-                keys.n);
+    qsort(live, n, sizeof *live, hdr_order);
+    if (n > 0)
+        fprintf(stderr, "shmring: bridge: out: publishing %zu message(s) left in the spool\n", n);
     int rc = CLI_OK;
-    for (size_t i = 0; i < keys.n && rc == CLI_OK; i++) {
-        char key[64], id[320];
-        key_text(&keys.v[i], key);
-        ssize_t n = shmring_state_read(sp->st, key, buf, cap);
-        if (n < 0)
-            continue; /* deleted meanwhile: nothing to send */
-        msg_id(sp, key, id);
-        if (publish_sync(a, js, id, buf, (size_t)n) < 0)
+    for (size_t i = 0; i < n && rc == CLI_OK; i++) {
+        char key[32], id[320];
+        snprintf(key, sizeof key, "s%" PRIu64, live[i].n % sp->cap);
+        const struct spool_hdr *h = spool_get(sp, key);
+        if (h == NULL || h->epoch != live[i].epoch || h->n != live[i].n)
+            continue;
+        msg_id(sp, h, id);
+        if (publish_sync(a, js, id, h + 1, h->len) < 0) {
             rc = -1;
-        else {
-            bridge_count(BRIDGE_RESENT, 1);
-            bridge_count_message((size_t)n);
-            shmring_state_delete(sp->st, key);
+            break;
         }
+        bridge_count(BRIDGE_RESENT, 1);
+        bridge_count_message(h->len);
+        if (spool_free(sp, key) < 0)
+            rc = cli_fail("bridge", "out: spool: cannot free %s", key);
     }
-    free(keys.v);
+    free(live);
     return rc;
 }
 
@@ -238,24 +267,29 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
 }
 
 struct window {
-    struct spool_key *keys;
-    uint32_t *lens;
+    uint64_t first; /* spool number of its first message */
     unsigned n;
     int failed; /* a publish was refused: send the window again in order */
 };
 
-/* Claim, spool, release, publish: one message of the window. */
+/*
+ * Spool one claimed message, then publish it. The claim is held until it
+ * is in the spool (the caller releases it): a bridge killed in between
+ * leaves the claim to the ring, which counts it as abandoned.
+ */
 static int window_add(struct bridge_args *a, struct spool *sp, jsCtx *js, struct window *w,
-                      natsConnection *nc, shmring_msg_t *m)
+                      natsConnection *nc, const shmring_msg_t *m)
 {
-    struct spool_key k = {sp->epoch, sp->next++};
-    char key[64], id[320];
-    key_text(&k, key);
-    int err = shmring_state_write(sp->st, key, m->data, m->len);
+    if (w->n == 0)
+        w->first = sp->next;
+    struct spool_hdr *h = (struct spool_hdr *)(void *)sp->entry;
+    *h = (struct spool_hdr){sp->epoch, sp->next++, (uint32_t)m->len, 1};
+    memcpy(h + 1, m->data, m->len);
+    char key[32], id[320];
+    slot_key(sp, h->n, key);
+    int err = shmring_state_write(sp->st, key, sp->entry, sizeof *h + m->len);
     if (err < 0)
         return err;
-    w->keys[w->n] = k;
-    w->lens[w->n] = (uint32_t)m->len;
     w->n++;
     natsMsg *nm = NULL;
     natsStatus s = natsMsg_Create(&nm, a->subject, NULL, m->data, (int)m->len);
@@ -268,7 +302,7 @@ static int window_add(struct bridge_args *a, struct spool *sp, jsCtx *js, struct
     }
     jsPubOptions po;
     jsPubOptions_Init(&po);
-    msg_id(sp, key, id);
+    msg_id(sp, h, id);
     po.MsgId = id;
     s = js_PublishMsgAsync(js, &nm, &po);
     natsMsg_Destroy(nm);
@@ -279,8 +313,7 @@ static int window_add(struct bridge_args *a, struct spool *sp, jsCtx *js, struct
 
 /* Wait for the window's acknowledgements; on any error send it again in
  * order. Then the spool lets go of it. */
-static int window_finish(struct bridge_args *a, struct spool *sp, jsCtx *js, struct window *w,
-                         void *buf, size_t cap)
+static int window_finish(struct bridge_args *a, struct spool *sp, jsCtx *js, struct window *w)
 {
     bridge_set_in_flight(w->n);
     jsPubOptions po;
@@ -296,22 +329,25 @@ static int window_finish(struct bridge_args *a, struct spool *sp, jsCtx *js, str
         if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
             natsMsgList_Destroy(&pending);
         for (unsigned i = 0; i < w->n; i++) {
-            char key[64], id[320];
-            key_text(&w->keys[i], key);
-            ssize_t n = shmring_state_read(sp->st, key, buf, cap);
-            if (n < 0)
-                return cli_fail("bridge", "out: spool entry %s: %s", key, shmring_strerror((int)n));
-            msg_id(sp, key, id);
-            if (publish_sync(a, js, id, buf, (size_t)n) < 0)
+            char key[32], id[320];
+            slot_key(sp, w->first + i, key);
+            const struct spool_hdr *h = spool_get(sp, key);
+            if (h == NULL)
+                return cli_fail("bridge", "out: spool entry %s vanished", key);
+            msg_id(sp, h, id);
+            if (publish_sync(a, js, id, h + 1, h->len) < 0)
                 return -1; /* stopping: the spool keeps the rest */
             bridge_count(BRIDGE_RESENT, 1);
         }
     }
     for (unsigned i = 0; i < w->n; i++) {
-        char key[64];
-        key_text(&w->keys[i], key);
-        shmring_state_delete(sp->st, key);
-        bridge_count_message(w->lens[i]);
+        char key[32];
+        slot_key(sp, w->first + i, key);
+        const struct spool_hdr *h = spool_get(sp, key);
+        if (h != NULL)
+            bridge_count_message(h->len);
+        if (spool_free(sp, key) < 0)
+            return cli_fail("bridge", "out: spool: cannot free %s", key);
     }
     w->n = 0;
     w->failed = 0;
@@ -354,24 +390,20 @@ static int send_eos(struct bridge_args *a, struct spool *sp, shmring_t *r, jsCtx
 int bridge_out_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc, jsCtx *js_admin)
 {
     (void)js_admin;
-    size_t cap = shmring_slot_size(r);
     struct spool sp;
     memset(&sp, 0, sizeof sp);
-    struct window w = {calloc(a->window, sizeof *w.keys), calloc(a->window, sizeof *w.lens), 0, 0};
-    void *buf = malloc(cap ? cap : 1);
+    struct window w = {0, 0, 0};
     jsCtx *js = NULL;
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.PublishAsync.MaxPending = a->window;
     jo.PublishAsync.AckHandler = on_pub_ack;
     int rc = CLI_OK;
-    if (w.keys == NULL || w.lens == NULL || buf == NULL)
-        rc = cli_fail("bridge", "out of memory");
-    if (rc == CLI_OK && natsConnection_JetStream(&js, nc, &jo) != NATS_OK)
+    if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK)
         rc = cli_fail("bridge", "out: JetStream context");
     if (rc == CLI_OK)
-        rc = spool_open(a, &sp, (uint32_t)cap);
-    if (rc == CLI_OK && spool_replay(a, &sp, js, buf, cap) != CLI_OK)
+        rc = spool_open(a, &sp, shmring_slot_size(r));
+    if (rc == CLI_OK && spool_replay(a, &sp, js) != CLI_OK)
         rc = bridge_stopping() ? CLI_OK : CLI_FAIL;
     int ended = 0;
     while (rc == CLI_OK && !bridge_stopping() && !ended) {
@@ -393,7 +425,7 @@ int bridge_out_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc
             ended = 1;
         else if (err < 0 && err != -EAGAIN && err != -ETIMEDOUT && rc == CLI_OK)
             rc = cli_fail("bridge", "out: %s: %s", a->ring, shmring_strerror(err));
-        if (w.n > 0 && window_finish(a, &sp, js, &w, buf, cap) != CLI_OK)
+        if (w.n > 0 && window_finish(a, &sp, js, &w) != CLI_OK)
             rc = bridge_stopping() ? CLI_OK : CLI_FAIL;
     }
     if (ended && rc == CLI_OK) {
@@ -404,9 +436,7 @@ int bridge_out_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc
         js_PublishAsyncComplete(js, NULL);
     jsCtx_Destroy(js);
     shmring_state_close(sp.st);
-    free(w.keys);
-    free(w.lens);
-    free(buf);
+    free(sp.entry);
     return rc;
 }
 
