@@ -108,6 +108,24 @@ static char *slurp(const char *path)
     return buf;
 }
 
+/* Value of `field=` in the last line of `log` that contains `line_tag`. */
+static long long log_field(const char *log, const char *line_tag, const char *field)
+{
+    char *s = slurp(path_in(log));
+    long long v = -1;
+    char key[64];
+    snprintf(key, sizeof key, " %s=", field);
+    for (char *line = strtok(s, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        if (strstr(line, line_tag) == NULL)
+            continue;
+        const char *f = strstr(line, key);
+        if (f != NULL)
+            v = strtoll(f + strlen(key), NULL, 10);
+    }
+    free(s);
+    return v;
+}
+
 static int log_has(const char *log, const char *text)
 {
     char *s = slurp(path_in(log));
@@ -615,6 +633,10 @@ static void jetstream_run(int what)
             (unsigned long long)rx.msgs, (unsigned long long)plan.count,
             (unsigned long long)rx.missing, (unsigned long long)rx.duplicates,
             (unsigned long long)abandoned);
+    if (what == 2) { /* both really lost the server and came back */
+        cr_assert_geq(log_field("out.log", " end ", "reconnects"), 2);
+        cr_assert_geq(log_field("in.log", " end ", "reconnects"), 2);
+    }
     cr_assert_eq(rx.msgs + rx.missing, plan.count);
     cr_assert_leq(rx.missing, abandoned, "a message was lost without the ring counting it");
     cr_assert_leq(rx.missing, what == 0 ? 2u : 0u);
