@@ -134,6 +134,18 @@ static int log_has(const char *log, const char *text)
     return found;
 }
 
+/* The end of each log, for a failure message. */
+static void dump_logs(void)
+{
+    const char *logs[] = {"out.log", "in.log", "server.log"};
+    for (size_t i = 0; i < sizeof logs / sizeof logs[0]; i++) {
+        char *s = slurp(path_in(logs[i]));
+        size_t len = strlen(s);
+        fprintf(stderr, "---- %s (end) ----\n%s\n", logs[i], s + (len > 6000 ? len - 6000 : 0));
+        free(s);
+    }
+}
+
 /* Start argv[0] with stdout and stderr appended to `log` in the work dir. */
 static pid_t spawn(const char *log, char *const argv[])
 {
@@ -464,8 +476,11 @@ static struct received consume(const char *name, const struct plan *plan, int al
             }
             /* -EPIPE before the end: the bridge `in` was killed or is
              * restarting; a new one takes the producer role over. */
-            cr_assert(now_s() < end, "timed out after %llu of %llu messages",
-                      (unsigned long long)rx.msgs, (unsigned long long)plan->count);
+            if (now_s() > end) {
+                dump_logs();
+                cr_assert_fail("timed out after %llu of %llu messages", (unsigned long long)rx.msgs,
+                               (unsigned long long)plan->count);
+            }
             if (n == -EPIPE)
                 sleep_s(0.01);
             continue;
@@ -495,6 +510,8 @@ static struct received consume(const char *name, const struct plan *plan, int al
             for (; next < id; next++)
                 rx.missing += (uint64_t)plan_arrives(plan, next);
         }
+        if (id != next)
+            dump_logs();
         cr_assert_eq(id, next, "got id %llu, expected %llu (a message was lost or reordered)",
                      (unsigned long long)id, (unsigned long long)next);
         rx.msgs++;
@@ -530,7 +547,8 @@ TestSuite(bridge, .init = setup, .fini = teardown, .timeout = 600);
 Test(bridge, core_round_trip_one_million_in_order)
 {
     server_start(&server);
-    struct plan plan = {
+    static struct plan plan; /* static: outlives a failed test's exit */
+    plan = (struct plan){
         .count = scaled(1000000, 100000), .slot_size = SLOT_SIZE, .target_size = SLOT_SIZE};
     struct bridge in, out;
     bridge_init(&in, "in.log", "in", server.url, "rt.core", "/rtb", "--slots", "4096",
@@ -593,10 +611,11 @@ static void chaos_step(uint64_t received, void *ctx)
 static void jetstream_run(int what)
 {
     server_start(&server);
-    struct plan plan = {.count = scaled(30000, 10000),
-                        .slot_size = SLOT_SIZE,
-                        .target_size = SLOT_SIZE,
-                        .with_empty = 1};
+    static struct plan plan; /* static: outlives a failed test's exit */
+    plan = (struct plan){.count = scaled(30000, 10000),
+                         .slot_size = SLOT_SIZE,
+                         .target_size = SLOT_SIZE,
+                         .with_empty = 1};
     struct bridge in, out;
     bridge_init(&in, "in.log", "in", server.url, "js.rt", "/jsb", "--jetstream", "RT",
                 "--slot-size", "256", "--ack-wait", "2", "--stats", NULL);
@@ -728,7 +747,9 @@ Test(bridge, invalid_subject_url_or_option_is_exit_2)
 Test(bridge, oversize_messages_are_skipped_and_counted_or_stop)
 {
     server_start(&server);
-    struct plan plan = {.count = 2000, .slot_size = SLOT_SIZE, .target_size = 100, .with_empty = 1};
+    static struct plan plan; /* static: outlives a failed test's exit */
+    plan =
+        (struct plan){.count = 2000, .slot_size = SLOT_SIZE, .target_size = 100, .with_empty = 1};
     struct bridge in, out;
     bridge_init(&in, "in.log", "in", server.url, "ov", "/ovb", "--slot-size", "100", "--stats",
                 NULL);
@@ -752,7 +773,8 @@ Test(bridge, oversize_messages_are_skipped_and_counted_or_stop)
 
     /* --oversize stop: exit 1 at the first one, the messages before it are in
      * the ring. */
-    struct plan p2 = plan;
+    static struct plan p2;
+    p2 = plan;
     bridge_init(&in, "in2.log", "in", server.url, "ov2", "/ovd", "--slot-size", "100", "--oversize",
                 "stop", NULL);
     bridge_init(&out, "out2.log", "out", "/ovc", server.url, "ov2", NULL);

@@ -492,6 +492,11 @@ static int out_run(struct bridge_args *a)
 }
 
 /* Hooks for the JetStream half (bridge_js.c). */
+uint64_t bridge_reconnects(void)
+{
+    return snapshot().reconnects;
+}
+
 void bridge_count_message(size_t len)
 {
     count_message(len);

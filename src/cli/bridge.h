@@ -52,6 +52,7 @@ void bridge_tick(struct bridge_args *a);
 void bridge_count_message(size_t len);
 void bridge_count(enum bridge_counter which, uint64_t n);
 void bridge_set_in_flight(uint64_t n);
+uint64_t bridge_reconnects(void);
 int bridge_subject_valid(const char *s, int wildcards);
 int bridge_url_valid(const char *url);
 int bridge_connect(const char *cmd, const char *url, const char *name, natsConnection **nc);

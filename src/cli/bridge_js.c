@@ -442,17 +442,72 @@ int bridge_out_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc
 
 /* ---- in ---------------------------------------------------------------------- */
 
-/* What `in` remembers between runs, under key "last" of RING.bridge-in. */
+/*
+ * What `in` remembers between runs, under key "last" of RING.bridge-in: the
+ * stream sequence and the message id (from `out`) of the last message it
+ * pushed into the ring.
+ */
 struct in_mark {
     int64_t stream_created;
-    uint64_t last_seq;  /* highest stream sequence pushed into the ring */
+    uint64_t last_seq;  /* stream sequence of the last message pushed */
+    char last_id[320];  /* its Nats-Msg-Id, "" if it had none */
     char consumer[448]; /* STREAM/DURABLE */
 };
 
 struct in_state {
     shmring_state_t *st;
     struct in_mark mark;
+    natsSubscription *sub;
+    uint64_t reconnects; /* bridge_reconnects() when last checked */
 };
+
+/* An id HOST:RING:EPOCH-N from `out`: its source (HOST:RING:) and numbers. */
+struct out_id {
+    size_t source_len;
+    uint64_t epoch, n;
+};
+
+/* Digits of a decimal number at *p, advancing *p; 0 if there are none. */
+static int take_number(const char **p, uint64_t *v)
+{
+    const char *s = *p;
+    uint64_t x = 0;
+    while (*s >= '0' && *s <= '9' && x < UINT64_MAX / 10)
+        x = x * 10 + (uint64_t)(*s++ - '0');
+    if (s == *p)
+        return 0;
+    *p = s;
+    *v = x;
+    return 1;
+}
+
+static int parse_out_id(const char *id, struct out_id *o)
+{
+    const char *colon = id != NULL ? strrchr(id, ':') : NULL;
+    if (colon == NULL)
+        return 0;
+    const char *p = colon + 1;
+    if (!take_number(&p, &o->epoch) || *p++ != '-' || !take_number(&p, &o->n) || *p != '\0')
+        return 0;
+    o->source_len = (size_t)(colon + 1 - id);
+    return 1;
+}
+
+/* 1 if message id `id` is at or before `last` from the same `out`. */
+static int id_not_after(const char *id, const char *last)
+{
+    struct out_id a, b;
+    if (!parse_out_id(id, &a) || !parse_out_id(last, &b) || a.source_len != b.source_len ||
+        strncmp(id, last, a.source_len) != 0)
+        return 0;
+    return a.epoch < b.epoch || (a.epoch == b.epoch && a.n <= b.n);
+}
+
+static const char *msg_id_of(natsMsg *m)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK ? v : NULL;
+}
 
 static int in_state_open(struct bridge_args *a, struct in_state *is, int64_t created)
 {
@@ -468,6 +523,7 @@ static int in_state_open(struct bridge_args *a, struct in_state *is, int64_t cre
     memset(&m, 0, sizeof m);
     ssize_t n = shmring_state_read(is->st, "last", &m, sizeof m);
     m.consumer[sizeof m.consumer - 1] = '\0';
+    m.last_id[sizeof m.last_id - 1] = '\0';
     if (n != (ssize_t)sizeof m || m.stream_created != created ||
         strcmp(m.consumer, consumer) != 0) {
         /* Another stream (or a recreated one): its sequences start again. */
@@ -479,9 +535,10 @@ static int in_state_open(struct bridge_args *a, struct in_state *is, int64_t cre
     return CLI_OK;
 }
 
-static int in_state_record(struct in_state *is, uint64_t seq)
+static int in_state_record(struct in_state *is, uint64_t seq, const char *id)
 {
     is->mark.last_seq = seq;
+    snprintf(is->mark.last_id, sizeof is->mark.last_id, "%s", id != NULL ? id : "");
     return shmring_state_write(is->st, "last", &is->mark, sizeof is->mark);
 }
 
@@ -493,10 +550,12 @@ static int seq_absent(jsCtx *js, const struct bridge_args *a, uint64_t seq)
     jsErrCode jerr = 0;
     natsStatus s = js_GetMsg(&m, js, a->stream, seq, NULL, &jerr);
     natsMsg_Destroy(m);
-    return s == NATS_NOT_FOUND;
+    /* Only "no message found" says so: a stream not found (a server still
+     * starting) or a timeout says nothing. */
+    return s == NATS_NOT_FOUND && jerr == JSNoMessageFoundErr;
 }
 
-static int in_subscribe(struct bridge_args *a, jsCtx *js, natsSubscription **sub)
+static int in_subscribe(struct bridge_args *a, jsCtx *js, struct in_state *is, uint64_t start)
 {
     jsSubOptions so;
     jsSubOptions_Init(&so);
@@ -505,9 +564,10 @@ static int in_subscribe(struct bridge_args *a, jsCtx *js, natsSubscription **sub
     so.Config.AckPolicy = js_AckAll;
     so.Config.AckWait = a->ack_wait_ns;
     so.Config.MaxAckPending = 4 * (int64_t)a->window;
-    so.Config.DeliverPolicy = js_DeliverAll;
+    so.Config.DeliverPolicy = start > 0 ? js_DeliverByStartSequence : js_DeliverAll;
+    so.Config.OptStartSeq = start;
     jsErrCode jerr = 0;
-    natsStatus s = js_PullSubscribe(sub, js, a->subject, a->durable, NULL, &so, &jerr);
+    natsStatus s = js_PullSubscribe(&is->sub, js, a->subject, a->durable, NULL, &so, &jerr);
     if (s != NATS_OK)
         return cli_fail("bridge", "in: durable consumer %s on %s: %s (%s)", a->durable, a->stream,
                         natsStatus_GetText(s),
@@ -515,23 +575,103 @@ static int in_subscribe(struct bridge_args *a, jsCtx *js, natsSubscription **sub
     return CLI_OK;
 }
 
-/* One fetched batch: push in order, record, then acknowledge all. */
+/*
+ * After a reconnect: did the server come back without the end of the stream
+ * that `in` already pushed (a server stopped while messages were in flight
+ * can restore fewer than it delivered, then number new messages with the
+ * same sequences)? Then the durable consumer, which remembers having
+ * delivered those sequences, would skip the new ones. Find the last message
+ * still in the stream that `in` has pushed (by the ids from `out`) and
+ * start the consumer again right after it; the id check drops repeats.
+ */
+static int in_check_stream(struct bridge_args *a, jsCtx *js, struct in_state *is)
+{
+    if (is->mark.last_seq == 0 || is->mark.last_id[0] == '\0')
+        return CLI_OK;
+    uint64_t seq = is->mark.last_seq;
+    for (;;) {
+        natsMsg *m = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = js_GetMsg(&m, js, a->stream, seq, NULL, &jerr);
+        if (s != NATS_OK && !(s == NATS_NOT_FOUND && jerr == JSNoMessageFoundErr)) {
+            natsMsg_Destroy(m);
+            if (bridge_stopping())
+                return CLI_OK;
+            sleep_ns(RETRY_NS); /* the server is still starting */
+            continue;
+        }
+        const char *id = s == NATS_OK ? msg_id_of(m) : NULL;
+        int same = id != NULL && strcmp(id, is->mark.last_id) == 0;
+        int before = id != NULL && id_not_after(id, is->mark.last_id);
+        natsMsg_Destroy(m);
+        if (same && seq == is->mark.last_seq)
+            return CLI_OK; /* the stream is as `in` left it */
+        if (before || seq == 0)
+            break;
+        seq--;
+    }
+    fprintf(stderr,
+            "shmring: bridge: in: the stream lost messages after sequence %" PRIu64
+            " in a server restart: restarting consumer %s there\n",
+            seq, a->durable);
+    natsSubscription_Destroy(is->sub);
+    is->sub = NULL;
+    js_DeleteConsumer(js, a->stream, a->durable, NULL, NULL);
+    is->mark.last_seq = seq;
+    int err = shmring_state_write(is->st, "last", &is->mark, sizeof is->mark);
+    if (err < 0)
+        return cli_fail("bridge", "in: state: %s", shmring_strerror(err));
+    return in_subscribe(a, js, is, seq + 1);
+}
+
+struct in_item {
+    uint64_t seq;
+    natsMsg *m;
+};
+
+static int item_order(const void *x, const void *y)
+{
+    const struct in_item *a = x, *b = y;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Already in the ring? By the id from `out` when there is one (sequences
+ * can be reused after a server restart), else by stream sequence. */
+static int already_pushed(const struct in_state *is, natsMsg *m, uint64_t seq)
+{
+    const char *id = msg_id_of(m);
+    struct out_id o;
+    if (id != NULL && parse_out_id(id, &o) && parse_out_id(is->mark.last_id, &o))
+        return id_not_after(id, is->mark.last_id);
+    return seq <= is->mark.last_seq;
+}
+
+/* One fetched batch, in stream order: push, record, then acknowledge all. */
 static int in_batch(struct bridge_args *a, shmring_t *r, jsCtx *js, struct in_state *is,
                     natsMsgList *list)
 {
+    struct in_item *items = calloc((size_t)list->Count, sizeof *items);
+    if (items == NULL)
+        return cli_fail("bridge", "out of memory");
+    for (int k = 0; k < list->Count; k++) {
+        jsMsgMetaData *meta = NULL;
+        items[k].m = list->Msgs[k];
+        if (natsMsg_GetMetaData(&meta, list->Msgs[k]) == NATS_OK) {
+            items[k].seq = meta->Sequence.Stream;
+            jsMsgMetaData_Destroy(meta);
+        }
+    }
+    qsort(items, (size_t)list->Count, sizeof *items, item_order);
     natsMsg *ack = NULL;
     int rc = CLI_OK, i = 0;
     for (; i < list->Count; i++) {
-        natsMsg *m = list->Msgs[i];
-        jsMsgMetaData *meta = NULL;
-        if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
+        natsMsg *m = items[i].m;
+        uint64_t seq = items[i].seq, last = is->mark.last_seq;
+        if (seq == 0) { /* no metadata: not a JetStream message */
             bridge_count(BRIDGE_ERRORS, 1);
             continue;
         }
-        uint64_t seq = meta->Sequence.Stream;
-        jsMsgMetaData_Destroy(meta);
-        uint64_t last = is->mark.last_seq;
-        if (seq <= last) { /* delivered again: already in the ring */
+        if (already_pushed(is, m, seq)) { /* delivered again */
             bridge_count(BRIDGE_DUPLICATES, 1);
             ack = m;
             continue;
@@ -545,7 +685,7 @@ static int in_batch(struct bridge_args *a, shmring_t *r, jsCtx *js, struct in_st
             rc = p == BRIDGE_PUSH_FATAL ? CLI_FAIL : CLI_OK;
             break;
         }
-        int err = in_state_record(is, seq);
+        int err = in_state_record(is, seq, msg_id_of(m));
         if (err < 0) {
             rc = cli_fail("bridge", "in: state: %s", shmring_strerror(err));
             break;
@@ -559,8 +699,11 @@ static int in_batch(struct bridge_args *a, shmring_t *r, jsCtx *js, struct in_st
     }
     if (ack != NULL && natsMsg_AckSync(ack, NULL, NULL) != NATS_OK)
         bridge_count(BRIDGE_ERRORS, 1); /* redelivered later, then skipped */
+    /* Refused: back to the server, redelivered after a short pause (by then
+     * the missing earlier message is due again). */
     for (; i < list->Count; i++)
-        natsMsg_Nak(list->Msgs[i], NULL);
+        natsMsg_NakWithDelay(items[i].m, 100, NULL);
+    free(items);
     return rc;
 }
 
@@ -569,15 +712,24 @@ int bridge_in_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc,
 {
     struct in_state is;
     memset(&is, 0, sizeof is);
+    is.reconnects = bridge_reconnects();
     int rc = in_state_open(a, &is, stream_created);
-    natsSubscription *sub = NULL;
     if (rc == CLI_OK)
-        rc = in_subscribe(a, js, &sub);
+        rc = in_check_stream(a, js, &is); /* the server may have restarted meanwhile */
+    if (rc == CLI_OK && is.sub == NULL)
+        rc = in_subscribe(a, js, &is, 0);
     while (rc == CLI_OK && !bridge_stopping() && !a->eos) {
         bridge_tick(a);
         natsMsgList list = {NULL, 0};
         jsErrCode jerr = 0;
-        natsStatus s = natsSubscription_Fetch(&list, sub, (int)a->window, 200, &jerr);
+        natsStatus s = natsSubscription_Fetch(&list, is.sub, (int)a->window, 200, &jerr);
+        uint64_t reconnects = bridge_reconnects();
+        if (reconnects != is.reconnects) {
+            is.reconnects = reconnects;
+            natsMsgList_Destroy(&list); /* redelivered after the check */
+            rc = in_check_stream(a, js, &is);
+            continue;
+        }
         if (s == NATS_TIMEOUT)
             continue;
         if (s != NATS_OK) {
@@ -594,7 +746,7 @@ int bridge_in_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc,
         bridge_set_in_flight(0);
         natsMsgList_Destroy(&list);
     }
-    natsSubscription_Destroy(sub);
+    natsSubscription_Destroy(is.sub);
     shmring_state_close(is.st);
     return rc;
 }
