@@ -576,27 +576,40 @@ static int in_subscribe(struct bridge_args *a, jsCtx *js, struct in_state *is, u
 }
 
 /*
- * After a reconnect: did the server come back without the end of the stream
- * that `in` already pushed (a server stopped while messages were in flight
- * can restore fewer than it delivered, then number new messages with the
- * same sequences)? Then the durable consumer, which remembers having
- * delivered those sequences, would skip the new ones. Find the last message
- * still in the stream that `in` has pushed (by the ids from `out`) and
- * start the consumer again right after it; the id check drops repeats.
+ * Start the durable consumer right after stream sequence `last` (0: from
+ * the beginning). `in`'s own record, not the consumer's acknowledgements,
+ * says where the ring stands: a consumer left by a killed `in`, or by a
+ * connection that broke, holds deliveries that would only come back after
+ * the acknowledgement wait; one made afresh delivers them now, in order.
  */
-static int in_check_stream(struct bridge_args *a, jsCtx *js, struct in_state *is)
+static int in_restart_consumer(struct bridge_args *a, jsCtx *js, struct in_state *is, uint64_t last)
 {
-    if (is->mark.last_seq == 0 || is->mark.last_id[0] == '\0')
-        return CLI_OK;
+    natsSubscription_Destroy(is->sub);
+    is->sub = NULL;
+    if (last > 0)
+        js_DeleteConsumer(js, a->stream, a->durable, NULL, NULL);
+    return in_subscribe(a, js, is, last > 0 ? last + 1 : 0);
+}
+
+/*
+ * Where to start after a (re)connection: after the last message `in`
+ * pushed. A server stopped while messages were in flight can come back
+ * without the end of the stream that `in` already pushed, and number new
+ * messages with the same sequences; so look for the last message still in
+ * the stream that `in` has pushed (by the ids from `out`). The id check
+ * drops whatever arrives twice.
+ */
+static int in_find_start(struct bridge_args *a, jsCtx *js, struct in_state *is, uint64_t *start)
+{
     uint64_t seq = is->mark.last_seq;
-    for (;;) {
+    while (seq > 0 && is->mark.last_id[0] != '\0') {
         natsMsg *m = NULL;
         jsErrCode jerr = 0;
         natsStatus s = js_GetMsg(&m, js, a->stream, seq, NULL, &jerr);
         if (s != NATS_OK && !(s == NATS_NOT_FOUND && jerr == JSNoMessageFoundErr)) {
             natsMsg_Destroy(m);
             if (bridge_stopping())
-                return CLI_OK;
+                return -1;
             sleep_ns(RETRY_NS); /* the server is still starting */
             continue;
         }
@@ -604,24 +617,31 @@ static int in_check_stream(struct bridge_args *a, jsCtx *js, struct in_state *is
         int same = id != NULL && strcmp(id, is->mark.last_id) == 0;
         int before = id != NULL && id_not_after(id, is->mark.last_id);
         natsMsg_Destroy(m);
-        if (same && seq == is->mark.last_seq)
-            return CLI_OK; /* the stream is as `in` left it */
-        if (before || seq == 0)
+        if (same || before)
             break;
         seq--;
     }
-    fprintf(stderr,
-            "shmring: bridge: in: the stream lost messages after sequence %" PRIu64
-            " in a server restart: restarting consumer %s there\n",
-            seq, a->durable);
-    natsSubscription_Destroy(is->sub);
-    is->sub = NULL;
-    js_DeleteConsumer(js, a->stream, a->durable, NULL, NULL);
-    is->mark.last_seq = seq;
-    int err = shmring_state_write(is->st, "last", &is->mark, sizeof is->mark);
-    if (err < 0)
-        return cli_fail("bridge", "in: state: %s", shmring_strerror(err));
-    return in_subscribe(a, js, is, seq + 1);
+    if (seq != is->mark.last_seq) {
+        fprintf(stderr,
+                "shmring: bridge: in: the stream lost messages after sequence %" PRIu64
+                " in a server restart: consumer %s starts again there\n",
+                seq, a->durable);
+        is->mark.last_seq = seq;
+        int err = shmring_state_write(is->st, "last", &is->mark, sizeof is->mark);
+        if (err < 0)
+            return cli_fail("bridge", "in: state: %s", shmring_strerror(err));
+    }
+    *start = seq;
+    return CLI_OK;
+}
+
+static int in_resume(struct bridge_args *a, jsCtx *js, struct in_state *is)
+{
+    uint64_t last = 0;
+    int rc = in_find_start(a, js, is, &last);
+    if (rc != CLI_OK)
+        return bridge_stopping() ? CLI_OK : rc;
+    return in_restart_consumer(a, js, is, last);
 }
 
 struct in_item {
@@ -715,10 +735,8 @@ int bridge_in_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc,
     is.reconnects = bridge_reconnects();
     int rc = in_state_open(a, &is, stream_created);
     if (rc == CLI_OK)
-        rc = in_check_stream(a, js, &is); /* the server may have restarted meanwhile */
-    if (rc == CLI_OK && is.sub == NULL)
-        rc = in_subscribe(a, js, &is, 0);
-    while (rc == CLI_OK && !bridge_stopping() && !a->eos) {
+        rc = in_resume(a, js, &is);
+    while (rc == CLI_OK && is.sub != NULL && !bridge_stopping() && !a->eos) {
         bridge_tick(a);
         natsMsgList list = {NULL, 0};
         jsErrCode jerr = 0;
@@ -726,8 +744,8 @@ int bridge_in_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc,
         uint64_t reconnects = bridge_reconnects();
         if (reconnects != is.reconnects) {
             is.reconnects = reconnects;
-            natsMsgList_Destroy(&list); /* redelivered after the check */
-            rc = in_check_stream(a, js, &is);
+            natsMsgList_Destroy(&list); /* delivered again after the restart */
+            rc = in_resume(a, js, &is);
             continue;
         }
         if (s == NATS_TIMEOUT)
