@@ -413,7 +413,16 @@ static int out_core(struct bridge_args *a, shmring_t *r, natsConnection *nc)
     uint64_t since_flush = 0;
     while (!bridge_stopping()) {
         bridge_tick(a);
-        ssize_t n = shmring_pop_wait(r, buf, cap, 100000000LL);
+        /* The client library sends in batches; when the ring runs dry,
+         * send what is buffered now rather than on its own schedule
+         * (latency at low rates; at high rates the ring is never dry). */
+        ssize_t n = shmring_pop(r, buf, cap);
+        if (n == -EAGAIN && since_flush > 0) {
+            natsConnection_FlushTimeout(nc, 1000);
+            since_flush = 0;
+        }
+        if (n == -EAGAIN)
+            n = shmring_pop_wait(r, buf, cap, 100000000LL);
         if (n == -ETIMEDOUT || n == -EAGAIN) {
             if (since_flush > 0)
                 natsConnection_FlushTimeout(nc, 1000);

@@ -82,7 +82,8 @@ struct spool {
     uint32_t cap;         /* slots */
     unsigned char *entry; /* header + one payload */
     size_t entry_size;
-    char prefix[256]; /* HOST:RING: */
+    char prefix[256];  /* HOST:RING: */
+    char last_id[320]; /* id of the message published before the next one */
 };
 
 static void slot_key(const struct spool *sp, uint64_t n, char key[32])
@@ -238,6 +239,7 @@ static int spool_replay(struct bridge_args *a, struct spool *sp, jsCtx *js)
             rc = -1;
             break;
         }
+        snprintf(sp->last_id, sizeof sp->last_id, "%s", id);
         bridge_count(BRIDGE_RESENT, 1);
         bridge_count_message(h->len);
         if (spool_free(sp, key) < 0)
@@ -300,11 +302,17 @@ static int window_add(struct bridge_args *a, struct spool *sp, jsCtx *js, struct
         w->failed = 1;
         return 0;
     }
+    /* Each message may only follow its predecessor: a message that the
+     * client library sends on a new connection after older ones were lost
+     * with the old one is refused, so the stream keeps the ring's order
+     * (the window is then sent again in order). */
     jsPubOptions po;
     jsPubOptions_Init(&po);
     msg_id(sp, h, id);
     po.MsgId = id;
+    po.ExpectLastMsgId = sp->last_id[0] != '\0' ? sp->last_id : NULL;
     s = js_PublishMsgAsync(js, &nm, &po);
+    snprintf(sp->last_id, sizeof sp->last_id, "%s", id);
     natsMsg_Destroy(nm);
     if (s != NATS_OK)
         w->failed = 1;
@@ -337,6 +345,7 @@ static int window_finish(struct bridge_args *a, struct spool *sp, jsCtx *js, str
             msg_id(sp, h, id);
             if (publish_sync(a, js, id, h + 1, h->len) < 0)
                 return -1; /* stopping: the spool keeps the rest */
+            snprintf(sp->last_id, sizeof sp->last_id, "%s", id);
             bridge_count(BRIDGE_RESENT, 1);
         }
     }
