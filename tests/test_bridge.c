@@ -294,6 +294,8 @@ static void stop_server_at_exit(void)
 /* Skips unless the tool has `bridge` and nats-server is installed. */
 static void setup(void)
 {
+    cleanup_dirs(); /* a previous test's, when tests share a process */
+    shm_dir[0] = work_dir[0] = '\0';
     if (test_heap_forced())
         cr_skip_test("needs processes (the bridge is a program of its own)");
     tool = test_tool();
@@ -318,11 +320,6 @@ static void setup(void)
     }
     registered = 1;
     memset(&server, 0, sizeof server);
-}
-
-static void teardown(void)
-{
-    server_stop(&server);
 }
 
 /* ---- Bridges ------------------------------------------------------------------ */
@@ -542,10 +539,9 @@ static uint64_t scaled(uint64_t n, uint64_t sanitized)
 
 /* ---- Round trip, core NATS ------------------------------------------------------- */
 
-TestSuite(bridge, .init = setup, .fini = teardown, .timeout = 600);
-
-Test(bridge, core_round_trip_one_million_in_order)
+Test(bridge, core_round_trip_one_million_in_order, .timeout = 600)
 {
+    setup();
     server_start(&server);
     static struct plan plan; /* static: outlives a failed test's exit */
     plan = (struct plan){
@@ -570,6 +566,7 @@ Test(bridge, core_round_trip_one_million_in_order)
     cr_assert(log_has("out.log", "errors=0"), "out:\n%s", slurp(path_in("out.log")));
     fprintf(stderr, "bridge: core round trip: %llu messages in order\n",
             (unsigned long long)rx.msgs);
+    server_stop(&server);
 }
 
 /* ---- JetStream: kill -9 and server restarts ------------------------------------- */
@@ -661,20 +658,24 @@ static void jetstream_run(int what)
     cr_assert_leq(rx.missing, abandoned, "a message was lost without the ring counting it");
     cr_assert_leq(rx.missing, what == 0 ? 2u : 0u);
     cr_assert_leq(rx.duplicates, what == 1 ? 2u : 0u);
+    server_stop(&server);
 }
 
-Test(bridge, jetstream_kill_out_twice_loses_nothing)
+Test(bridge, jetstream_kill_out_twice_loses_nothing, .timeout = 600)
 {
+    setup();
     jetstream_run(0);
 }
 
-Test(bridge, jetstream_kill_in_twice_loses_nothing)
+Test(bridge, jetstream_kill_in_twice_loses_nothing, .timeout = 600)
 {
+    setup();
     jetstream_run(1);
 }
 
-Test(bridge, jetstream_server_restart_loses_nothing)
+Test(bridge, jetstream_server_restart_loses_nothing, .timeout = 600)
 {
+    setup();
     jetstream_run(2);
 }
 
@@ -696,8 +697,9 @@ static int run_tool(const char *log, const char *first, ...)
     return wait_exit(spawn(log, b.argv), 60);
 }
 
-Test(bridge, unreachable_server_is_exit_1)
+Test(bridge, unreachable_server_is_exit_1, .timeout = 600)
 {
+    setup();
     shmring_t *r = test_make("/un", 8, 64, 0);
     char url[64];
     snprintf(url, sizeof url, "nats://127.0.0.1:%d", free_port()); /* nobody listens */
@@ -709,8 +711,9 @@ Test(bridge, unreachable_server_is_exit_1)
     shmring_close(r);
 }
 
-Test(bridge, invalid_subject_url_or_option_is_exit_2)
+Test(bridge, invalid_subject_url_or_option_is_exit_2, .timeout = 600)
 {
+    setup();
     const char *url = "nats://127.0.0.1:4222"; /* never reached: checked first */
     const char *bad_subjects[] = {"", "a..b", ".a", "a.", "a b", "a.>", "a.*", "*"};
     for (size_t i = 0; i < sizeof bad_subjects / sizeof bad_subjects[0]; i++)
@@ -745,8 +748,9 @@ Test(bridge, invalid_subject_url_or_option_is_exit_2)
 
 /* Messages larger than the target ring's slots are counted, reported and
  * skipped (the stream goes on), or stop the bridge with --oversize stop. */
-Test(bridge, oversize_messages_are_skipped_and_counted_or_stop)
+Test(bridge, oversize_messages_are_skipped_and_counted_or_stop, .timeout = 600)
 {
+    setup();
     server_start(&server);
     static struct plan plan; /* static: outlives a failed test's exit */
     plan =
@@ -796,12 +800,14 @@ Test(bridge, oversize_messages_are_skipped_and_counted_or_stop)
     kill(out.pid, SIGTERM);
     cr_assert_eq(bridge_wait(&out, 60), 0);
     producer_join(&pr);
+    server_stop(&server);
 }
 
 /* SIGTERM ends both directions cleanly; --stats prints counters every second;
  * `in` closes its producer handle, so the ring's consumers see end of stream. */
-Test(bridge, sigterm_ends_cleanly_with_stats)
+Test(bridge, sigterm_ends_cleanly_with_stats, .timeout = 600)
 {
+    setup();
     server_start(&server);
     struct bridge in, out;
     bridge_init(&in, "in.log", "in", server.url, "st", "/stb", "--stats", NULL);
@@ -831,4 +837,5 @@ Test(bridge, sigterm_ends_cleanly_with_stats)
     cr_assert_eq(shmring_pop_wait(c, buf, sizeof buf, (int64_t)(DEADLINE_S * 1e9)), -EPIPE);
     shmring_close(c);
     shmring_close(p);
+    server_stop(&server);
 }

@@ -879,10 +879,8 @@ static int bridge_run(int argc, char **argv)
     if (rc != CLI_OK)
         return rc;
     install_signals();
-    if (a.bench)
-        return bridge_bench(&a);
-    rc = a.out ? out_run(&a) : in_run(&a);
-    nats_Close();
+    rc = a.bench ? bridge_bench(&a) : a.out ? out_run(&a) : in_run(&a);
+    nats_CloseAndWait(2000); /* lets the client library's threads end before exit */
     return rc;
 }
 
