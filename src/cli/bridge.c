@@ -157,9 +157,9 @@ static void print_stats(const struct bridge_args *a, const char *when, double se
             "shmring: bridge %s: %s msgs=%" PRIu64 " bytes=%" PRIu64
             " rate=%.0f/s in_flight=%" PRIu64 " errors=%" PRIu64 " dropped=%" PRIu64
             " oversize=%" PRIu64 " duplicates=%" PRIu64 " resent=%" PRIu64 " reconnects=%" PRIu64
-            "\n",
+            " disconnects=%" PRIu64 "\n",
             dir_name(a), when, c.msgs, c.bytes, rate, c.in_flight, c.errors, c.dropped, c.oversize,
-            c.duplicates, c.resent, c.reconnects);
+            c.duplicates, c.resent, c.reconnects, c.disconnects);
 }
 
 /* Called often from the loops: prints --stats once a second. */

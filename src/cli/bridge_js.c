@@ -611,7 +611,10 @@ static int in_restart_consumer(struct bridge_args *a, jsCtx *js, struct in_state
 static int in_find_start(struct bridge_args *a, jsCtx *js, struct in_state *is, uint64_t *start)
 {
     uint64_t seq = is->mark.last_seq;
-    while (seq > 0 && is->mark.last_id[0] != '\0') {
+    struct out_id mine;
+    /* Without an id from `out` (or after the end of stream) there is
+     * nothing to recognise messages by: trust the sequence. */
+    while (seq > 0 && parse_out_id(is->mark.last_id, &mine)) {
         natsMsg *m = NULL;
         jsErrCode jerr = 0;
         natsStatus s = js_GetMsg(&m, js, a->stream, seq, NULL, &jerr);
