@@ -310,7 +310,8 @@ static void on_reconnected(natsConnection *nc, void *closure)
     count(&counters.reconnects, 1);
 }
 
-/* Asynchronous errors: a slow consumer in this process lost messages. */
+/* Asynchronous errors are counted. A slow consumer in this process (not
+ * with in's unbounded queue) is counted exactly, once, at the end. */
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
     (void)nc;
@@ -565,6 +566,11 @@ static int open_target(struct bridge_args *a, shmring_t **r)
     shmring_stats_t st;
     if (shmring_stats(*r, &st) == 0)
         a->ring_overwrite = (st.flags & SHMRING_OVERWRITE) != 0;
+    if (a->ring_overwrite)
+        fprintf(stderr,
+                "shmring: bridge: in: %s is in overwrite mode: when it is full its oldest "
+                "messages are dropped (the ring counts them), never waited for\n",
+                a->ring);
     return CLI_OK;
 }
 
