@@ -702,6 +702,9 @@ static int in_run(struct bridge_args *a)
     } else if (rc == CLI_OK) {
         rc = in_core(a, r, nc, sub);
     }
+    /* Close first: the connection's reader thread stops before the
+     * subscription it feeds goes away. */
+    natsConnection_Close(nc);
     natsSubscription_Destroy(sub);
     if (a->stats || rc != CLI_OK)
         print_stats(a, "end", 0, 0);
