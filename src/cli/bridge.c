@@ -385,6 +385,10 @@ static int ensure_stream(const char *cmd, jsCtx *js, const struct bridge_args *a
             s = js_GetStreamInfo(&si, js, a->stream, NULL, &jerr);
         }
     }
+    if (s == NATS_NO_RESPONDERS)
+        return cli_fail(cmd,
+                        "JetStream stream %s: the server does not run JetStream (nats-server -js)",
+                        a->stream);
     if (s != NATS_OK)
         return cli_fail(cmd, "JetStream stream %s: %s (%s)", a->stream, natsStatus_GetText(s),
                         nats_GetLastError(NULL) ? nats_GetLastError(NULL) : "");
