@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -62,7 +63,7 @@ static void sleep_s(double s)
 }
 
 static const char *tool;
-static char shm_dir[64];
+static char shm_dir[96];
 static char work_dir[64]; /* server store and logs */
 
 static void cleanup_dirs(void)
@@ -149,9 +150,15 @@ static void dump_logs(void)
 /* Start argv[0] with stdout and stderr appended to `log` in the work dir. */
 static pid_t spawn(const char *log, char *const argv[])
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
+        /* A test that fails ends its process at once: its server and
+         * bridges must not outlive it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
         int fd = open(path_in(log), O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (fd >= 0) {
             dup2(fd, STDOUT_FILENO);
@@ -307,7 +314,19 @@ static void setup(void)
     if (server_path() == NULL)
         cr_skip_test("nats-server is not installed (scripts/deps.sh installs it)");
     test_quiet_log();
-    snprintf(shm_dir, sizeof shm_dir, "/dev/shm/shmring-bridge-XXXXXX");
+    /* Inside the caller's private shm directory when there is one (as
+     * found before the first test replaced $SHMRING_SHM_DIR). */
+    static char base[48];
+    if (base[0] == '\0') {
+        const char *env = getenv("SHMRING_SHM_DIR");
+        struct stat st;
+        snprintf(base, sizeof base, "%s",
+                 env != NULL && strlen(env) < sizeof base && stat(env, &st) == 0 &&
+                         S_ISDIR(st.st_mode)
+                     ? env
+                     : "/dev/shm");
+    }
+    snprintf(shm_dir, sizeof shm_dir, "%s/shmring-bridge-XXXXXX", base);
     if (mkdtemp(shm_dir) == NULL) {
         snprintf(shm_dir, sizeof shm_dir, "/tmp/shmring-bridge-shm-XXXXXX");
         cr_assert_not_null(mkdtemp(shm_dir));
@@ -320,6 +339,14 @@ static void setup(void)
     }
     registered = 1;
     memset(&server, 0, sizeof server);
+}
+
+/* The end of every test that passed: stop the server, remove the dirs. */
+static void finish(void)
+{
+    server_stop(&server);
+    cleanup_dirs();
+    shm_dir[0] = work_dir[0] = '\0';
 }
 
 /* ---- Bridges ------------------------------------------------------------------ */
@@ -566,7 +593,7 @@ Test(bridge, core_round_trip_one_million_in_order, .timeout = 600)
     cr_assert(log_has("out.log", "errors=0"), "out:\n%s", slurp(path_in("out.log")));
     fprintf(stderr, "bridge: core round trip: %llu messages in order\n",
             (unsigned long long)rx.msgs);
-    server_stop(&server);
+    finish();
 }
 
 /* ---- JetStream: kill -9 and server restarts ------------------------------------- */
@@ -658,7 +685,7 @@ static void jetstream_run(int what)
     cr_assert_leq(rx.missing, abandoned, "a message was lost without the ring counting it");
     cr_assert_leq(rx.missing, what == 0 ? 2u : 0u);
     cr_assert_leq(rx.duplicates, what == 1 ? 2u : 0u);
-    server_stop(&server);
+    finish();
 }
 
 Test(bridge, jetstream_kill_out_twice_loses_nothing, .timeout = 600)
@@ -709,6 +736,7 @@ Test(bridge, unreachable_server_is_exit_1, .timeout = 600)
     cr_assert(log_has("e.log", "cannot connect to NATS"), "%s", slurp(path_in("e.log")));
     cr_assert_eq(run_tool("e.log", "in", url, "x", "/un2", "--jetstream", "S", NULL), 1);
     shmring_close(r);
+    finish();
 }
 
 Test(bridge, invalid_subject_url_or_option_is_exit_2, .timeout = 600)
@@ -744,6 +772,7 @@ Test(bridge, invalid_subject_url_or_option_is_exit_2, .timeout = 600)
     cr_assert_eq(run_tool("e.log", "out", "bad/name", url, "a", NULL), 2);
     /* Nothing was created by any of these. */
     cr_assert_eq(test_dir_count(shm_dir), 0);
+    finish();
 }
 
 /* Messages larger than the target ring's slots are counted, reported and
@@ -800,7 +829,7 @@ Test(bridge, oversize_messages_are_skipped_and_counted_or_stop, .timeout = 600)
     kill(out.pid, SIGTERM);
     cr_assert_eq(bridge_wait(&out, 60), 0);
     producer_join(&pr);
-    server_stop(&server);
+    finish();
 }
 
 /* SIGTERM ends both directions cleanly; --stats prints counters every second;
@@ -837,5 +866,5 @@ Test(bridge, sigterm_ends_cleanly_with_stats, .timeout = 600)
     cr_assert_eq(shmring_pop_wait(c, buf, sizeof buf, (int64_t)(DEADLINE_S * 1e9)), -EPIPE);
     shmring_close(c);
     shmring_close(p);
-    server_stop(&server);
+    finish();
 }
