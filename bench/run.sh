@@ -58,6 +58,34 @@ for c in "$src"/*.c; do
     rm -f "$part"
     ran=$((ran + 1))
 done
+# The NATS bridge (docs/distributed.md), when the tool was built with libnats:
+# a nats-server of its own on 127.0.0.1, stopped by its pid.
+if "$build/shmring" bridge --help >/dev/null 2>&1 && command -v nats-server >/dev/null 2>&1; then
+    natsdir=$(mktemp -d)
+    natspid=""
+    for _try in 1 2 3 4 5; do
+        port=$((20000 + $(od -An -N2 -tu2 /dev/urandom) % 40000))
+        nats-server -a 127.0.0.1 -p "$port" -js -sd "$natsdir" >"$natsdir/log" 2>&1 &
+        natspid=$!
+        i=0
+        while [ $i -lt 100 ] && ! grep -q "Server is ready" "$natsdir/log"; do sleep 0.1; i=$((i + 1)); done
+        grep -q "Server is ready" "$natsdir/log" && break
+        kill "$natspid" 2>/dev/null; wait "$natspid" 2>/dev/null || true; natspid=""
+    done
+    if [ -n "$natspid" ]; then
+        { "$build/shmring" bridge bench "nats://127.0.0.1:$port" --csv "$part" 2>/dev/null; echo $? >"$rcfile"; } | tee -a "$txt"
+        kill "$natspid"; wait "$natspid" 2>/dev/null || true
+        [ "$(cat "$rcfile")" -eq 0 ] || { echo "run.sh: shmring bridge bench failed" >&2; exit 1; }
+        tail -n +2 "$part" >>"$csv.new"
+        rm -f "$part" "$rcfile"
+        ran=$((ran + 1))
+    else
+        echo "run.sh: nats-server did not start: no bridge benchmark" >&2
+    fi
+    rm -rf "$natsdir"
+else
+    echo "run.sh: no shmring bridge (libnats) or no nats-server: no bridge benchmark"
+fi
 mv "$csv.new" "$csv"
 echo "run.sh: $ran benchmark(s); rows in $csv, tables in $txt"
 

@@ -312,8 +312,8 @@ static char *ls_line(const char *out, const char *name)
 
 /* ---- Help, version, usage errors ------------------------------------------ */
 
-static const char *const subcommands[] = {"ls",   "stat", "create", "rm",  "gc",   "send",
-                                          "recv", "get",  "put",    "del", "dump", "watch"};
+static const char *const subcommands[] = {"ls",  "stat", "create", "rm",   "gc",    "send", "recv",
+                                          "get", "put",  "del",    "dump", "watch", "bench"};
 
 Test(cli, help_of_every_subcommand)
 {

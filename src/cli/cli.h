@@ -43,6 +43,7 @@ extern const struct cli_command cli_cmd_put;
 extern const struct cli_command cli_cmd_del;
 extern const struct cli_command cli_cmd_dump;
 extern const struct cli_command cli_cmd_watch;
+extern const struct cli_command cli_cmd_bridge; /* only with libnats (SHMRING_HAVE_NATS) */
 
 /* ---- Messages (util.c) --------------------------------------------------- */
 

@@ -5,11 +5,16 @@
 #include <string.h>
 
 /* Adding a subcommand is one line here (and its cli_command in cli.h). */
+/* clang-format off */
 static const struct cli_command *const commands[] = {
     &cli_cmd_ls,   &cli_cmd_stat, &cli_cmd_create, &cli_cmd_rm,  &cli_cmd_gc,
     &cli_cmd_send, &cli_cmd_recv, &cli_cmd_bench,  &cli_cmd_get, &cli_cmd_put,
     &cli_cmd_del,  &cli_cmd_dump, &cli_cmd_watch,
+#ifdef SHMRING_HAVE_NATS /* `shmring bridge` needs libnats */
+    &cli_cmd_bridge,
+#endif
 };
+/* clang-format on */
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

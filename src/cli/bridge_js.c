@@ -1,0 +1,782 @@
+/*
+ * `shmring bridge --jetstream`: at-least-once over JetStream, duplicates
+ * removed on both sides.
+ *
+ * out: every message taken from the ring goes first into a spool (a state
+ * table RING.bridge-out), then to JetStream with the message id
+ * HOST:RING:EPOCH-N (EPOCH counts the bridge's starts, N its messages); a window of them is
+ * published asynchronously and the spool entries are deleted once every one is acknowledged. After
+ * an error (server restart, timeout) the window is published again one by one in order; after a
+ * restart of the bridge, whatever the spool still holds is published again first. JetStream's
+ * duplicate window drops the copies it already stored.
+ *
+ * in: a durable pull consumer (acknowledge-all). Each message is pushed into
+ * the ring, then its stream sequence is recorded in a state table
+ * RING.bridge-in, and only then acknowledged; a redelivered message at or
+ * below the recorded sequence is acknowledged and skipped. A message that
+ * arrives after a gap (an earlier one was delivered on a connection that
+ * broke) is refused (NAK) until the earlier one is redelivered, so the ring
+ * receives the stream in order.
+ */
+#define _GNU_SOURCE
+#include "bridge.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SPOOL_EPOCH_KEY "epoch"
+#define ACK_WAIT_MS     5000 /* longest wait for a window's acknowledgements */
+#define RETRY_NS        250000000LL
+
+static void sleep_ns(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
+    nanosleep(&ts, NULL);
+}
+
+/* "/feed" + ".bridge-out" within SHMRING_NAME_MAX. */
+static int side_name(const char *ring, const char *suffix, char out[SHMRING_NAME_MAX + 1])
+{
+    int n = snprintf(out, SHMRING_NAME_MAX + 1, "%s%s", ring, suffix);
+    return n > 0 && n <= SHMRING_NAME_MAX ? 0 : -ENAMETOOLONG;
+}
+
+static int open_table(const char *name, uint32_t entries, uint32_t value_size,
+                      shmring_state_t **out)
+{
+    int err = shmring_state_open(name, 0, out);
+    if (err != -ENOENT)
+        return err;
+    shmring_state_config_t cfg = {
+        .entries = entries, .value_size = value_size, .flags = SHMRING_NO_FALLBACK};
+    err = shmring_state_create(name, &cfg, out);
+    if (err == -EEXIST)
+        err = shmring_state_open(name, 0, out);
+    return err;
+}
+
+/* ---- out: the spool -------------------------------------------------------- */
+
+/*
+ * The spool has a fixed set of keys "s0" .. "s<cap-1>" (cap = 2 x window),
+ * so that after the first rounds every write updates an existing entry
+ * (no inserts, no tombstones). Message n of epoch e lives in slot n % cap;
+ * an entry whose `live` is 0 is free. The window never exceeds cap / 2 and
+ * is emptied before the next one starts, so a slot is always free when its
+ * turn comes.
+ */
+struct spool_hdr {
+    uint64_t epoch, n;
+    uint32_t len;
+    uint32_t live;
+};
+
+struct spool {
+    shmring_state_t *st;
+    uint64_t epoch, next;
+    uint32_t cap;         /* slots */
+    unsigned char *entry; /* header + one payload */
+    size_t entry_size;
+    char prefix[256];  /* HOST:RING: */
+    char last_id[320]; /* id of the message published before the next one */
+};
+
+static void slot_key(const struct spool *sp, uint64_t n, char key[32])
+{
+    snprintf(key, 32, "s%" PRIu64, n % sp->cap);
+}
+
+/* Message id: HOST:RING:EPOCH-N, the same however often it is sent. */
+static void msg_id(const struct spool *sp, const struct spool_hdr *h, char out[320])
+{
+    snprintf(out, 320, "%s%" PRIu64 "-%" PRIu64, sp->prefix, h->epoch, h->n);
+}
+
+/* Publish one message synchronously, retrying until JetStream stores it (or
+ * says it already has it). Returns 0, or -EINTR when asked to stop. */
+static int publish_sync(struct bridge_args *a, jsCtx *js, const char *id, const void *data,
+                        size_t len)
+{
+    for (;;) {
+        natsMsg *m = NULL;
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = id;
+        po.MaxWait = ACK_WAIT_MS;
+        jsPubAck *pa = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = natsMsg_Create(&m, a->subject, NULL, data, (int)len);
+        if (s == NATS_OK)
+            s = js_PublishMsg(&pa, js, m, &po, &jerr);
+        natsMsg_Destroy(m);
+        if (s == NATS_OK) {
+            if (pa->Duplicate)
+                bridge_count(BRIDGE_DUPLICATES, 1);
+            jsPubAck_Destroy(pa);
+            return 0;
+        }
+        if (s == NATS_MAX_PAYLOAD) {
+            fprintf(stderr,
+                    "shmring: bridge: out: a message of %zu bytes exceeds the server's "
+                    "max_payload: not sent\n",
+                    len);
+            bridge_count(BRIDGE_DROPPED, 1);
+            return 0;
+        }
+        bridge_count(BRIDGE_ERRORS, 1);
+        bridge_tick(a);
+        if (bridge_stopping())
+            return -EINTR;
+        sleep_ns(RETRY_NS);
+    }
+}
+
+static int spool_open(struct bridge_args *a, struct spool *sp, uint32_t slot_size)
+{
+    char name[SHMRING_NAME_MAX + 1];
+    if (side_name(a->ring, ".bridge-out", name) < 0)
+        return cli_fail("bridge", "out: ring name too long for its spool name");
+    sp->cap = 2 * a->window;
+    sp->entry_size = sizeof(struct spool_hdr) + slot_size;
+    sp->entry = malloc(sp->entry_size);
+    if (sp->entry == NULL)
+        return cli_fail("bridge", "out of memory");
+    uint32_t entries = 4;
+    while (entries < sp->cap + 2)
+        entries *= 2;
+    int err = open_table(name, entries, (uint32_t)sp->entry_size, &sp->st);
+    if (err < 0)
+        return cli_fail("bridge", "out: spool %s: %s", name, shmring_strerror(err));
+    if (shmring_state_value_size(sp->st) < sp->entry_size ||
+        shmring_state_entries(sp->st) < sp->cap + 2)
+        return cli_fail("bridge",
+                        "out: spool %s was made for a smaller ring or --window; remove it "
+                        "(`shmring rm %s`) once the bridge has drained it",
+                        name, name);
+    /* The slot count is fixed when the spool is made: a later run with a
+     * larger --window uses the spool's (its live slots must all be found). */
+    uint32_t cap = 0;
+    if (shmring_state_read(sp->st, "cap", &cap, sizeof cap) == (ssize_t)sizeof cap && cap >= 2 &&
+        cap + 2 <= shmring_state_entries(sp->st)) {
+        sp->cap = cap;
+        if (a->window > cap / 2)
+            a->window = cap / 2;
+    } else if ((err = shmring_state_write(sp->st, "cap", &sp->cap, sizeof sp->cap)) < 0) {
+        return cli_fail("bridge", "out: spool %s: %s", name, shmring_strerror(err));
+    }
+    uint64_t epoch = 0;
+    ssize_t n = shmring_state_read(sp->st, SPOOL_EPOCH_KEY, &epoch, sizeof epoch);
+    if (n != (ssize_t)sizeof epoch)
+        epoch = 0;
+    sp->epoch = epoch + 1;
+    err = shmring_state_write(sp->st, SPOOL_EPOCH_KEY, &sp->epoch, sizeof sp->epoch);
+    if (err < 0)
+        return cli_fail("bridge", "out: spool %s: %s", name, shmring_strerror(err));
+    char host[128] = "host";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(sp->prefix, sizeof sp->prefix, "%s:%s:", host, a->ring);
+    return CLI_OK;
+}
+
+/* Read slot `key` into sp->entry; its header, or NULL when free/absent. */
+static const struct spool_hdr *spool_get(struct spool *sp, const char *key)
+{
+    ssize_t n = shmring_state_read(sp->st, key, sp->entry, sp->entry_size);
+    if (n < (ssize_t)sizeof(struct spool_hdr))
+        return NULL;
+    const struct spool_hdr *h = (const struct spool_hdr *)(void *)sp->entry;
+    if (!h->live || h->len > (size_t)n - sizeof *h) /* our own table, but check anyway */
+        return NULL;
+    return h;
+}
+
+static int spool_free(struct spool *sp, const char *key)
+{
+    struct spool_hdr h = {0, 0, 0, 0};
+    return shmring_state_write(sp->st, key, &h, sizeof h);
+}
+
+static int hdr_order(const void *x, const void *y)
+{
+    const struct spool_hdr *a = x, *b = y;
+    if (a->epoch != b->epoch)
+        return a->epoch < b->epoch ? -1 : 1;
+    return a->n < b->n ? -1 : a->n > b->n;
+}
+
+/* After a restart: publish what the spool still holds, oldest first. */
+static int spool_replay(struct bridge_args *a, struct spool *sp, jsCtx *js)
+{
+    struct spool_hdr *live = calloc(sp->cap, sizeof *live);
+    if (live == NULL)
+        return cli_fail("bridge", "out of memory");
+    size_t n = 0;
+    for (uint32_t i = 0; i < sp->cap; i++) {
+        char key[32];
+        slot_key(sp, i, key);
+        const struct spool_hdr *h = spool_get(sp, key);
+        if (h != NULL)
+            live[n++] = *h;
+    }
+    qsort(live, n, sizeof *live, hdr_order);
+    if (n > 0)
+        fprintf(stderr, "shmring: bridge: out: publishing %zu message(s) left in the spool\n", n);
+    int rc = CLI_OK;
+    for (size_t i = 0; i < n && rc == CLI_OK; i++) {
+        char key[32], id[320];
+        snprintf(key, sizeof key, "s%" PRIu64, live[i].n % sp->cap);
+        const struct spool_hdr *h = spool_get(sp, key);
+        if (h == NULL || h->epoch != live[i].epoch || h->n != live[i].n)
+            continue;
+        msg_id(sp, h, id);
+        if (publish_sync(a, js, id, h + 1, h->len) < 0) {
+            rc = -1;
+            break;
+        }
+        snprintf(sp->last_id, sizeof sp->last_id, "%s", id);
+        bridge_count(BRIDGE_RESENT, 1);
+        bridge_count_message(h->len);
+        if (spool_free(sp, key) < 0)
+            rc = cli_fail("bridge", "out: spool: cannot free %s", key);
+    }
+    free(live);
+    return rc;
+}
+
+/* Acknowledgements of the asynchronous publishes of one window. */
+static pthread_mutex_t ack_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned ack_errors;
+
+static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)closure;
+    if (pa != NULL && pa->Duplicate)
+        bridge_count(BRIDGE_DUPLICATES, 1);
+    if (pae != NULL) {
+        pthread_mutex_lock(&ack_lock);
+        ack_errors++;
+        pthread_mutex_unlock(&ack_lock);
+        bridge_count(BRIDGE_ERRORS, 1);
+    }
+    natsMsg_Destroy(msg);
+}
+
+struct window {
+    uint64_t first; /* spool number of its first message */
+    unsigned n;
+    int failed; /* a publish was refused: send the window again in order */
+};
+
+/*
+ * Spool one claimed message, then publish it. The claim is held until it
+ * is in the spool (the caller releases it): a bridge killed in between
+ * leaves the claim to the ring, which counts it as abandoned.
+ */
+static int window_add(struct bridge_args *a, struct spool *sp, jsCtx *js, struct window *w,
+                      natsConnection *nc, const shmring_msg_t *m)
+{
+    if (w->n == 0)
+        w->first = sp->next;
+    struct spool_hdr *h = (struct spool_hdr *)(void *)sp->entry;
+    *h = (struct spool_hdr){sp->epoch, sp->next++, (uint32_t)m->len, 1};
+    memcpy(h + 1, m->data, m->len);
+    char key[32], id[320];
+    slot_key(sp, h->n, key);
+    int err = shmring_state_write(sp->st, key, sp->entry, sizeof *h + m->len);
+    if (err < 0)
+        return err;
+    w->n++;
+    natsMsg *nm = NULL;
+    natsStatus s = natsMsg_Create(&nm, a->subject, NULL, m->data, (int)m->len);
+    if (s != NATS_OK || w->failed || natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED) {
+        /* Not sent now: the window is published again in order below, so
+         * that nothing goes on a new connection ahead of an older message. */
+        natsMsg_Destroy(nm);
+        w->failed = 1;
+        return 0;
+    }
+    /* Each message may only follow its predecessor: a message that the
+     * client library sends on a new connection after older ones were lost
+     * with the old one is refused, so the stream keeps the ring's order
+     * (the window is then sent again in order). */
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    msg_id(sp, h, id);
+    po.MsgId = id;
+    po.ExpectLastMsgId = sp->last_id[0] != '\0' ? sp->last_id : NULL;
+    s = js_PublishMsgAsync(js, &nm, &po);
+    snprintf(sp->last_id, sizeof sp->last_id, "%s", id);
+    natsMsg_Destroy(nm);
+    if (s != NATS_OK)
+        w->failed = 1;
+    return 0;
+}
+
+/* Wait for the window's acknowledgements; on any error send it again in
+ * order. Then the spool lets go of it. */
+static int window_finish(struct bridge_args *a, struct spool *sp, jsCtx *js, struct window *w)
+{
+    bridge_set_in_flight(w->n);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = ACK_WAIT_MS;
+    natsStatus s = js_PublishAsyncComplete(js, &po);
+    pthread_mutex_lock(&ack_lock);
+    int failed = w->failed || s != NATS_OK || ack_errors > 0;
+    ack_errors = 0;
+    pthread_mutex_unlock(&ack_lock);
+    if (failed) {
+        natsMsgList pending = {NULL, 0};
+        if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+        for (unsigned i = 0; i < w->n; i++) {
+            char key[32], id[320];
+            slot_key(sp, w->first + i, key);
+            const struct spool_hdr *h = spool_get(sp, key);
+            if (h == NULL)
+                return cli_fail("bridge", "out: spool entry %s vanished", key);
+            msg_id(sp, h, id);
+            if (publish_sync(a, js, id, h + 1, h->len) < 0)
+                return -1; /* stopping: the spool keeps the rest */
+            snprintf(sp->last_id, sizeof sp->last_id, "%s", id);
+            bridge_count(BRIDGE_RESENT, 1);
+        }
+    }
+    for (unsigned i = 0; i < w->n; i++) {
+        char key[32];
+        slot_key(sp, w->first + i, key);
+        const struct spool_hdr *h = spool_get(sp, key);
+        if (h != NULL)
+            bridge_count_message(h->len);
+        if (spool_free(sp, key) < 0)
+            return cli_fail("bridge", "out: spool: cannot free %s", key);
+    }
+    w->n = 0;
+    w->failed = 0;
+    bridge_set_in_flight(0);
+    return CLI_OK;
+}
+
+/* The end of stream, with an id that is the same however often it is sent:
+ * the ring's creation time and producer epoch. */
+static int send_eos(struct bridge_args *a, struct spool *sp, shmring_t *r, jsCtx *js)
+{
+    shmring_stats_t st;
+    memset(&st, 0, sizeof st);
+    shmring_stats(r, &st);
+    char id[320];
+    snprintf(id, sizeof id, "%seos-%" PRIu64 "-%" PRIu64, sp->prefix, st.created_ns,
+             st.producer_epoch);
+    for (;;) {
+        natsMsg *m = NULL;
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = id;
+        po.MaxWait = ACK_WAIT_MS;
+        jsErrCode jerr = 0;
+        natsStatus s = natsMsg_Create(&m, a->subject, NULL, NULL, 0);
+        if (s == NATS_OK)
+            s = natsMsgHeader_Set(m, BRIDGE_EOS_HEADER, "1");
+        if (s == NATS_OK)
+            s = js_PublishMsg(NULL, js, m, &po, &jerr);
+        natsMsg_Destroy(m);
+        if (s == NATS_OK)
+            return CLI_OK;
+        bridge_count(BRIDGE_ERRORS, 1);
+        if (bridge_stopping())
+            return CLI_OK;
+        sleep_ns(RETRY_NS);
+    }
+}
+
+int bridge_out_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc, jsCtx *js_admin)
+{
+    (void)js_admin;
+    struct spool sp;
+    memset(&sp, 0, sizeof sp);
+    struct window w = {0, 0, 0};
+    jsCtx *js = NULL;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = a->window;
+    jo.PublishAsync.AckHandler = on_pub_ack;
+    int rc = CLI_OK;
+    if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK)
+        rc = cli_fail("bridge", "out: JetStream context");
+    if (rc == CLI_OK)
+        rc = spool_open(a, &sp, shmring_slot_size(r));
+    if (rc == CLI_OK && spool_replay(a, &sp, js) != CLI_OK)
+        rc = bridge_stopping() ? CLI_OK : CLI_FAIL;
+    int ended = 0;
+    while (rc == CLI_OK && !bridge_stopping() && !ended) {
+        bridge_tick(a);
+        shmring_msg_t m;
+        int err = shmring_claim_wait(r, &m, 100000000LL);
+        while (err == 0) {
+            int e = window_add(a, &sp, js, &w, nc, &m);
+            shmring_release(r, &m);
+            if (e < 0) {
+                rc = cli_fail("bridge", "out: spool: %s", shmring_strerror(e));
+                break;
+            }
+            if (w.n == a->window)
+                break;
+            err = shmring_claim(r, &m);
+        }
+        if (err == -EPIPE)
+            ended = 1;
+        else if (err < 0 && err != -EAGAIN && err != -ETIMEDOUT && rc == CLI_OK)
+            rc = cli_fail("bridge", "out: %s: %s", a->ring, shmring_strerror(err));
+        if (w.n > 0 && window_finish(a, &sp, js, &w) != CLI_OK)
+            rc = bridge_stopping() ? CLI_OK : CLI_FAIL;
+    }
+    if (ended && rc == CLI_OK) {
+        rc = send_eos(a, &sp, r, js);
+        a->eos = 1;
+    }
+    if (w.n > 0) /* stopping: whatever is unconfirmed stays in the spool */
+        js_PublishAsyncComplete(js, NULL);
+    jsCtx_Destroy(js);
+    shmring_state_close(sp.st);
+    free(sp.entry);
+    return rc;
+}
+
+/* ---- in ---------------------------------------------------------------------- */
+
+/*
+ * What `in` remembers between runs, under key "last" of RING.bridge-in: the
+ * stream sequence and the message id (from `out`) of the last message it
+ * pushed into the ring.
+ */
+struct in_mark {
+    int64_t stream_created;
+    uint64_t last_seq;  /* stream sequence of the last message pushed */
+    char last_id[320];  /* its Nats-Msg-Id, "" if it had none */
+    char consumer[448]; /* STREAM/DURABLE */
+};
+
+struct in_state {
+    shmring_state_t *st;
+    struct in_mark mark;
+    natsSubscription *sub;
+    uint64_t reconnects; /* bridge_reconnects() when last checked */
+};
+
+/* An id HOST:RING:EPOCH-N from `out`: its source (HOST:RING:) and numbers. */
+struct out_id {
+    size_t source_len;
+    uint64_t epoch, n;
+};
+
+/* Digits of a decimal number at *p, advancing *p; 0 if there are none. */
+static int take_number(const char **p, uint64_t *v)
+{
+    const char *s = *p;
+    uint64_t x = 0;
+    while (*s >= '0' && *s <= '9' && x < UINT64_MAX / 10)
+        x = x * 10 + (uint64_t)(*s++ - '0');
+    if (s == *p)
+        return 0;
+    *p = s;
+    *v = x;
+    return 1;
+}
+
+static int parse_out_id(const char *id, struct out_id *o)
+{
+    const char *colon = id != NULL ? strrchr(id, ':') : NULL;
+    if (colon == NULL)
+        return 0;
+    const char *p = colon + 1;
+    if (!take_number(&p, &o->epoch) || *p++ != '-' || !take_number(&p, &o->n) || *p != '\0')
+        return 0;
+    o->source_len = (size_t)(colon + 1 - id);
+    return 1;
+}
+
+/* 1 if message id `id` is at or before `last` from the same `out`. */
+static int id_not_after(const char *id, const char *last)
+{
+    struct out_id a, b;
+    if (!parse_out_id(id, &a) || !parse_out_id(last, &b) || a.source_len != b.source_len ||
+        strncmp(id, last, a.source_len) != 0)
+        return 0;
+    return a.epoch < b.epoch || (a.epoch == b.epoch && a.n <= b.n);
+}
+
+static const char *msg_id_of(natsMsg *m)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK ? v : NULL;
+}
+
+static int in_state_open(struct bridge_args *a, struct in_state *is, int64_t created)
+{
+    char name[SHMRING_NAME_MAX + 1];
+    if (side_name(a->ring, ".bridge-in", name) < 0)
+        return cli_fail("bridge", "in: ring name too long for its state name");
+    int err = open_table(name, 16, sizeof(struct in_mark), &is->st);
+    if (err < 0)
+        return cli_fail("bridge", "in: state %s: %s", name, shmring_strerror(err));
+    char consumer[sizeof is->mark.consumer];
+    snprintf(consumer, sizeof consumer, "%s/%s", a->stream, a->durable);
+    struct in_mark m;
+    memset(&m, 0, sizeof m);
+    ssize_t n = shmring_state_read(is->st, "last", &m, sizeof m);
+    m.consumer[sizeof m.consumer - 1] = '\0';
+    m.last_id[sizeof m.last_id - 1] = '\0';
+    if (n != (ssize_t)sizeof m || m.stream_created != created ||
+        strcmp(m.consumer, consumer) != 0) {
+        /* Another stream (or a recreated one): its sequences start again. */
+        memset(&m, 0, sizeof m);
+        m.stream_created = created;
+        snprintf(m.consumer, sizeof m.consumer, "%s", consumer);
+    }
+    is->mark = m;
+    return CLI_OK;
+}
+
+static int in_state_record(struct in_state *is, uint64_t seq, const char *id)
+{
+    is->mark.last_seq = seq;
+    snprintf(is->mark.last_id, sizeof is->mark.last_id, "%s", id != NULL ? id : "");
+    return shmring_state_write(is->st, "last", &is->mark, sizeof is->mark);
+}
+
+/* Is stream sequence `seq` absent from the stream (deleted, or never stored
+ * for our subject), so that a gap before the next one is real? */
+static int seq_absent(jsCtx *js, const struct bridge_args *a, uint64_t seq)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetMsg(&m, js, a->stream, seq, NULL, &jerr);
+    natsMsg_Destroy(m);
+    /* Only "no message found" says so: a stream not found (a server still
+     * starting) or a timeout says nothing. */
+    return s == NATS_NOT_FOUND && jerr == JSNoMessageFoundErr;
+}
+
+static int in_subscribe(struct bridge_args *a, jsCtx *js, struct in_state *is, uint64_t start)
+{
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = a->stream;
+    so.Config.Durable = a->durable;
+    so.Config.AckPolicy = js_AckAll;
+    so.Config.AckWait = a->ack_wait_ns;
+    so.Config.MaxAckPending = 4 * (int64_t)a->window;
+    so.Config.DeliverPolicy = start > 0 ? js_DeliverByStartSequence : js_DeliverAll;
+    so.Config.OptStartSeq = start;
+    jsErrCode jerr = 0;
+    natsStatus s = js_PullSubscribe(&is->sub, js, a->subject, a->durable, NULL, &so, &jerr);
+    if (s != NATS_OK)
+        return cli_fail("bridge", "in: durable consumer %s on %s: %s (%s)", a->durable, a->stream,
+                        natsStatus_GetText(s),
+                        nats_GetLastError(NULL) ? nats_GetLastError(NULL) : "");
+    return CLI_OK;
+}
+
+/*
+ * Start the durable consumer right after stream sequence `last` (0: from
+ * the beginning). `in`'s own record, not the consumer's acknowledgements,
+ * says where the ring stands: a consumer left by a killed `in`, or by a
+ * connection that broke, holds deliveries that would only come back after
+ * the acknowledgement wait; one made afresh delivers them now, in order.
+ */
+static int in_restart_consumer(struct bridge_args *a, jsCtx *js, struct in_state *is, uint64_t last)
+{
+    natsSubscription_Destroy(is->sub);
+    is->sub = NULL;
+    if (last > 0)
+        js_DeleteConsumer(js, a->stream, a->durable, NULL, NULL);
+    return in_subscribe(a, js, is, last > 0 ? last + 1 : 0);
+}
+
+/*
+ * Where to start after a (re)connection: after the last message `in`
+ * pushed. A server stopped while messages were in flight can come back
+ * without the end of the stream that `in` already pushed, and number new
+ * messages with the same sequences; so look for the last message still in
+ * the stream that `in` has pushed (by the ids from `out`). The id check
+ * drops whatever arrives twice.
+ */
+static int in_find_start(struct bridge_args *a, jsCtx *js, struct in_state *is, uint64_t *start)
+{
+    uint64_t seq = is->mark.last_seq;
+    struct out_id mine;
+    /* Without an id from `out` (or after the end of stream) there is
+     * nothing to recognise messages by: trust the sequence. */
+    while (seq > 0 && parse_out_id(is->mark.last_id, &mine)) {
+        natsMsg *m = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = js_GetMsg(&m, js, a->stream, seq, NULL, &jerr);
+        if (s != NATS_OK && !(s == NATS_NOT_FOUND && jerr == JSNoMessageFoundErr)) {
+            natsMsg_Destroy(m);
+            if (bridge_stopping())
+                return -1;
+            sleep_ns(RETRY_NS); /* the server is still starting */
+            continue;
+        }
+        const char *id = s == NATS_OK ? msg_id_of(m) : NULL;
+        int same = id != NULL && strcmp(id, is->mark.last_id) == 0;
+        int before = id != NULL && id_not_after(id, is->mark.last_id);
+        natsMsg_Destroy(m);
+        if (same || before)
+            break;
+        seq--;
+    }
+    if (seq != is->mark.last_seq) {
+        fprintf(stderr,
+                "shmring: bridge: in: the stream lost messages after sequence %" PRIu64
+                " in a server restart: consumer %s starts again there\n",
+                seq, a->durable);
+        is->mark.last_seq = seq;
+        int err = shmring_state_write(is->st, "last", &is->mark, sizeof is->mark);
+        if (err < 0)
+            return cli_fail("bridge", "in: state: %s", shmring_strerror(err));
+    }
+    *start = seq;
+    return CLI_OK;
+}
+
+static int in_resume(struct bridge_args *a, jsCtx *js, struct in_state *is)
+{
+    uint64_t last = 0;
+    int rc = in_find_start(a, js, is, &last);
+    if (rc != CLI_OK)
+        return bridge_stopping() ? CLI_OK : rc;
+    return in_restart_consumer(a, js, is, last);
+}
+
+struct in_item {
+    uint64_t seq;
+    natsMsg *m;
+};
+
+static int item_order(const void *x, const void *y)
+{
+    const struct in_item *a = x, *b = y;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Already in the ring? By the id from `out` when there is one (sequences
+ * can be reused after a server restart), else by stream sequence. */
+static int already_pushed(const struct in_state *is, natsMsg *m, uint64_t seq)
+{
+    const char *id = msg_id_of(m);
+    struct out_id o;
+    if (id != NULL && parse_out_id(id, &o) && parse_out_id(is->mark.last_id, &o))
+        return id_not_after(id, is->mark.last_id);
+    return seq <= is->mark.last_seq;
+}
+
+/* One fetched batch, in stream order: push, record, then acknowledge all. */
+static int in_batch(struct bridge_args *a, shmring_t *r, jsCtx *js, struct in_state *is,
+                    natsMsgList *list)
+{
+    struct in_item *items = calloc((size_t)list->Count, sizeof *items);
+    if (items == NULL)
+        return cli_fail("bridge", "out of memory");
+    for (int k = 0; k < list->Count; k++) {
+        jsMsgMetaData *meta = NULL;
+        items[k].m = list->Msgs[k];
+        if (natsMsg_GetMetaData(&meta, list->Msgs[k]) == NATS_OK) {
+            items[k].seq = meta->Sequence.Stream;
+            jsMsgMetaData_Destroy(meta);
+        }
+    }
+    qsort(items, (size_t)list->Count, sizeof *items, item_order);
+    natsMsg *ack = NULL;
+    int rc = CLI_OK, i = 0;
+    for (; i < list->Count; i++) {
+        natsMsg *m = items[i].m;
+        uint64_t seq = items[i].seq, last = is->mark.last_seq;
+        if (seq == 0) { /* no metadata: not a JetStream message */
+            bridge_count(BRIDGE_ERRORS, 1);
+            continue;
+        }
+        if (already_pushed(is, m, seq)) { /* delivered again */
+            bridge_count(BRIDGE_DUPLICATES, 1);
+            ack = m;
+            continue;
+        }
+        if (last > 0 && seq > last + 1 && !seq_absent(js, a, last + 1))
+            break; /* an earlier message is still on its way: refuse the rest */
+        int eos = bridge_is_eos(m);
+        int p = eos ? BRIDGE_PUSH_OK
+                    : bridge_push(a, r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+        if (p == BRIDGE_PUSH_STOPPED || p == BRIDGE_PUSH_FATAL) {
+            rc = p == BRIDGE_PUSH_FATAL ? CLI_FAIL : CLI_OK;
+            break;
+        }
+        int err = in_state_record(is, seq, msg_id_of(m));
+        if (err < 0) {
+            rc = cli_fail("bridge", "in: state: %s", shmring_strerror(err));
+            break;
+        }
+        ack = m;
+        if (eos) {
+            a->eos = 1;
+            i++;
+            break;
+        }
+    }
+    if (ack != NULL && natsMsg_AckSync(ack, NULL, NULL) != NATS_OK)
+        bridge_count(BRIDGE_ERRORS, 1); /* redelivered later, then skipped */
+    /* Refused: back to the server, redelivered after a short pause (by then
+     * the missing earlier message is due again). */
+    for (; i < list->Count; i++)
+        natsMsg_NakWithDelay(items[i].m, 100, NULL);
+    free(items);
+    return rc;
+}
+
+int bridge_in_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc, jsCtx *js,
+                        int64_t stream_created)
+{
+    struct in_state is;
+    memset(&is, 0, sizeof is);
+    is.reconnects = bridge_reconnects();
+    int rc = in_state_open(a, &is, stream_created);
+    if (rc == CLI_OK)
+        rc = in_resume(a, js, &is);
+    while (rc == CLI_OK && is.sub != NULL && !bridge_stopping() && !a->eos) {
+        bridge_tick(a);
+        natsMsgList list = {NULL, 0};
+        jsErrCode jerr = 0;
+        natsStatus s = natsSubscription_Fetch(&list, is.sub, (int)a->window, 200, &jerr);
+        uint64_t reconnects = bridge_reconnects();
+        if (reconnects != is.reconnects) {
+            is.reconnects = reconnects;
+            natsMsgList_Destroy(&list); /* delivered again after the restart */
+            rc = in_resume(a, js, &is);
+            continue;
+        }
+        if (s == NATS_TIMEOUT)
+            continue;
+        if (s != NATS_OK) {
+            if (natsConnection_IsClosed(nc)) {
+                rc = cli_fail("bridge", "in: connection closed");
+                break;
+            }
+            bridge_count(BRIDGE_ERRORS, 1);
+            sleep_ns(100000000LL);
+            continue;
+        }
+        bridge_set_in_flight((uint64_t)list.Count);
+        rc = in_batch(a, r, js, &is, &list);
+        bridge_set_in_flight(0);
+        natsMsgList_Destroy(&list);
+    }
+    natsSubscription_Destroy(is.sub);
+    shmring_state_close(is.st);
+    return rc;
+}
