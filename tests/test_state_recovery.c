@@ -388,3 +388,81 @@ Test(state_recovery, rearmed_dead_owner_cannot_hold_a_writer, .timeout = 120)
     shmring_state_close(s);
     shmring_state_unlink(kept);
 }
+
+/* ---- A child of fork() writing through its parent's handle ------------------------- */
+
+/*
+ * The child writes as itself: it takes a party entry of its own (one more
+ * user while it lives), and gets -EUSERS when none is left. Closing the
+ * inherited handle in a child that never wrote leaves the parent's entry
+ * alone.
+ */
+Test(state_recovery, forked_child_writes_through_parents_handle)
+{
+    if (test_heap_forced())
+        cr_skip_test("needs processes");
+    const char *name = test_name("fork");
+    char kept[128];
+    snprintf(kept, sizeof kept, "%s", name);
+    shmring_state_t *s = make(kept, 8, 16);
+    cr_assert_eq(shmring_state_write(s, "k", "parent", 6), 0);
+
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        shmring_state_stats_t st;
+        if (shmring_state_stats(s, &st) != 0 || st.users != 1)
+            _exit(3);
+        if (shmring_state_write(s, "k", "child", 5) != 0)
+            _exit(4);
+        if (shmring_state_delete(s, "gone") != -ENOENT)
+            _exit(5);
+        if (shmring_state_stats(s, &st) != 0 || st.users != 2)
+            _exit(6);
+        shmring_state_close(s);
+        _exit(0);
+    }
+    cr_assert_eq(wait_child_within(pid, 30), 0);
+    char buf[16];
+    cr_assert_eq(shmring_state_read(s, "k", buf, sizeof buf), 5);
+    cr_assert(memcmp(buf, "child", 5) == 0);
+    shmring_state_stats_t st;
+    cr_assert_eq(shmring_state_stats(s, &st), 0);
+    cr_assert_eq(st.users, 1, "the child's entry outlived its close");
+
+    /* A child that only reads and closes leaves the parent attached. */
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        char b[16];
+        shmring_state_read(s, "k", b, sizeof b);
+        shmring_state_close(s);
+        _exit(0);
+    }
+    cr_assert_eq(wait_child_within(pid, 30), 0);
+    cr_assert_eq(shmring_state_stats(s, &st), 0);
+    cr_assert_eq(st.users, 1, "a child's close detached its parent");
+
+    /* Every party entry taken (the parent holds them all): -EUSERS, nothing written. */
+    shmring_state_t *more[SHMRING__PARTIES];
+    unsigned n = 0;
+    while (n < SHMRING__PARTIES && shmring_state_open(kept, 0, &more[n]) == 0)
+        n++;
+    cr_assert_eq(shmring_state_open(kept, 0, &(shmring_state_t *){NULL}), -EUSERS);
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        if (shmring_state_write(s, "k", "lost", 4) != -EUSERS)
+            _exit(3);
+        if (shmring_state_delete(s, "k") != -EUSERS)
+            _exit(4);
+        _exit(0);
+    }
+    cr_assert_eq(wait_child_within(pid, 30), 0);
+    cr_assert_eq(shmring_state_read(s, "k", buf, sizeof buf), 5);
+    cr_assert(memcmp(buf, "child", 5) == 0);
+    for (unsigned i = 0; i < n; i++)
+        shmring_state_close(more[i]);
+    shmring_state_close(s);
+    shmring_state_unlink(kept);
+}
