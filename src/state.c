@@ -21,11 +21,12 @@
  *       discarded. Versions 1 and 2 past it only wrote the other copy.
  *   D1  recoverer: writer_seq load, acquire. Pairs with W2: writer_pid
  *       then belongs to the holder of the odd word.
- *   G1  a handle's generation: handle_gen[index] := previous + 1, release,
- *       once it holds party entry `index`, before any W1 naming it. Pairs
- *       with G2.
- *   G2  recoverer: handle_gen[index] load, acquire, after the load of the
- *       held word (whose W1 came after G1).
+ *   G1  a handle's generation: handle_gen[index] := previous + 1 once it
+ *       holds party entry `index`, before any W1 naming it (release; W1, a
+ *       seq_cst CAS, publishes it too). Pairs with G2.
+ *   G2  recoverer: handle_gen[index] load, acquire, after its acquire load
+ *       of the held word: it sees the G1 of the word's writer, or a later
+ *       one (the entry taken again: that writer's handle is gone).
  *   X1  recoverer: CAS the odd word of a dead writer to the next even word
  *       with the committed fields unchanged (seq_cst). Only one recoverer
  *       wins, and only while the word is still that writer's.
@@ -343,10 +344,9 @@ struct op {
     int waited;
 };
 
-/* 1 once the write's deadline has passed; starts it at the first call. */
-static int op_expired(struct op *op)
+/* 1 once the write's deadline has passed at time now; starts it at the first call. */
+static int op_expired(struct op *op, uint64_t now)
 {
-    uint64_t now = shmring__now_ns();
     if (op->deadline == 0)
         op->deadline = now + WRITE_WAIT_NS;
     return now >= op->deadline;
@@ -374,9 +374,9 @@ static int wait_even(shmring_state_t *s, struct shmring__state_lock *l, uint64_t
             shmring__cpu_relax();
             continue;
         }
-        if (op_expired(op))
-            return -EAGAIN;
         uint64_t now = shmring__now_ns();
+        if (op_expired(op, now))
+            return -EAGAIN;
         if (v != seen) {
             seen = v;
             since = now;
@@ -587,7 +587,7 @@ static int take_identity(shmring_state_t *s)
     uint32_t *gen = &s->sh->handle_gen[idx];
     /* Relaxed load: only the holder of party entry idx writes it. */
     uint32_t g = (shmring__load_relaxed_32(gen) + 1) & SHMRING__OWNER_GEN_MASK;
-    /* G1: release, pairs with G2 in holder_dead(). */
+    /* G1: release, pairs with G2 in holder_dead() (W1 publishes it as well). */
     shmring__store_release_32(gen, g);
     s->party = (unsigned)idx;
     s->owner = SHMRING__STATE_OWNER(idx, g);
@@ -635,7 +635,7 @@ SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const v
     rc = -EAGAIN;
     for (uint32_t tries = 0; tries < WRITE_TRIES; tries++) {
         /* Every pass after the first is a retry: bounded by the deadline. */
-        if (tries > 0 && op_expired(&op)) {
+        if (tries > 0 && op_expired(&op, shmring__now_ns())) {
             rc = -EAGAIN;
             break;
         }
@@ -665,6 +665,8 @@ SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const v
         }
         rc = -EAGAIN;
     }
+    if (rc > 0)
+        rc = -EAGAIN; /* WRITE_TRIES passes, each told to start over */
     return write_result(s, rc, &op);
 }
 
@@ -681,7 +683,7 @@ SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
     rc = -EAGAIN;
     for (uint32_t tries = 0; tries < WRITE_TRIES; tries++) {
         /* Every pass after the first is a retry: bounded by the deadline. */
-        if (tries > 0 && op_expired(&op)) {
+        if (tries > 0 && op_expired(&op, shmring__now_ns())) {
             rc = -EAGAIN;
             break;
         }
@@ -710,6 +712,8 @@ SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
         }
         rc = -EAGAIN;
     }
+    if (rc > 0)
+        rc = -EAGAIN; /* WRITE_TRIES passes, each told to start over */
     return write_result(s, rc, &op);
 }
 
