@@ -34,7 +34,8 @@
  * Z in /proc) is alive; one that has exited is dead at once, reaped or not.
  * Pids play no part, so processes in different pid namespaces may share a
  * table (without OFD locks, before Linux 3.15, the pid and start time are
- * the fallback and a shared pid namespace is needed). A child of fork()
+ * the fallback: that needs a shared pid namespace and takes a process whose
+ * main thread exited for dead). A child of fork()
  * that writes through its parent's handle takes a party entry of its own at
  * its first write.
  *
