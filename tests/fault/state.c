@@ -62,18 +62,18 @@ static shmring_state_t *fs_make(char *name, size_t cap)
 
 /* Shared with the children: a hook holds a process at its point until released. */
 struct stall {
-    volatile int at_point;
-    volatile int release;
-    volatile pid_t writer;
+    int at_point; /* __atomic: set by the held process */
+    int release;  /* __atomic: set by the test */
+    pid_t writer; /* written by the writer's parent, read once that parent has exited */
 };
 
 static void stall_hook(int point, void *ctx)
 {
     (void)point;
     struct stall *st = ctx;
-    st->at_point = 1;
+    __atomic_store_n(&st->at_point, 1, __ATOMIC_RELEASE);
     uint64_t deadline = h_now_ns() + 20000000000ull;
-    while (!st->release && h_now_ns() < deadline)
+    while (!__atomic_load_n(&st->release, __ATOMIC_ACQUIRE) && h_now_ns() < deadline)
         h_sleep_ns(1000000);
 }
 
@@ -96,7 +96,8 @@ static char proc_state(pid_t pid)
 static void wait_stalled(struct stall *st, pid_t pid, int want_z)
 {
     uint64_t deadline = h_now_ns() + 10000000000ull;
-    while (!st->at_point || (want_z && proc_state(pid) != 'Z')) {
+    while (!__atomic_load_n(&st->at_point, __ATOMIC_ACQUIRE) ||
+           (want_z && proc_state(pid) != 'Z')) {
         cr_assert_lt(h_now_ns(), deadline, "the writer never stalled (state %c)", proc_state(pid));
         h_sleep_ns(1000000);
     }
@@ -263,7 +264,7 @@ static void fs_stalled_writer_is_not_recovered(shmring_state_t *s, const char *n
     cr_assert_eq(shmring_state_write(s, key, v, 32), -EAGAIN, "%s: a write went past a live writer",
                  point);
     cr_assert_eq(fs_stats(s).recovered, before, "%s: a live writer was recovered", point);
-    stall->release = 1;
+    __atomic_store_n(&stall->release, 1, __ATOMIC_RELEASE);
     cr_assert_eq(test_wait_child(pid), 0, "%s: the released writer failed", point);
     cr_assert_eq(fs_stats(s).writing, 0);
     if (op == OP_UPDATE)
@@ -366,7 +367,7 @@ static unsigned fs_recoverer_point(const char *point)
     wait_stalled(stall, r, 0);
     cr_assert_eq(fs_write_within(s, "k", NEW_ID + 1), 0, "%s: a held recoverer holds k", point);
     cr_assert_eq(fs_read(s, "k"), NEW_ID + 1);
-    stall->release = 1;
+    __atomic_store_n(&stall->release, 1, __ATOMIC_RELEASE);
     cr_assert_eq(test_wait_child(r), 0);
     cr_assert_eq(fs_read(s, "k"), NEW_ID + 1, "%s: a late recoverer undid a write", point);
     cr_assert_eq(fs_stats(s).writing, 0);
@@ -424,7 +425,7 @@ Test(fault_state, writer_whose_main_thread_exited_is_not_recovered, .timeout = 6
     wait_stalled(st, pid, 1);
     check_not_recovered(s);
     cr_assert_eq(proc_state(pid), 'Z', "the writer's main thread came back?");
-    st->release = 1;
+    __atomic_store_n(&st->release, 1, __ATOMIC_RELEASE);
     cr_assert_eq(test_wait_child(pid), 0, "the released writer failed");
     cr_assert_eq(fs_read(s, "k"), NEW_ID);
     cr_assert_eq(fs_stats(s).recovered, 0);
@@ -466,9 +467,9 @@ Test(fault_state, forked_child_on_parents_handle_is_judged_on_itself, .timeout =
         st->writer = child;
         /* The parent dies with its handle open, while its child writes. */
         uint64_t deadline = h_now_ns() + 10000000000ull;
-        while (!st->at_point && h_now_ns() < deadline)
+        while (!__atomic_load_n(&st->at_point, __ATOMIC_ACQUIRE) && h_now_ns() < deadline)
             h_sleep_ns(1000000);
-        _exit(st->at_point ? 0 : 7);
+        _exit(__atomic_load_n(&st->at_point, __ATOMIC_ACQUIRE) ? 0 : 7);
     }
     cr_assert_eq(test_wait_child(parent), 0);
     wait_stalled(st, st->writer, 0);
