@@ -175,8 +175,8 @@ SHMRING_API int shmring_state_foreach(shmring_state_t *s, shmring_state_fn fn, v
 /*
  * Recover every entry left mid-write by a dead writer now, instead of
  * waiting for the next writer of each; entries of live writers are left
- * alone. Makes syscalls for entries found being written. Returns how many entries it recovered. Errors: -EINVAL
- * (NULL).
+ * alone. Makes syscalls for entries found being written. Returns how many
+ * entries it recovered. Errors: -EINVAL (NULL).
  */
 SHMRING_API int shmring_state_repair(shmring_state_t *s);
 
