@@ -12,7 +12,8 @@
  *    attaching), then reads, writes, deletes, foreach, stats and repair run
  *    on it. Must not crash, read out of bounds or loop forever. Half of the
  *    images are marked as a shared backend, so that writers are judged by
- *    pid and corrupt lock words naming dead processes get recovered.
+ *    their party entries and handle generations, and corrupt lock words
+ *    naming dead or absent handles get recovered.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -296,7 +297,7 @@ static void overlay(unsigned char *img, size_t total, int header, struct cur *c)
         if (header)
             off = x % 256;
         else if (x & 0x8000)
-            off = 128 + (x & 0x7f); /* insert lock and counters */
+            off = 128 + x % 320; /* insert lock, counters, handle generations */
         else
             off = SHMRING__HEADER_SIZE + x % (total - SHMRING__HEADER_SIZE);
         img[off] ^= v;
@@ -371,8 +372,8 @@ static void corrupted(const uint8_t *data, size_t size)
     shmring_state_t *s = NULL;
     if (shmring__seg_attach_image(img, total, SHMRING__TYPE_STATE, shmring__state_layout, &seg) ==
         0) {
-        /* Judge writers by pid, as on a shared backend, so that corrupt
-         * lock words naming dead pids exercise recovery. */
+        /* Judge writers by their party entries, as on a shared backend, so
+         * that corrupt lock words naming dead handles exercise recovery. */
         if (data[0] & 0x40)
             seg->backend = SHMRING_BACKEND_MEMFD;
         if (shmring__state_from_seg(seg, &s) == 0) {

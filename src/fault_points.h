@@ -35,7 +35,28 @@
     X(PARTY_LEASE_TAKEOVER, "party.lease_takeover", "a dead holder's lease seized, not yet ACTIVE")
 
 /* ---- The state table (src/state.c) ------------------------------------- */
-#define SHMRING__FAULT_POINTS_STATE(X)
+#define SHMRING__FAULT_POINTS_STATE(X)                                                             \
+    X(STATE_W1, "state.W1",                                                                        \
+      "entry taken for an update (odd, owner in the word), spare copy "                            \
+      "untouched: readers read the previous value, writers wait")                                  \
+    X(STATE_W2, "state.W2",                                                                        \
+      "new value and length in the spare copy, not published: readers "                            \
+      "read the previous value, writers wait")                                                     \
+    X(STATE_W3, "state.W3", "new value published, entry free; the call has not returned")          \
+    X(STATE_L1, "state.L1", "insert lock taken, new key not placed: inserts wait")                 \
+    X(STATE_I1, "state.I1",                                                                        \
+      "free entry taken for a new key, key and value not written: the key "                        \
+      "does not exist yet, inserts wait")                                                          \
+    X(STATE_L3, "state.L3",                                                                        \
+      "new key published, insert lock still held: the key reads, inserts "                         \
+      "wait")                                                                                      \
+    X(STATE_T1, "state.T1",                                                                        \
+      "entry taken for a delete, not yet a tombstone: readers read the "                           \
+      "value, writers wait")                                                                       \
+    X(STATE_X0, "state.X0", "recoverer found the holder dead, word not yet recovered: as before")  \
+    X(STATE_X1, "state.X1",                                                                        \
+      "dead writer's entry recovered (previous value), not yet counted or "                        \
+      "logged")
 
 /* ---- The worker pool (src/pool.c) -------------------------------------- */
 #define SHMRING__FAULT_POINTS_POOL(X)

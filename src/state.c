@@ -4,11 +4,12 @@
  * Memory-ordering edges (labels used in the comments below; lock words are
  * described in state.h):
  *
- *   W1  writer: CAS seq from an even word to its odd successor (seq_cst),
- *       then a release fence, then the stores of the non-current value copy,
- *       its len and (new keys only) the key. Pairs with R2.
- *   W2  writer: writer_start, then writer_seq := the odd word, release.
- *       Pairs with D1.
+ *   W1  writer: CAS seq from an even word to its odd successor naming the
+ *       writer's party entry and handle generation (seq_cst), then a
+ *       release fence, then the stores of the non-current value copy, its
+ *       len and (new keys only) the key. Pairs with R2.
+ *   W2  writer: writer_pid, then writer_seq := the odd word, release: who
+ *       to name in the log. Pairs with D1. Liveness never reads them.
  *   W3  writer: seq := the next even word naming the new committed state
  *       and copy, release. Pairs with R1: publishes copy, len and key.
  *   R1  reader: seq load, acquire. Pairs with W3 (and with X1, through the
@@ -18,13 +19,26 @@
  *       writer that rewrote the copy being read sees that writer's version,
  *       at least 3 past the even version the copy was committed at, and is
  *       discarded. Versions 1 and 2 past it only wrote the other copy.
- *   D1  recoverer: writer_seq load, acquire. Pairs with W2: writer_start
+ *   D1  recoverer: writer_seq load, acquire. Pairs with W2: writer_pid
  *       then belongs to the holder of the odd word.
+ *   G1  a handle's generation: handle_gen[index] := previous + 1 once it
+ *       holds party entry `index`, before any W1 naming it (release; W1, a
+ *       seq_cst CAS, publishes it too). Pairs with G2.
+ *   G2  recoverer: handle_gen[index] load, acquire, after its acquire load
+ *       of the held word: it sees the G1 of the word's writer, or a later
+ *       one (the entry taken again: that writer's handle is gone).
  *   X1  recoverer: CAS the odd word of a dead writer to the next even word
  *       with the committed fields unchanged (seq_cst). Only one recoverer
  *       wins, and only while the word is still that writer's.
  *   L*  the insert lock is a lock word too: taken with W1, released with
  *       W3, recovered with D1 and X1.
+ *
+ * Fault-injection points (src/fault_points.h, docs/hardening.md) sit right
+ * after the step they name: state.W1 (entry taken for an update), state.W2
+ * (spare copy written), state.W3 (published), state.L1 (insert lock taken),
+ * state.I1 (free entry taken for a new key), state.L3 (new key published,
+ * insert lock held), state.T1 (entry taken for a delete), state.X0 (holder
+ * found dead, not yet recovered), state.X1 (recovered, not yet counted).
  *
  * Everything read from the shared segment is untrusted: indices are masked,
  * the committed copy is one bit, lengths are checked against the validated
@@ -37,19 +51,23 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "atomic.h"
+#include "fault.h"
 
 #define DEFAULT_ENTRIES    1024u
 #define DEFAULT_VALUE_SIZE 256u
-#define READ_TRIES         1000u       /* copies of one entry before -EAGAIN */
-#define WRITE_TRIES        100000u     /* bound on CAS races lost in one write */
-#define WAIT_SPINS         1000u       /* polls of a held word before yielding */
-#define DEAD_CHECK_NS      1000000ull  /* a word held this long: check its holder */
-#define WRITE_WAIT_NS      50000000ull /* give up waiting for a live writer */
+#define READ_TRIES         1000u         /* copies of one entry before -EAGAIN */
+#define WRITE_TRIES        100000u       /* bound on CAS races lost in one write */
+#define WAIT_SPINS         1000u         /* polls of a held word before yielding */
+#define DEAD_CHECK_NS      1000000ull    /* a word held this long: check its holder */
+#define WRITE_WAIT_NS      50000000ull   /* give up waiting for a live writer */
+#define LOG_INTERVAL_NS    1000000000ull /* one recovery line per entry per second */
+#define LOG_SLOTS          64u           /* entries whose recovery lines are being held back */
 
 #define CREATE_FLAGS                                                                               \
     (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK | SHMRING_ALLOW_INSECURE)
@@ -71,37 +89,57 @@ struct shmring_state {
     uint32_t mask;
     uint32_t value_size;
     unsigned party;
+    uint32_t owner; /* owner field of the words this handle takes */
+    uint32_t pid;   /* process that took the party entry */
 };
 
 /* ---- This process ------------------------------------------------------- */
 
-/* pid and start time of this process; pid 0 until known (reset by fork). */
+/* pid of this process; 0 until known (reset by fork). */
 static uint32_t self_pid;
-static uint64_t self_start;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-static void forget_self(void)
+/* Recovery lines held back, per entry (process-local; see log_recovery()). */
+struct log_slot {
+    uint64_t table;   /* creation time of the table */
+    uint64_t entry;   /* entry index + 1, or 0 for the insert lock */
+    uint64_t last_ns; /* when its last line went out */
+    uint64_t held;    /* lines held back since */
+};
+static struct log_slot log_slots[LOG_SLOTS];
+static pthread_mutex_t log_slots_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void before_fork(void)
 {
+    pthread_mutex_lock(&log_slots_lock);
+}
+
+static void after_fork_parent(void)
+{
+    pthread_mutex_unlock(&log_slots_lock);
+}
+
+static void after_fork_child(void)
+{
+    pthread_mutex_unlock(&log_slots_lock);
     /* Relaxed: the child of fork() runs one thread here. */
     shmring__store_relaxed_32(&self_pid, 0);
 }
 
 static void register_atfork(void)
 {
-    pthread_atfork(NULL, NULL, forget_self);
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
 /* This process's pid, cached: no syscall on the write path. */
 static inline uint32_t me(void)
 {
-    /* Acquire: pairs with the release below, so self_start is this process's. */
-    uint32_t pid = shmring__load_acquire_32(&self_pid);
+    /* Relaxed: threads racing here store the same value. */
+    uint32_t pid = shmring__load_relaxed_32(&self_pid);
     if (pid != 0)
         return pid;
     pid = (uint32_t)getpid();
-    /* Threads racing here store the same values. */
-    shmring__store_relaxed_64(&self_start, shmring__proc_start_time((pid_t)pid));
-    shmring__store_release_32(&self_pid, pid);
+    shmring__store_relaxed_32(&self_pid, pid);
     return pid;
 }
 
@@ -183,17 +221,17 @@ static inline void count(shmring_state_t *s, unsigned which, uint64_t n)
 
 /* ---- Lock words --------------------------------------------------------- */
 
-/* W1, W2: take the even word `even`; on success *held is the odd word. */
-static int lock_take(struct shmring__state_lock *l, uint64_t even, uint64_t *held)
+/* W1, W2: take the even word `even` for handle s; on success *held is the odd word. */
+static int lock_take(const shmring_state_t *s, struct shmring__state_lock *l, uint64_t even,
+                     uint64_t *held)
 {
-    uint32_t pid = me();
-    uint64_t w = SEQ_MAKE(SEQ_VERSION(even) + 1, SEQ_STATE(even), SEQ_COPY(even), pid);
+    uint64_t w = SEQ_MAKE(SEQ_VERSION(even) + 1, SEQ_STATE(even), SEQ_COPY(even), s->owner);
     /* W1: CAS, seq_cst; pairs with other writers' W1 and with X1. */
     if (!shmring__cas_64(&l->seq, &even, w))
         return 0;
     /* W2: relaxed, published by the release store of writer_seq. */
-    shmring__store_relaxed_64(&l->writer_start, shmring__load_relaxed_64(&self_start));
-    /* W2: release, pairs with D1 in holder_dead(). */
+    shmring__store_relaxed_64(&l->writer_pid, s->pid);
+    /* W2: release, pairs with D1 in log_recovery(). */
     shmring__store_release_64(&l->writer_seq, w);
     /* W1: release fence: the odd word is ordered before the data stores (pairs with R2). */
     shmring__fence_release();
@@ -209,31 +247,94 @@ static inline void lock_publish(struct shmring__state_lock *l, uint64_t held, ui
     shmring__store_release_64(&l->seq, SEQ_MAKE(SEQ_VERSION(held) + 1, state, copy, 0));
 }
 
-/* 1 if the writer holding odd word w is dead. Makes syscalls. */
-static int holder_dead(const shmring_state_t *s, struct shmring__state_lock *l, uint64_t w)
+/*
+ * 1 if the writer holding odd word w is dead: its handle is gone (the party
+ * entry it names is out of range, or was taken again since) or the party's
+ * process is (its OFD lock is dropped). Never from the process state letter
+ * or the pid: a live writer's party holds its lock while any of its threads
+ * runs. Makes a syscall.
+ */
+static int holder_dead(const shmring_state_t *s, uint64_t w)
 {
     /* Heap backend: every writer is a thread of this process. */
     if (s->seg->backend == SHMRING_BACKEND_HEAP)
         return 0;
-    uint64_t start = 0;
-    /* D1: acquire, pairs with W2. Before W2, the pid alone is judged. */
+    /* Peer-written owner: the index is checked before it indexes anything. */
+    uint32_t owner = SHMRING__SEQ_OWNER(w);
+    uint32_t index = SHMRING__STATE_OWNER_INDEX(owner);
+    if (index == 0 || index >= SHMRING__PARTIES)
+        return 1; /* no handle of a state table has that entry */
+    /* G2: acquire, pairs with G1: the caller loaded w (after G1) before this. */
+    uint32_t gen = shmring__load_acquire_32(&s->sh->handle_gen[index]);
+    if ((gen & SHMRING__OWNER_GEN_MASK) != SHMRING__STATE_OWNER_GEN(owner))
+        return 1;
+    return !shmring__party_alive(s->seg, index);
+}
+
+/* Key of lock word l for the log's rate limit: entry index + 1, 0 for the insert lock. */
+static uint64_t log_key(const shmring_state_t *s, const struct shmring__state_lock *l)
+{
+    if (l == &s->sh->insert)
+        return 0;
+    return (uint64_t)(((const unsigned char *)l - s->data) / s->stride) + 1;
+}
+
+/*
+ * Whether a recovery of l may be logged now: at most one line per entry per
+ * second in this process; *held gets the lines held back since the last.
+ */
+static int log_allowed(const shmring_state_t *s, const struct shmring__state_lock *l,
+                       uint64_t *held)
+{
+    /* Peer-written, immutable once ready: only picks a slot of this table. */
+    uint64_t table = shmring__load_relaxed_64(&s->seg->hdr->created_ns);
+    uint64_t entry = log_key(s, l), now = shmring__now_ns();
+    struct log_slot *slot = &log_slots[(table ^ entry * 0x9e3779b97f4a7c15ull) % LOG_SLOTS];
+    int allowed = 1;
+    pthread_mutex_lock(&log_slots_lock);
+    if (slot->table == table && slot->entry == entry && slot->last_ns != 0 &&
+        now - slot->last_ns < LOG_INTERVAL_NS) {
+        slot->held++;
+        allowed = 0;
+    } else {
+        *held = slot->table == table && slot->entry == entry ? slot->held : 0;
+        *slot = (struct log_slot){table, entry, now, 0};
+    }
+    pthread_mutex_unlock(&log_slots_lock);
+    return allowed;
+}
+
+/* Log the recovery of l from the dead writer of w, rate-limited. */
+static void log_recovery(const shmring_state_t *s, struct shmring__state_lock *l, uint64_t w)
+{
+    uint64_t held = 0;
+    if (!log_allowed(s, l, &held))
+        return;
+    int pid = -1;
+    /* D1: acquire, pairs with W2. Another word's writer: pid unknown. */
     if (shmring__load_acquire_64(&l->writer_seq) == w)
-        start = shmring__load_relaxed_64(&l->writer_start);
-    /* Peer-written pid: pid_alive() only asks the kernel about it. */
-    return !shmring__pid_alive(SHMRING__SEQ_PID(w), start);
+        pid = (int)shmring__load_relaxed_64(&l->writer_pid);
+    char more[64] = "";
+    if (held > 0)
+        snprintf(more, sizeof more, " (%llu more in the last second not logged)",
+                 (unsigned long long)held);
+    shmring__log("%s: recovered %s left mid-write by dead process %d (handle %u)%s",
+                 s->seg->name[0] ? s->seg->name : "(anonymous state table)",
+                 l == &s->sh->insert ? "the insert lock" : "an entry", pid,
+                 SHMRING__STATE_OWNER_INDEX(SHMRING__SEQ_OWNER(w)), more);
 }
 
 /* X1: hand the committed fields of a dead writer's word back. 1 if done. */
 static int recover(shmring_state_t *s, struct shmring__state_lock *l, uint64_t w)
 {
     uint64_t even = SEQ_MAKE(SEQ_VERSION(w) + 1, SEQ_STATE(w), SEQ_COPY(w), 0);
+    SHMRING_FAULT(STATE_X0);
     /* X1: CAS, seq_cst: one recoverer wins, and only while w is still held. */
     if (!shmring__cas_64(&l->seq, &w, even))
         return 0;
+    SHMRING_FAULT(STATE_X1);
     shmring__faa_64(&s->sh->recovered, 1);
-    shmring__log("%s: recovered %s left mid-write by dead process %d",
-                 s->seg->name[0] ? s->seg->name : "(anonymous state table)",
-                 l == &s->sh->insert ? "the insert lock" : "an entry", (int)SHMRING__SEQ_PID(w));
+    log_recovery(s, l, w);
     return 1;
 }
 
@@ -243,11 +344,20 @@ struct op {
     int waited;
 };
 
+/* 1 once the write's deadline has passed at time now; starts it at the first call. */
+static int op_expired(struct op *op, uint64_t now)
+{
+    if (op->deadline == 0)
+        op->deadline = now + WRITE_WAIT_NS;
+    return now >= op->deadline;
+}
+
 /*
  * Wait until lock word l is even and return it in *w. Spins, then yields;
  * a word held by the same writer for DEAD_CHECK_NS has its holder checked
  * and is recovered if the holder died. -EAGAIN once the write's deadline
- * passes.
+ * passes, checked on every pass after the spins, recoveries included: a
+ * peer that keeps putting back a dead writer's word cannot hold a writer.
  */
 static int wait_even(shmring_state_t *s, struct shmring__state_lock *l, uint64_t *w, struct op *op)
 {
@@ -265,18 +375,17 @@ static int wait_even(shmring_state_t *s, struct shmring__state_lock *l, uint64_t
             continue;
         }
         uint64_t now = shmring__now_ns();
-        if (op->deadline == 0)
-            op->deadline = now + WRITE_WAIT_NS;
+        if (op_expired(op, now))
+            return -EAGAIN;
         if (v != seen) {
             seen = v;
             since = now;
         } else if (now - since >= DEAD_CHECK_NS) {
-            if (holder_dead(s, l, v) && recover(s, l, v))
-                continue;
+            /* A word put back after a recovery waits its DEAD_CHECK_NS again. */
+            if (holder_dead(s, v) && recover(s, l, v))
+                seen = 0;
             since = now;
         }
-        if (now >= op->deadline)
-            return -EAGAIN;
         sched_yield();
     }
 }
@@ -410,7 +519,9 @@ static void fill_and_publish(shmring_state_t *s, struct shmring__state_entry *e,
         shmring__copy_to_shared(value_of(s, e, copy), val, len);
     /* Relaxed: published by W3. */
     shmring__store_relaxed_32(&e->len[copy], (uint32_t)len);
+    SHMRING_FAULT(STATE_W2);
     lock_publish(&e->lock, held, SHMRING__STATE_LIVE, copy);
+    SHMRING_FAULT(STATE_W3);
 }
 
 /* Under the insert lock: 0 (inserted), -ENOSPC, <0, or 1 for "start over". */
@@ -433,8 +544,9 @@ static int insert_locked(shmring_state_t *s, const char *key, size_t klen, uint6
         return rc < 0 ? rc : 1;
     }
     uint64_t held;
-    if (!lock_take(&e->lock, p.free_word, &held))
+    if (!lock_take(s, &e->lock, p.free_word, &held))
         return 1;
+    SHMRING_FAULT(STATE_I1);
     fill_and_publish(s, e, held, key, klen, val, len);
     return 0;
 }
@@ -450,11 +562,49 @@ static int insert(shmring_state_t *s, const char *key, size_t klen, uint64_t h, 
     op->waited = waited; /* waiting for the insert lock is not an entry wait */
     if (rc < 0)
         return rc;
-    if (!lock_take(l, w, &held))
+    if (!lock_take(s, l, w, &held))
         return 1;
+    SHMRING_FAULT(STATE_L1);
     rc = insert_locked(s, key, klen, h, val, len, op);
+    if (rc == 0)
+        SHMRING_FAULT(STATE_L3);
     lock_publish(l, held, 0, 0);
     return rc;
+}
+
+static void reclaim_user(struct shmring__seg *seg, unsigned index, void *ctx);
+
+/*
+ * G1: take the party entry of handle s for this process, and a generation
+ * for it that the owner field of every word it takes will name.
+ */
+static int take_identity(shmring_state_t *s)
+{
+    int idx =
+        shmring__party_take(s->seg, 1, SHMRING__PARTIES - 1, SHMRING__ROLE_USER, reclaim_user, s);
+    if (idx < 0)
+        return idx;
+    uint32_t *gen = &s->sh->handle_gen[idx];
+    /* Relaxed load: only the holder of party entry idx writes it. */
+    uint32_t g = (shmring__load_relaxed_32(gen) + 1) & SHMRING__OWNER_GEN_MASK;
+    /* G1: release, pairs with G2 in holder_dead() (W1 publishes it as well). */
+    shmring__store_release_32(gen, g);
+    s->party = (unsigned)idx;
+    s->owner = SHMRING__STATE_OWNER(idx, g);
+    s->pid = me();
+    return 0;
+}
+
+/*
+ * A child of fork() that writes through its parent's handle writes as
+ * itself: it takes a party entry of its own first, so that its death (or its
+ * parent's) is judged on the right process. 0, or -EUSERS.
+ */
+static int writer_ready(shmring_state_t *s)
+{
+    if (s->pid == me() || s->seg->backend == SHMRING_BACKEND_HEAP)
+        return 0;
+    return take_identity(s);
 }
 
 /* Count the outcome of a write or delete. */
@@ -479,8 +629,16 @@ SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const v
         return -EMSGSIZE;
     uint64_t h = hash_key(key, klen);
     struct op op = {0, 0};
-    int rc = -EAGAIN;
+    int rc = writer_ready(s);
+    if (rc < 0)
+        return rc;
+    rc = -EAGAIN;
     for (uint32_t tries = 0; tries < WRITE_TRIES; tries++) {
+        /* Every pass after the first is a retry: bounded by the deadline. */
+        if (tries > 0 && op_expired(&op, shmring__now_ns())) {
+            rc = -EAGAIN;
+            break;
+        }
         struct probe p;
         rc = probe(s, key, klen, h, &p);
         if (rc < 0)
@@ -499,13 +657,16 @@ SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const v
                 break;
             continue; /* the holder may have deleted it: look again */
         }
-        if (lock_take(&e->lock, p.word, &held)) {
+        if (lock_take(s, &e->lock, p.word, &held)) {
+            SHMRING_FAULT(STATE_W1);
             fill_and_publish(s, e, held, NULL, 0, val, len);
             rc = 0;
             break;
         }
         rc = -EAGAIN;
     }
+    if (rc > 0)
+        rc = -EAGAIN; /* WRITE_TRIES passes, each told to start over */
     return write_result(s, rc, &op);
 }
 
@@ -516,8 +677,16 @@ SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
         return -EINVAL;
     uint64_t h = hash_key(key, klen);
     struct op op = {0, 0};
-    int rc = -EAGAIN;
+    int rc = writer_ready(s);
+    if (rc < 0)
+        return rc;
+    rc = -EAGAIN;
     for (uint32_t tries = 0; tries < WRITE_TRIES; tries++) {
+        /* Every pass after the first is a retry: bounded by the deadline. */
+        if (tries > 0 && op_expired(&op, shmring__now_ns())) {
+            rc = -EAGAIN;
+            break;
+        }
         struct probe p;
         rc = probe(s, key, klen, h, &p);
         if (rc < 0)
@@ -534,7 +703,8 @@ SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
                 break;
             continue;
         }
-        if (lock_take(&e->lock, p.word, &held)) {
+        if (lock_take(s, &e->lock, p.word, &held)) {
+            SHMRING_FAULT(STATE_T1);
             /* The committed copy stays: only the state changes. */
             lock_publish(&e->lock, held, SHMRING__STATE_TOMB, SEQ_COPY(held));
             rc = 0;
@@ -542,6 +712,8 @@ SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
         }
         rc = -EAGAIN;
     }
+    if (rc > 0)
+        rc = -EAGAIN; /* WRITE_TRIES passes, each told to start over */
     return write_result(s, rc, &op);
 }
 
@@ -621,7 +793,7 @@ static int repair_word(shmring_state_t *s, struct shmring__state_lock *l)
 {
     /* Acquire: pairs with W3 / W1 of the holder. */
     uint64_t w = shmring__load_acquire_64(&l->seq);
-    return SEQ_ODD(w) && holder_dead(s, l, w) && recover(s, l, w);
+    return SEQ_ODD(w) && holder_dead(s, w) && recover(s, l, w);
 }
 
 SHMRING_API int shmring_state_repair(shmring_state_t *s)
@@ -665,13 +837,11 @@ int shmring__state_from_seg(struct shmring__seg *seg, shmring_state_t **out)
     s->stride = seg->param[2];
     s->vstride = (size_t)vstride_of(s->value_size);
     s->mask = s->nentries - 1;
-    int idx =
-        shmring__party_take(seg, 1, SHMRING__PARTIES - 1, SHMRING__ROLE_USER, reclaim_user, s);
-    if (idx < 0) {
+    int rc = take_identity(s);
+    if (rc < 0) {
         free(s);
-        return idx;
+        return rc;
     }
-    s->party = (unsigned)idx;
     *out = s;
     return 0;
 }
@@ -759,8 +929,11 @@ SHMRING_API void shmring_state_close(shmring_state_t *s)
 {
     if (s == NULL)
         return;
-    fold_counters(s->sh, &s->seg->hdr->party[s->party]);
-    shmring__party_release(s->seg, s->party, SHMRING__PARTY_FREE);
+    /* In a child of fork() that never wrote, the party entry is the parent's. */
+    if (s->pid == me()) {
+        fold_counters(s->sh, &s->seg->hdr->party[s->party]);
+        shmring__party_release(s->seg, s->party, SHMRING__PARTY_FREE);
+    }
     shmring__seg_close(s->seg);
     free(s);
 }

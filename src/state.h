@@ -3,20 +3,21 @@
  *
  * Header page object lines (see segment.h for the page as a whole):
  *
- *   line 0  insert lock: a lock word (below), CAS by writers of new keys
- *   line 1  rare fetch-adds: recovered, counters of users that left
+ *   line 0     insert lock: a lock word (below), CAS by writers of new keys
+ *   line 1     rare fetch-adds: recovered, counters of users that left
+ *   lines 2-4  handle_gen[party index]: written when a handle opens
  *
  * Data: `entries` entries of `stride` bytes (a multiple of 64) after the
  * page, entry i at data + i * stride:
  *
- *   +-----+------------+--------------+--------+--------+---------+---------+
- *   | seq | writer_seq | writer_start | len[0] | len[1] | key[64] | copy 0  | copy 1 | pad to 64
- *   +-----+------------+--------------+--------+--------+---------+---------+
- *   0     8            16             24       28       32        96        96 + vstride
+ *   +-----+------------+------------+--------+--------+---------+---------+
+ *   | seq | writer_seq | writer_pid | len[0] | len[1] | key[64] | copy 0  | copy 1 | pad to 64
+ *   +-----+------------+------------+--------+--------+---------+---------+
+ *   0     8            16           24       28       32        96        96 + vstride
  *
  * seq          the entry's seqlock word (a lock word, below).
- * writer_seq   the odd seq value whose writer stored writer_start.
- * writer_start process start time (clock ticks since boot) of that writer.
+ * writer_seq   the odd seq value whose writer stored writer_pid.
+ * writer_pid   pid of that writer, for the log only: liveness never uses it.
  * len[c]       length of value copy c.
  * key          the key, NUL-padded to 64 bytes.
  * copy c       value copy c: value_size bytes, vstride = value_size rounded
@@ -28,13 +29,23 @@
  *                +1 when taken, +1 when published (or recovered)
  *   bits 32..33  committed state: EMPTY (never used), LIVE, TOMB (deleted)
  *   bit  34      committed copy: which value copy is current
- *   bits 35..63  pid of the writer while odd, 0 when even
+ *   bits 35..63  owner while odd, 0 when even: the writer's party index
+ *                (bits 35..40, 1..32) and its handle generation (41..63)
  *
  * The committed state and copy stay in the word while a writer holds it:
  * a writer only ever writes the copy that is not current (and the key only
  * into an entry whose committed state is not LIVE), so readers read the
  * committed copy whatever the parity, and recovery from a dead writer just
  * publishes the committed fields again.
+ *
+ * Who holds a word. Every handle takes a party entry (segment.h) and holds
+ * its open-file-description lock for as long as it is open, and bumps
+ * handle_gen[index] (below) when it takes the entry. A held word names that
+ * entry and generation. Its writer is dead if the generation is no longer
+ * the entry's (the handle is gone: the entry was freed or taken again), or
+ * if the party is not alive (its lock dropped: the kernel drops it when the
+ * last thread of the process exits, so a process whose main thread exited
+ * while others run is alive, whatever pid namespace either side is in).
  */
 #ifndef SHMRING_STATE_PRIVATE_H
 #define SHMRING_STATE_PRIVATE_H
@@ -53,18 +64,28 @@
 #define SHMRING__SEQ_VERSION(w) ((uint32_t)(w))
 #define SHMRING__SEQ_STATE(w)   ((uint32_t)((w) >> 32) & 3u)
 #define SHMRING__SEQ_COPY(w)    ((uint32_t)((w) >> 34) & 1u)
-#define SHMRING__SEQ_PID(w)     ((int32_t)((w) >> 35))
+#define SHMRING__SEQ_OWNER(w)   ((uint32_t)((w) >> 35))
 #define SHMRING__SEQ_ODD(w)     (((w)&1u) != 0)
-#define SHMRING__SEQ_PID_MAX    ((1u << 29) - 1u)
-#define SHMRING__SEQ_MAKE(version, state, copy, pid)                                               \
+#define SHMRING__SEQ_OWNER_MAX  ((1u << 29) - 1u)
+#define SHMRING__SEQ_MAKE(version, state, copy, owner)                                             \
     ((uint64_t)(uint32_t)(version) | (uint64_t)((state)&3u) << 32 | (uint64_t)((copy)&1u) << 34 |  \
-     (uint64_t)((uint32_t)(pid)&SHMRING__SEQ_PID_MAX) << 35)
+     (uint64_t)((uint32_t)(owner)&SHMRING__SEQ_OWNER_MAX) << 35)
+
+/* Owner field of a held word: party index (6 bits) and handle generation (23 bits). */
+#define SHMRING__OWNER_INDEX_BITS 6u
+#define SHMRING__OWNER_GEN_MASK   ((1u << 23) - 1u)
+#define SHMRING__STATE_OWNER(index, gen)                                                           \
+    ((uint32_t)(index) | ((uint32_t)(gen)&SHMRING__OWNER_GEN_MASK) << SHMRING__OWNER_INDEX_BITS)
+#define SHMRING__STATE_OWNER_INDEX(o) ((o) & ((1u << SHMRING__OWNER_INDEX_BITS) - 1u))
+#define SHMRING__STATE_OWNER_GEN(o)   ((o) >> SHMRING__OWNER_INDEX_BITS)
+
+_Static_assert(SHMRING__PARTIES <= (1u << SHMRING__OWNER_INDEX_BITS), "party index fits");
 
 /* A word that writers take with CAS, and how a dead holder is recognised. */
 struct shmring__state_lock {
     uint64_t seq;
     uint64_t writer_seq;
-    uint64_t writer_start;
+    uint64_t writer_pid;
 };
 
 struct shmring__state_entry {
@@ -85,11 +106,15 @@ struct shmring__state_shared {
     uint64_t recovered;
     uint64_t retired[5]; /* counters of users that closed or died, by SHMRING__S_* */
     uint64_t pad1[2];
+    /* lines 2..4: generation of the handle holding each party entry, bumped
+     * by each handle that takes the entry (written by that handle only) */
+    uint32_t handle_gen[SHMRING__PARTIES];
+    uint32_t pad2[48 - SHMRING__PARTIES];
 };
 
 _Static_assert(sizeof(struct shmring__state_shared) <= SHMRING__OBJECT_LINES * SHMRING__LINE,
                "state lines fit the header page");
-_Static_assert(sizeof(struct shmring__state_shared) == 2 * SHMRING__LINE, "two lines");
+_Static_assert(sizeof(struct shmring__state_shared) == 5 * SHMRING__LINE, "five lines");
 
 /* User party counters (segment.h: party.counter[]), written by the owner. */
 #define SHMRING__S_WRITES      0

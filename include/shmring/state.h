@@ -23,11 +23,21 @@
  *    (counted in shmring_state_stats' `recovered`). The unfinished write is
  *    simply lost, as if it had never started. A new key whose insertion
  *    died halfway does not exist. A writer that waits about 50 ms for a
- *    live writer of the same entry gives up with -EAGAIN.
+ *    live writer of the same entry gives up with -EAGAIN (checked on every
+ *    pass, so a peer that keeps re-marking an entry cannot hold it longer).
+ *    Recoveries are logged at most once per entry per second per process.
  *
- * Liveness of a writer is judged by its pid and process start time, so the
- * processes sharing a table must share a pid namespace for recovery to work.
- * An unreaped (zombie) writer counts as alive until its parent reaps it.
+ * Liveness of a writer is that of its handle: each handle holds a party
+ * entry with an open-file-description lock on the segment's file for as
+ * long as it is open, which the kernel drops when the last thread of the
+ * process ends. A process whose main thread exited while others run (state
+ * Z in /proc) is alive; one that has exited is dead at once, reaped or not.
+ * Pids play no part, so processes in different pid namespaces may share a
+ * table (without OFD locks, before Linux 3.15, the pid and start time are
+ * the fallback: that needs a shared pid namespace and takes a process whose
+ * main thread exited for dead). A child of fork()
+ * that writes through its parent's handle takes a party entry of its own at
+ * its first write.
  *
  * Lookup: open addressing with linear probing over a power-of-two array of
  * entries. Deleting a key leaves a tombstone; the slot is reused by the next
@@ -119,7 +129,9 @@ SHMRING_API int shmring_state_unlink(const char *name);
  * SHMRING_STATE_KEY_MAX, NULL val with len > 0); -EMSGSIZE (len above the
  * table's value_size); -ENOSPC (the key is absent and every entry holds a
  * key); -EAGAIN (a live writer held the entry, or the insert lock, for
- * about 50 ms); -EPROTO (a corrupt table). On error nothing is changed.
+ * about 50 ms); -EPROTO (a corrupt table); -EUSERS (a child of fork()
+ * writing through its parent's handle, and no party entry left for it).
+ * On error nothing is changed.
  */
 SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const void *val,
                                     size_t len);
@@ -140,7 +152,8 @@ SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void
 /*
  * Remove key. Its entry becomes a tombstone that the next new key reuses.
  * Errors: -EINVAL (NULL table or key, empty or too long key); -ENOENT (no
- * such key); -EAGAIN (a live writer held the entry for about 50 ms).
+ * such key); -EAGAIN (a live writer held the entry for about 50 ms);
+ * -EPROTO (a corrupt table); -EUSERS (as for write).
  */
 SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key);
 
@@ -161,9 +174,9 @@ SHMRING_API int shmring_state_foreach(shmring_state_t *s, shmring_state_fn fn, v
 
 /*
  * Recover every entry left mid-write by a dead writer now, instead of
- * waiting for the next writer of each. Makes syscalls for entries found
- * being written. Returns how many entries it recovered. Errors: -EINVAL
- * (NULL).
+ * waiting for the next writer of each; entries of live writers are left
+ * alone. Makes syscalls for entries found being written. Returns how many
+ * entries it recovered. Errors: -EINVAL (NULL).
  */
 SHMRING_API int shmring_state_repair(shmring_state_t *s);
 
