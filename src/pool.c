@@ -862,6 +862,9 @@ static void round_shared(shmring_pool_t *p, size_t base, struct pool_round *r, s
 {
     struct shmring__pool_ctl *ctl = p->ctl;
     start_round(p, r);
+    /* A worker that died after finishing its last chunk of an earlier map
+     * (say, before its notify) is replaced now, before the round needs it. */
+    check_deaths(p, base, run);
     unsigned last_done = 0;
     uint64_t progress_ns = shmring__now_ns();
     for (;;) {
