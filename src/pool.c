@@ -846,7 +846,9 @@ static void start_round(shmring_pool_t *p, struct pool_round *r)
 }
 
 /* Every chunk that is still queued gets another token (a duplicate is
- * harmless: the claim CAS lets one through). After a long stall only. */
+ * harmless: the claim CAS lets one through). Only when nothing moved for
+ * STALL_NS with no chunk owned: a worker that wrote a finished chunk back
+ * to queued would otherwise hold the map forever. */
 static void requeue_queued(shmring_pool_t *p)
 {
     for (uint32_t c = 0; c < p->round.nchunks; c++) {
@@ -901,7 +903,8 @@ static void round_shared(shmring_pool_t *p, size_t base, struct pool_round *r, s
         }
         if (check_deaths(p, base, run) > 0)
             continue;
-        if (!failed(run) && shmring__now_ns() - progress_ns > STALL_NS) {
+        /* Queued chunks and no owner for a while: a token may be missing. */
+        if (!failed(run) && s.owned == 0 && shmring__now_ns() - progress_ns > STALL_NS) {
             requeue_queued(p);
             progress_ns = shmring__now_ns();
         }
