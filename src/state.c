@@ -310,9 +310,16 @@ static int look_once(shmring_state_t *s, struct shmring__state_entry *e, uint64_
                      const char *key, size_t klen, struct want *want)
 {
     char k[SHMRING__STATE_KEY_FIELD];
-    shmring__copy_from_shared(k, e->key, sizeof k);
+    /* The first word tells most other keys apart (the field is NUL-padded),
+     * so a probe past another key copies 8 bytes, not 64. */
+    char head[8] = {0};
+    memcpy(head, key, klen < sizeof head ? klen : sizeof head);
+    shmring__copy_from_shared(k, e->key, sizeof head);
+    int match = memcmp(k, head, sizeof head) == 0;
+    if (match && klen >= sizeof head)
+        shmring__copy_from_shared(k + sizeof head, e->key + sizeof head, sizeof k - sizeof head);
     /* Peer-written key: compared within its field, klen <= 63. */
-    int match = memcmp(k, key, klen) == 0 && k[klen] == '\0';
+    match = match && memcmp(k, key, klen) == 0 && k[klen] == '\0';
     if (!match || want == NULL)
         return still_valid(&e->lock, w) ? (match ? LOOK_MATCH : LOOK_OTHER) : 1;
     uint32_t copy = SEQ_COPY(w);
