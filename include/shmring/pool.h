@@ -44,9 +44,11 @@
  * The parent never trusts the shared control page that its workers can
  * write: it decides with its own copy of each map's parameters and checks
  * what workers report. A task that writes over the control page (a stray
- * pointer) fails the map with -EPROTO; every worker is then restarted. Workers exit when the pool
- * is destroyed and when the process that owns the pool dies (also when the thread that forked them
- * exits: they are then restarted by the next map).
+ * pointer) fails the map with -EPROTO; every worker is then restarted.
+ *
+ * Workers exit when the pool is destroyed and when the process that owns
+ * the pool dies (also when the thread that forked them exits: they are then
+ * restarted by the next map).
  *
  * A pool is used by one thread at a time, and only in the process that
  * created it. In the worker processes, the task runs in a forked copy of
