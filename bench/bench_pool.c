@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "shmring.h"
 
@@ -172,18 +173,53 @@ static const struct figure figures[] = {
 };
 #define NFIG (sizeof figures / sizeof figures[0])
 
+/* CPU time, ms, used so far by this process and by the pool's workers
+ * (from /proc: clock-tick resolution, so only sums over many runs mean
+ * something). */
+static double cpu_ms(struct bench *b)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    double ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    pid_t pids[SHMRING_POOL_MAX_WORKERS];
+    int nw = shmring_pool_pids(b->pool, pids, SHMRING_POOL_MAX_WORKERS);
+    double tick_ms = 1e3 / (double)sysconf(_SC_CLK_TCK);
+    for (int w = 0; w < nw && w < (int)SHMRING_POOL_MAX_WORKERS; w++) {
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pids[w]);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        const char *p = strrchr(buf, ')');
+        unsigned long long ut = 0, st = 0;
+        /* after the command: state, then fields 4..13, then utime and stime */
+        if (p != NULL &&
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+            ms += (double)(ut + st) * tick_ms;
+    }
+    return ms;
+}
+
 /* Best time in ms of every figure, the figures taking turns within each
- * trial, so that a burst of load elsewhere on the machine hits them alike.
+ * trial, so that a burst of load elsewhere on the machine hits them alike;
+ * cpu[f]: CPU ms per run, averaged over the trials (caller and workers).
  * Every sum is checked against the plain loop's. */
-static int best_ms(struct bench *b, double ms[NFIG])
+static int best_ms(struct bench *b, double ms[NFIG], double cpu[NFIG])
 {
     double want = 0;
-    for (size_t f = 0; f < NFIG; f++)
+    for (size_t f = 0; f < NFIG; f++) {
         ms[f] = 1e30;
+        cpu[f] = 0;
+    }
     for (unsigned t = 0; t < trials; t++) {
         for (size_t f = 0; f < NFIG; f++) {
             double sum = 0;
+            double c0 = cpu_ms(b);
             double m = (double)figures[f].run(b, &sum) / 1e6;
+            cpu[f] += (cpu_ms(b) - c0) / trials;
             if (f == 0)
                 want = sum;
             if (fabs(sum - want) > 1e-9 * fabs(want)) {
@@ -267,15 +303,20 @@ int main(int argc, char **argv)
     printf("\n== pool: sum of sqrt over %zu doubles in the arena, %d worker processes, ms (best "
            "of %u) ==\n",
            n, shmring_pool_workers(b.pool), trials);
-    printf("%-13s %9s %14s  %s\n", "figure", "ms", "plain-sum/this", "what");
-    double ms[NFIG];
-    if (best_ms(&b, ms) < 0)
+    printf("%-13s %9s %14s %8s  %s\n", "figure", "ms", "plain-sum/this", "cpu ms", "what");
+    double ms[NFIG], cpu[NFIG];
+    if (best_ms(&b, ms, cpu) < 0)
         return 1;
     for (size_t f = 0; f < NFIG; f++) {
-        printf("%-13s %9.2f %13.2fx  %s\n", figures[f].name, ms[f], ms[0] / ms[f], figures[f].what);
-        if (csv != NULL)
+        printf("%-13s %9.2f %13.2fx %8.1f  %s\n", figures[f].name, ms[f], ms[0] / ms[f], cpu[f],
+               figures[f].what);
+        if (csv != NULL) {
             fprintf(csv, "pool_sqrt_10m,%s,ms,%.4g,%.4g\n", figures[f].name, ms[f], ms[0] / ms[f]);
+            fprintf(csv, "pool_sqrt_10m,%s,cpu_ms,%.4g,\n", figures[f].name, cpu[f]);
+        }
     }
+    printf("  (cpu ms: caller and workers per run, mean; more wall time than cpu time / workers\n"
+           "   means the workers waited for a CPU)\n");
     printf("  range vs plain sum: %.2fx faster (target: at least 1.6x)\n", ms[0] / ms[2]);
     printf("  per-item vs plain store: %.2fx the time (target: at most 1.0x); per-item+sum vs "
            "plain sum: %.2fx\n",

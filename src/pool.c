@@ -294,28 +294,35 @@ static int chunk_bounds(size_t n, size_t chunk_items, uint32_t nchunks, uint32_t
     return 0;
 }
 
-/* The task over items [start, end) of the round: DONE, DONE_ERR or CANCELLED. */
+/* The task over items [start, end) of the round: DONE, DONE_ERR or CANCELLED.
+ * The loop is the per-item cost of a map: everything it needs is in locals
+ * (the atomics below are compiler barriers), and the abort hint is looked
+ * at every 16 items. */
 static uint32_t run_items(shmring_pool_t *p, const struct round_view *v, size_t start, size_t end,
                           uint64_t *cur, uint64_t *err)
 {
-    struct shmring__pool_ctl *ctl = p->ctl;
-    unsigned char *items = p->arena + v->items_off;
-    unsigned char *results = v->result_size ? p->arena + v->results_off : NULL;
-    for (size_t i = start; i < end; i++) {
+    uint32_t *abort_gen = &p->ctl->abort_gen, gen = v->gen;
+    shmring_task_fn fn = p->fn;
+    void *ctx = p->ctx;
+    size_t isz = v->item_size, rsz = v->result_size;
+    const unsigned char *item = p->arena + v->items_off + start * isz;
+    unsigned char *res = rsz ? p->arena + v->results_off + start * rsz : NULL;
+    for (size_t i = start; i < end; i++, item += isz) {
         /* Relaxed: a hint to stop early; the parent waits for our T2. */
-        if (shmring__load_relaxed_32(&ctl->abort_gen) == v->gen)
+        if ((i & 15) == 0 && shmring__load_relaxed_32(abort_gen) == gen)
             return POOL_CANCELLED;
         /* Relaxed: read by the parent only after this process died. */
         shmring__store_relaxed_64(cur, i);
         SHMRING_FAULT(POOL_ITEM);
-        void *res = results ? results + i * v->result_size : NULL;
-        int rc = p->fn(items + i * v->item_size, v->item_size, res, v->result_size, p->ctx);
+        int rc = fn(item, isz, res, rsz, ctx);
         if (rc != 0) {
             *err = (uint64_t)i << 12 | (uint64_t)(-task_error(rc));
             /* Relaxed: see the load above. */
-            shmring__store_relaxed_32(&ctl->abort_gen, v->gen);
+            shmring__store_relaxed_32(abort_gen, gen);
             return POOL_DONE_ERR;
         }
+        if (res != NULL)
+            res += rsz;
     }
     return POOL_DONE;
 }
