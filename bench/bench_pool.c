@@ -174,8 +174,7 @@ static const struct figure figures[] = {
 #define NFIG (sizeof figures / sizeof figures[0])
 
 /* CPU time, ms, used so far by this process and by the pool's workers
- * (from /proc: clock-tick resolution, so only sums over many runs mean
- * something). */
+ * (/proc/PID/schedstat: nanoseconds on a CPU). */
 static double cpu_ms(struct bench *b)
 {
     struct timespec ts;
@@ -183,22 +182,16 @@ static double cpu_ms(struct bench *b)
     double ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
     pid_t pids[SHMRING_POOL_MAX_WORKERS];
     int nw = shmring_pool_pids(b->pool, pids, SHMRING_POOL_MAX_WORKERS);
-    double tick_ms = 1e3 / (double)sysconf(_SC_CLK_TCK);
     for (int w = 0; w < nw && w < (int)SHMRING_POOL_MAX_WORKERS; w++) {
-        char path[64], buf[512];
-        snprintf(path, sizeof path, "/proc/%d/stat", (int)pids[w]);
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pids[w]);
         FILE *f = fopen(path, "r");
         if (f == NULL)
             continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        unsigned long long ns = 0;
+        if (fscanf(f, "%llu", &ns) == 1)
+            ms += (double)ns / 1e6;
         fclose(f);
-        buf[len] = '\0';
-        const char *p = strrchr(buf, ')');
-        unsigned long long ut = 0, st = 0;
-        /* after the command: state, then fields 4..13, then utime and stime */
-        if (p != NULL &&
-            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
-            ms += (double)(ut + st) * tick_ms;
     }
     return ms;
 }

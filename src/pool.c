@@ -75,6 +75,7 @@
 #define MAX_ARENA      (1ull << 40)
 #define ARENA_ALIGN    64u
 #define STALL_NS       100000000ull /* parent: re-push queued chunks after no progress */
+#define POPULATE_MAX   (1ull << 30) /* arenas up to this are mapped in at creation */
 #define POOL_FLAGS                                                                                 \
     (SHMRING_POOL_PROCESSES | SHMRING_POOL_THREADS | SHMRING_POOL_MESSAGE_PASSING |                \
      SHMRING_FORCE_HEAP)
@@ -389,6 +390,15 @@ static void run_chunk_shared(shmring_pool_t *p, unsigned w, uint32_t gen, uint32
 static void worker_shared(shmring_pool_t *p, unsigned w) __attribute__((noreturn));
 static void worker_shared(shmring_pool_t *p, unsigned w)
 {
+    /* A fork does not copy the page tables of a shared mapping: map the
+     * whole arena now, in one call, rather than a page fault per page in
+     * the middle of a map (several microseconds each in a virtual machine;
+     * read faults of shared memory map 16 pages at a time, writably).
+     * Best effort: kernels before 5.14 fault as they go. */
+#ifdef MADV_POPULATE_READ
+    if (p->map_len <= POPULATE_MAX)
+        (void)madvise(p->ctl, p->map_len, MADV_POPULATE_READ);
+#endif
     shmring_t *c = NULL;
     if (shmring_open_fd(shmring_fd(p->ring), SHMRING_CONSUMER, &c) < 0)
         _exit(3);
@@ -1392,7 +1402,11 @@ static int shared_setup(shmring_pool_t *p, size_t arena_size)
 {
     size_t ctl_size = (sizeof(struct shmring__pool_ctl) + 4095) & ~(size_t)4095;
     p->map_len = ctl_size + arena_size;
-    void *m = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    /* Populated (up to POPULATE_MAX): the caller fills blocks without a page
+     * fault per page, and the workers map the pages that exist. */
+    int populate = p->map_len <= POPULATE_MAX ? MAP_POPULATE : 0;
+    void *m = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | populate,
+                   -1, 0);
     if (m == MAP_FAILED) {
         shmring__log("pool: no shared arena of %zu bytes (%s): message passing", arena_size,
                      shmring_strerror(-errno));
