@@ -59,7 +59,14 @@
       "logged")
 
 /* ---- The worker pool (src/pool.c) -------------------------------------- */
-#define SHMRING__FAULT_POINTS_POOL(X)
+#define SHMRING__FAULT_POINTS_POOL(X)                                                              \
+    X(POOL_HANDOUT, "pool.handout",                                                                \
+      "parent about to push a chunk token: workers lose their parent")                             \
+    X(POOL_TAKE, "pool.take", "worker popped a chunk token, chunk not claimed: the token is lost") \
+    X(POOL_CLAIM, "pool.claim", "worker owns a chunk, no item run yet")                            \
+    X(POOL_ITEM, "pool.item", "worker about to run an item (or a range) of its chunk")             \
+    X(POOL_COMPLETE, "pool.complete", "worker ran its chunk, completion not yet stored")           \
+    X(POOL_NOTIFY, "pool.notify", "worker stored its chunk's completion, parent not yet woken")
 
 #define SHMRING__FAULT_POINTS(X)                                                                   \
     SHMRING__FAULT_POINTS_RING(X)                                                                  \

@@ -34,6 +34,16 @@
  *
  * Everything a worker reads from the shared control area is checked against
  * the sizes it knows from before the fork before it addresses the arena.
+ *
+ * The parent trusts nothing there either (a task may write over the whole
+ * mapping): it decides with its private copy of the round (p->round), and
+ * checks every chunk state, error and done count it reads back, and that
+ * the round parameters are still its own. Anything else is -EPROTO: every
+ * worker is killed and restarted, and the map fails.
+ *
+ * The arena is cut into blocks by a first-fit allocator whose bookkeeping
+ * lives in the parent's private memory (p->blk): shmring_pool_alloc blocks,
+ * and the staging block of a map that copies its items or results.
  */
 #define _GNU_SOURCE
 #include "pool.h"
@@ -52,6 +62,7 @@
 #include <unistd.h>
 
 #include "atomic.h"
+#include "fault.h"
 #include "wait.h"
 
 #define RING_SLOTS     1024u
@@ -62,6 +73,9 @@
 #define MP_MAGIC       0x4c4f4f50u  /* "POOL" */
 #define MP_MAX_BYTES   (1ull << 40) /* largest chunk message accepted */
 #define MAX_ARENA      (1ull << 40)
+#define ARENA_ALIGN    64u
+#define STALL_NS       100000000ull /* parent: re-push queued chunks after no progress */
+#define POPULATE_MAX   (1ull << 30) /* arenas up to this are mapped in at creation */
 #define POOL_FLAGS                                                                                 \
     (SHMRING_POOL_PROCESSES | SHMRING_POOL_THREADS | SHMRING_POOL_MESSAGE_PASSING |                \
      SHMRING_FORCE_HEAP)
@@ -85,6 +99,24 @@ struct mp_chunk {
     size_t start, count;
 };
 
+/* One round of a map, as the parent decides it (private; the shared
+ * control page gets a copy for the workers). */
+struct pool_round {
+    uint32_t kind; /* POOL_KIND_ITEMS or POOL_KIND_RANGES */
+    uint32_t nchunks;
+    size_t n, item_size, result_size, chunk_items;
+    size_t items_off, results_off; /* from the arena's start */
+    shmring_range_fn range_fn;
+    void *range_ctx;
+};
+
+/* A block of the arena (shared mode: off from the arena's start) or of the
+ * heap (other modes: off is the address). */
+struct pool_block {
+    size_t off, len;
+    int used;
+};
+
 struct thread_pool {
     pthread_mutex_t mu;
     pthread_cond_t work_cv, done_cv;
@@ -96,6 +128,8 @@ struct thread_pool {
     const unsigned char *items;
     unsigned char *results;
     size_t n, item_size, result_size, chunk_items, nchunks;
+    shmring_range_fn range_fn; /* non-NULL: a range job */
+    void *range_ctx;
     unsigned finished;
     size_t err_item;
     int err_rc;
@@ -119,9 +153,15 @@ struct shmring_pool {
     unsigned char *arena;
     size_t arena_size, map_len;
     uint32_t gen;
+    struct pool_round round; /* the round running now: what the parent decides with */
     uint32_t pend[POOL_MAX_CHUNKS];
     unsigned char queued[POOL_MAX_CHUNKS];
+    unsigned char final[POOL_MAX_CHUNKS]; /* chunk seen DONE/DONE_ERR/CANCELLED */
     unsigned npend;
+    /* blocks of shmring_pool_alloc (and staging), sorted by off */
+    struct pool_block *blk;
+    size_t nblk, blkcap;
+    int range_logged;
     /* message passing */
     int sock[SHMRING_POOL_MAX_WORKERS];
     struct mp_chunk busy[SHMRING_POOL_MAX_WORKERS];
@@ -205,28 +245,106 @@ static int reaped(pid_t pid)
 
 /* Round parameters as a worker reads them, checked against the arena. */
 struct round_view {
-    size_t n, item_size, result_size, chunk_items, results_off;
-    uint32_t nchunks;
+    uint32_t gen, kind, nchunks;
+    size_t n, item_size, result_size, chunk_items, items_off, results_off;
+    shmring_range_fn range_fn;
+    void *range_ctx;
 };
+
+/* 1 if n elements of `size` bytes from `off` lie within a arena bytes. */
+static int fits(size_t off, size_t n, size_t size, size_t a)
+{
+    return off <= a && (size == 0 || n <= (a - off) / size);
+}
 
 static int read_round(const shmring_pool_t *p, struct round_view *v)
 {
     struct shmring__pool_ctl *ctl = p->ctl;
     /* Relaxed: published by P1, acquired by T1 (the claim). Untrusted below. */
+    v->gen = shmring__load_relaxed_32(&ctl->gen);
+    v->kind = shmring__load_relaxed_32(&ctl->kind);
+    v->nchunks = shmring__load_relaxed_32(&ctl->nchunks);
     v->n = shmring__load_relaxed_64(&ctl->n);
     v->item_size = shmring__load_relaxed_64(&ctl->item_size);
     v->result_size = shmring__load_relaxed_64(&ctl->result_size);
     v->chunk_items = shmring__load_relaxed_64(&ctl->chunk_items);
+    v->items_off = shmring__load_relaxed_64(&ctl->items_off);
     v->results_off = shmring__load_relaxed_64(&ctl->results_off);
-    v->nchunks = shmring__load_relaxed_32(&ctl->nchunks);
-    size_t a = p->arena_size;
-    if (v->nchunks > POOL_MAX_CHUNKS || v->item_size == 0 || v->item_size > a ||
-        v->chunk_items == 0 || v->n > a / v->item_size || v->results_off > a ||
-        v->n * v->item_size > v->results_off)
+    v->range_fn = (shmring_range_fn)(uintptr_t)shmring__load_relaxed_64(&ctl->range_fn);
+    v->range_ctx = (void *)(uintptr_t)shmring__load_relaxed_64(&ctl->range_ctx);
+    if (v->nchunks == 0 || v->nchunks > POOL_MAX_CHUNKS || v->chunk_items == 0)
         return -EPROTO;
-    if (v->result_size != 0 && (v->result_size > a || v->n > (a - v->results_off) / v->result_size))
+    if (v->kind == POOL_KIND_RANGES)
+        return v->range_fn != NULL ? 0 : -EPROTO;
+    size_t a = p->arena_size;
+    if (v->kind != POOL_KIND_ITEMS || v->item_size == 0 ||
+        !fits(v->items_off, v->n, v->item_size, a) ||
+        !fits(v->results_off, v->n, v->result_size, a))
         return -EPROTO;
     return 0;
+}
+
+/* Indices [*start, *end) of chunk c, or -EPROTO if the round has no chunk c. */
+static int chunk_bounds(size_t n, size_t chunk_items, uint32_t nchunks, uint32_t c, size_t *start,
+                        size_t *end)
+{
+    if (c >= nchunks || chunk_items > n || c > (n - 1) / chunk_items)
+        return -EPROTO;
+    *start = (size_t)c * chunk_items;
+    *end = n - *start < chunk_items ? n : *start + chunk_items;
+    return 0;
+}
+
+/* The task over items [start, end) of the round: DONE, DONE_ERR or CANCELLED.
+ * The loop is the per-item cost of a map: everything it needs is in locals
+ * (the atomics below are compiler barriers), and the abort hint is looked
+ * at every 16 items. */
+static uint32_t run_items(shmring_pool_t *p, const struct round_view *v, size_t start, size_t end,
+                          uint64_t *cur, uint64_t *err)
+{
+    uint32_t *abort_gen = &p->ctl->abort_gen, gen = v->gen;
+    shmring_task_fn fn = p->fn;
+    void *ctx = p->ctx;
+    size_t isz = v->item_size, rsz = v->result_size;
+    const unsigned char *item = p->arena + v->items_off + start * isz;
+    unsigned char *res = rsz ? p->arena + v->results_off + start * rsz : NULL;
+    for (size_t i = start; i < end; i++, item += isz) {
+        /* Relaxed: a hint to stop early; the parent waits for our T2. */
+        if ((i & 15) == 0 && shmring__load_relaxed_32(abort_gen) == gen)
+            return POOL_CANCELLED;
+        /* Relaxed: read by the parent only after this process died. */
+        shmring__store_relaxed_64(cur, i);
+        SHMRING_FAULT(POOL_ITEM);
+        int rc = fn(item, isz, res, rsz, ctx);
+        if (rc != 0) {
+            *err = (uint64_t)i << 12 | (uint64_t)(-task_error(rc));
+            /* Relaxed: see the load above. */
+            shmring__store_relaxed_32(abort_gen, gen);
+            return POOL_DONE_ERR;
+        }
+        if (res != NULL)
+            res += rsz;
+    }
+    return POOL_DONE;
+}
+
+/* The range task over chunk c = [start, end): DONE, DONE_ERR or CANCELLED. */
+static uint32_t run_range(shmring_pool_t *p, const struct round_view *v, uint32_t c, size_t start,
+                          size_t end, uint64_t *cur, uint64_t *err)
+{
+    struct shmring__pool_ctl *ctl = p->ctl;
+    /* Relaxed: as in run_items(). */
+    if (shmring__load_relaxed_32(&ctl->abort_gen) == v->gen)
+        return POOL_CANCELLED;
+    shmring__store_relaxed_64(cur, start);
+    SHMRING_FAULT(POOL_ITEM);
+    int rc = v->range_fn(start, end, c, v->range_ctx);
+    if (rc != 0) {
+        *err = (uint64_t)start << 12 | (uint64_t)(-task_error(rc));
+        shmring__store_relaxed_32(&ctl->abort_gen, v->gen);
+        return POOL_DONE_ERR;
+    }
+    return POOL_DONE;
 }
 
 /* Run chunk c of round gen if this worker wins its claim. */
@@ -243,38 +361,28 @@ static void run_chunk_shared(shmring_pool_t *p, unsigned w, uint32_t gen, uint32
      * parent's cancelling CAS. */
     if (!shmring__cas_64(&ctl->chunk_state[c], &expect, POOL_STATE(gen, POOL_OWNED(w))))
         return;
+    SHMRING_FAULT(POOL_CLAIM);
     struct round_view v;
-    uint32_t st = POOL_DONE;
-    uint64_t err = 0;
-    if (read_round(p, &v) < 0 || c >= v.nchunks) {
-        st = POOL_DONE_ERR;
-        err = EPROTO;
-    } else {
-        size_t start = (size_t)c * v.chunk_items;
-        size_t end = start + v.chunk_items < v.n ? start + v.chunk_items : v.n;
-        for (size_t i = start; i < end; i++) {
-            /* Relaxed: a hint to stop early; the parent waits for our T2. */
-            if (shmring__load_relaxed_32(&ctl->abort_gen) == gen) {
-                st = POOL_CANCELLED;
-                break;
-            }
-            shmring__store_relaxed_64(cur, i);
-            void *res = v.result_size ? p->arena + v.results_off + i * v.result_size : NULL;
-            int rc = p->fn(p->arena + i * v.item_size, v.item_size, res, v.result_size, p->ctx);
-            if (rc != 0) {
-                st = POOL_DONE_ERR;
-                err = (uint64_t)i << 12 | (uint64_t)(-task_error(rc));
-                /* Relaxed: see the load above. */
-                shmring__store_relaxed_32(&ctl->abort_gen, gen);
-                break;
-            }
-        }
+    size_t start = 0, end = 0;
+    uint32_t st = POOL_BROKEN;
+    uint64_t err = 0, done = 0;
+    if (read_round(p, &v) == 0 && v.gen == gen &&
+        chunk_bounds(v.n, v.chunk_items, v.nchunks, c, &start, &end) == 0) {
+        if (v.kind == POOL_KIND_RANGES)
+            st = run_range(p, &v, c, start, end, cur, &err);
+        else
+            st = run_items(p, &v, start, end, cur, &err);
+        if (st == POOL_DONE)
+            done = end - start;
     }
     shmring__store_relaxed_64(cur, POOL_NO_ITEM);
     /* Relaxed: published by the release below. */
     shmring__store_relaxed_64(&ctl->chunk_err[c], err);
+    shmring__store_relaxed_64(&ctl->chunk_done[c], done);
+    SHMRING_FAULT(POOL_COMPLETE);
     /* T2: release, pairs with P2 in scan_round(). */
     shmring__store_release_64(&ctl->chunk_state[c], POOL_STATE(gen, st));
+    SHMRING_FAULT(POOL_NOTIFY);
     /* E1: pairs with ec_prepare in round_shared(). */
     shmring__ec_notify(&ctl->done_ec);
 }
@@ -282,6 +390,15 @@ static void run_chunk_shared(shmring_pool_t *p, unsigned w, uint32_t gen, uint32
 static void worker_shared(shmring_pool_t *p, unsigned w) __attribute__((noreturn));
 static void worker_shared(shmring_pool_t *p, unsigned w)
 {
+    /* A fork does not copy the page tables of a shared mapping: map the
+     * whole arena now, in one call, rather than a page fault per page in
+     * the middle of a map (several microseconds each in a virtual machine;
+     * read faults of shared memory map 16 pages at a time, writably).
+     * Best effort: kernels before 5.14 fault as they go. */
+#ifdef MADV_POPULATE_READ
+    if (p->map_len <= POPULATE_MAX)
+        (void)madvise(p->ctl, p->map_len, MADV_POPULATE_READ);
+#endif
     shmring_t *c = NULL;
     if (shmring_open_fd(shmring_fd(p->ring), SHMRING_CONSUMER, &c) < 0)
         _exit(3);
@@ -295,8 +412,10 @@ static void worker_shared(shmring_pool_t *p, unsigned w)
         }
         if (n < 0) /* -EPIPE: the pool was destroyed (or its owner died) */
             _exit(0);
-        if (n == (ssize_t)sizeof t)
+        if (n == (ssize_t)sizeof t) {
+            SHMRING_FAULT(POOL_TAKE);
             run_chunk_shared(p, w, t.gen, t.chunk);
+        }
     }
 }
 
@@ -515,6 +634,7 @@ static void push_pending(shmring_pool_t *p)
     unsigned done = 0;
     while (done < p->npend) {
         struct shmring__pool_token t = {p->gen, p->pend[done]};
+        SHMRING_FAULT(POOL_HANDOUT);
         /* P1: the push publishes what was stored before it (release). */
         if (shmring_push(p->ring, &t, sizeof t) < 0)
             break;
@@ -525,36 +645,95 @@ static void push_pending(shmring_pool_t *p)
     p->npend -= done;
 }
 
+/* The workers wrote over the control page: fail the map. */
+static void corrupt(struct map_run *m)
+{
+    if (m->crash_rc == 0)
+        m->crash_rc = -EPROTO;
+}
+
+/* Items of chunk c of the private round. */
+static size_t chunk_size(const struct pool_round *r, uint32_t c)
+{
+    size_t start = (size_t)c * r->chunk_items;
+    return r->n - start < r->chunk_items ? r->n - start : r->chunk_items;
+}
+
+/* 1 if the round parameters on the control page are still the parent's. */
+static int round_intact(const shmring_pool_t *p)
+{
+    const struct pool_round *r = &p->round;
+    struct shmring__pool_ctl *ctl = p->ctl;
+    /* Relaxed: written by this thread; a difference is a worker's write. */
+    return shmring__load_relaxed_32(&ctl->gen) == p->gen &&
+           shmring__load_relaxed_32(&ctl->kind) == r->kind &&
+           shmring__load_relaxed_32(&ctl->nchunks) == r->nchunks &&
+           shmring__load_relaxed_64(&ctl->n) == r->n &&
+           shmring__load_relaxed_64(&ctl->item_size) == r->item_size &&
+           shmring__load_relaxed_64(&ctl->result_size) == r->result_size &&
+           shmring__load_relaxed_64(&ctl->chunk_items) == r->chunk_items &&
+           shmring__load_relaxed_64(&ctl->items_off) == r->items_off &&
+           shmring__load_relaxed_64(&ctl->results_off) == r->results_off &&
+           shmring__load_relaxed_64(&ctl->range_fn) == (uint64_t)(uintptr_t)r->range_fn &&
+           shmring__load_relaxed_64(&ctl->range_ctx) == (uint64_t)(uintptr_t)r->range_ctx;
+}
+
 struct scan {
-    unsigned done, owned;
+    unsigned done, owned, cancelled;
 };
 
+/* A DONE_ERR chunk: its error, checked to name an item of the chunk. */
+static void chunk_failed(shmring_pool_t *p, uint32_t c, size_t base, struct map_run *m)
+{
+    const struct pool_round *r = &p->round;
+    /* Relaxed: published by T2 (acquired by P2). Untrusted: checked. */
+    uint64_t e = shmring__load_relaxed_64(&p->ctl->chunk_err[c]);
+    uint64_t item = e >> 12, start = (uint64_t)c * r->chunk_items;
+    int rc = -(int)(e & 0xfff);
+    if (rc == 0 || item < start || item - start >= chunk_size(r, c)) {
+        corrupt(m);
+        return;
+    }
+    if (m->task_rc == 0 || base + item < m->error_item) {
+        m->task_rc = rc;
+        m->error_item = base + (size_t)item;
+    }
+}
+
+/* Read back every chunk state of the round; anything the round cannot
+ * have produced is a corrupt control page. */
 static struct scan scan_round(shmring_pool_t *p, size_t base, struct map_run *m)
 {
     struct shmring__pool_ctl *ctl = p->ctl;
-    struct scan s = {0, 0};
-    uint32_t n = ctl->nchunks; /* written by this process only */
-    for (uint32_t c = 0; c < n; c++) {
-        /* P2: acquire, pairs with T2 in run_chunk_shared(). */
+    struct scan s = {0, 0, 0};
+    for (uint32_t c = 0; c < p->round.nchunks; c++) {
+        /* P2: acquire, pairs with T2 in run_chunk_shared(). Untrusted: checked. */
         uint64_t x = shmring__load_acquire_64(&ctl->chunk_state[c]);
         uint32_t st = POOL_STATE_ST(x);
-        if (st == POOL_DONE || st == POOL_CANCELLED) {
+        int final = st == POOL_DONE || st == POOL_DONE_ERR || st == POOL_CANCELLED;
+        if (POOL_STATE_GEN(x) != p->gen || (p->final[c] && !final) || st == POOL_BROKEN) {
+            corrupt(m);
+        } else if (st == POOL_DONE) {
+            /* Relaxed: published by T2. A done chunk ran all of its items. */
+            if (shmring__load_relaxed_64(&ctl->chunk_done[c]) != chunk_size(&p->round, c))
+                corrupt(m);
             s.done++;
+        } else if (st == POOL_CANCELLED) {
+            s.done++;
+            s.cancelled++;
         } else if (st == POOL_DONE_ERR) {
             s.done++;
-            uint64_t e = shmring__load_relaxed_64(&ctl->chunk_err[c]);
-            size_t item = base + (size_t)(e >> 12);
-            int rc = -(int)(e & 0xfff);
-            if (rc == 0)
-                rc = -EPROTO;
-            if (m->task_rc == 0 || item < m->error_item) {
-                m->task_rc = rc;
-                m->error_item = item;
-            }
-        } else if (st != POOL_QUEUED) {
+            if (!p->final[c])
+                chunk_failed(p, c, base, m);
+        } else if (st >= POOL_OWNED(0) && st <= POOL_OWNED(p->nworkers - 1)) {
             s.owned++;
+        } else if (st != POOL_QUEUED) {
+            corrupt(m);
         }
+        p->final[c] = (unsigned char) final;
     }
+    if (!round_intact(p))
+        corrupt(m);
     return s;
 }
 
@@ -564,7 +743,7 @@ static void cancel_queued(shmring_pool_t *p)
     struct shmring__pool_ctl *ctl = p->ctl;
     /* Relaxed: a hint for workers between items. */
     shmring__store_relaxed_32(&ctl->abort_gen, p->gen);
-    for (uint32_t c = 0; c < ctl->nchunks; c++) {
+    for (uint32_t c = 0; c < p->round.nchunks; c++) {
         uint64_t q = POOL_STATE(p->gen, POOL_QUEUED);
         /* CAS, seq_cst: races with T1; exactly one wins. */
         shmring__cas_64(&ctl->chunk_state[c], &q, POOL_STATE(p->gen, POOL_CANCELLED));
@@ -579,8 +758,10 @@ static void cancel_queued(shmring_pool_t *p)
 static void worker_died_shared(shmring_pool_t *p, unsigned w, size_t base, struct map_run *m)
 {
     struct shmring__pool_ctl *ctl = p->ctl;
+    const struct pool_round *r = &p->round;
     int held = 0;
-    for (uint32_t c = 0; c < ctl->nchunks; c++) {
+    for (uint32_t c = 0; c < r->nchunks; c++) {
+        /* Acquire: pairs with T2. Untrusted: only the exact words below act. */
         uint64_t x = shmring__load_acquire_64(&ctl->chunk_state[c]);
         if (POOL_STATE_GEN(x) != p->gen)
             continue;
@@ -589,9 +770,8 @@ static void worker_died_shared(shmring_pool_t *p, unsigned w, size_t base, struc
             held = 1;
             /* Relaxed: the worker is dead and reaped. Untrusted: checked. */
             uint64_t item = shmring__load_relaxed_64(&ctl->worker[w].cur_item);
-            uint64_t start = (uint64_t)c * ctl->chunk_items;
-            if (item != POOL_NO_ITEM && item >= start && item < start + ctl->chunk_items &&
-                item < ctl->n)
+            uint64_t start = (uint64_t)c * r->chunk_items;
+            if (item != POOL_NO_ITEM && item >= start && item - start < chunk_size(r, c))
                 blame(m, base + (size_t)item);
             uint32_t next = failed(m) ? POOL_CANCELLED : POOL_QUEUED;
             /* Release: the owner is gone; pairs with T1 of the next owner. */
@@ -632,38 +812,80 @@ static unsigned check_deaths(shmring_pool_t *p, size_t base, struct map_run *m)
     return deaths;
 }
 
-static void start_round(shmring_pool_t *p, size_t m, size_t item_size, size_t result_size,
-                        size_t results_off)
+/* After a corrupt control page: no worker's state can be trusted, and a
+ * task may still run on garbage. Kill every worker and start afresh. */
+static void restart_all(shmring_pool_t *p, struct map_run *m)
+{
+    for (unsigned w = 0; w < p->nworkers; w++) {
+        pid_t pid = worker_pid(p, w);
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        }
+        set_worker_pid(p, w, 0);
+        respawn_or_fail(p, w, m);
+    }
+    p->npend = 0;
+    memset(p->queued, 0, sizeof p->queued);
+}
+
+/* Cut the round into chunks, copy it to the control page, queue every chunk. */
+static void start_round(shmring_pool_t *p, struct pool_round *r)
 {
     struct shmring__pool_ctl *ctl = p->ctl;
     if (++p->gen == 0)
         p->gen = 1;
     size_t per = p->nworkers * POOL_CHUNKS_PER_WORKER;
-    size_t chunk_items = (m + per - 1) / per;
-    uint32_t nchunks = (uint32_t)((m + chunk_items - 1) / chunk_items);
+    r->chunk_items = (r->n + per - 1) / per;
+    r->nchunks = (uint32_t)((r->n + r->chunk_items - 1) / r->chunk_items);
+    p->round = *r;
     /* P1: relaxed; no worker reads them before claiming a chunk of this round. */
     shmring__store_relaxed_32(&ctl->gen, p->gen);
-    shmring__store_relaxed_32(&ctl->nchunks, nchunks);
-    shmring__store_relaxed_64(&ctl->n, m);
-    shmring__store_relaxed_64(&ctl->item_size, item_size);
-    shmring__store_relaxed_64(&ctl->result_size, result_size);
-    shmring__store_relaxed_64(&ctl->chunk_items, chunk_items);
-    shmring__store_relaxed_64(&ctl->results_off, results_off);
+    shmring__store_relaxed_32(&ctl->kind, r->kind);
+    shmring__store_relaxed_32(&ctl->nchunks, r->nchunks);
+    shmring__store_relaxed_64(&ctl->n, r->n);
+    shmring__store_relaxed_64(&ctl->item_size, r->item_size);
+    shmring__store_relaxed_64(&ctl->result_size, r->result_size);
+    shmring__store_relaxed_64(&ctl->chunk_items, r->chunk_items);
+    shmring__store_relaxed_64(&ctl->items_off, r->items_off);
+    shmring__store_relaxed_64(&ctl->results_off, r->results_off);
+    shmring__store_relaxed_64(&ctl->range_fn, (uint64_t)(uintptr_t)r->range_fn);
+    shmring__store_relaxed_64(&ctl->range_ctx, (uint64_t)(uintptr_t)r->range_ctx);
     p->npend = 0;
     memset(p->queued, 0, sizeof p->queued);
-    for (uint32_t c = 0; c < nchunks; c++) {
+    memset(p->final, 0, sizeof p->final);
+    for (uint32_t c = 0; c < r->nchunks; c++) {
+        shmring__store_relaxed_64(&ctl->chunk_done[c], POOL_NO_ITEM);
         shmring__store_relaxed_64(&ctl->chunk_state[c], POOL_STATE(p->gen, POOL_QUEUED));
         queue_chunk(p, c);
     }
 }
 
-/* Run one round of m items already copied into the arena. */
-static void round_shared(shmring_pool_t *p, size_t base, size_t m, size_t item_size,
-                         size_t result_size, size_t results_off, struct map_run *run)
+/* Every chunk that is still queued gets another token (a duplicate is
+ * harmless: the claim CAS lets one through). Only when nothing moved for
+ * STALL_NS with no chunk owned: a worker that wrote a finished chunk back
+ * to queued would otherwise hold the map forever. */
+static void requeue_queued(shmring_pool_t *p)
+{
+    for (uint32_t c = 0; c < p->round.nchunks; c++) {
+        /* Relaxed: a hint; the claim CAS decides. */
+        uint64_t x = shmring__load_relaxed_64(&p->ctl->chunk_state[c]);
+        if (x == POOL_STATE(p->gen, POOL_QUEUED))
+            queue_chunk(p, c);
+    }
+}
+
+/* Run one round whose items and results are in the arena. */
+static void round_shared(shmring_pool_t *p, size_t base, struct pool_round *r, struct map_run *run)
 {
     struct shmring__pool_ctl *ctl = p->ctl;
-    start_round(p, m, item_size, result_size, results_off);
+    start_round(p, r);
+    /* A worker that died after finishing its last chunk of an earlier map
+     * (say, before its notify) is replaced now, before the round needs it. */
+    check_deaths(p, base, run);
     unsigned last_done = 0;
+    uint64_t progress_ns = shmring__now_ns();
     for (;;) {
         if (!failed(run))
             push_pending(p);
@@ -673,40 +895,203 @@ static void round_shared(shmring_pool_t *p, size_t base, size_t m, size_t item_s
         if (s.done > last_done) {
             last_done = s.done;
             run->barren = 0;
+            progress_ns = shmring__now_ns();
+        }
+        if (run->crash_rc == -EPROTO) {
+            restart_all(p, run);
+            return;
         }
         if (failed(run)) {
             cancel_queued(p);
             s = scan_round(p, base, run);
+            if (run->crash_rc == -EPROTO) {
+                restart_all(p, run);
+                return;
+            }
             if (s.owned == 0)
                 return;
-        } else if (s.done == ctl->nchunks) {
+        } else if (s.done == p->round.nchunks) {
+            /* Workers cancel only after a task error, which fails the round. */
+            if (s.cancelled > 0) {
+                corrupt(run);
+                restart_all(p, run);
+            }
             return;
         }
         if (check_deaths(p, base, run) > 0)
             continue;
+        /* Queued chunks and no owner for a while: a token may be missing. */
+        if (!failed(run) && s.owned == 0 && shmring__now_ns() - progress_ns > STALL_NS) {
+            requeue_queued(p);
+            progress_ns = shmring__now_ns();
+        }
         shmring__ec_sleep(&ctl->done_ec, v, p->npend > 0 ? WATCH_NS / 10 : WATCH_NS);
     }
 }
 
+/* ---- The arena ------------------------------------------------------------ */
+
+static size_t align_up(size_t n)
+{
+    return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+}
+
+/* Insert b before block i. */
+static int blk_insert(shmring_pool_t *p, size_t i, struct pool_block b)
+{
+    if (p->nblk == p->blkcap) {
+        size_t cap = p->blkcap * 2 + 16;
+        struct pool_block *nb = realloc(p->blk, cap * sizeof *nb);
+        if (nb == NULL)
+            return -ENOMEM;
+        p->blk = nb;
+        p->blkcap = cap;
+    }
+    memmove(p->blk + i + 1, p->blk + i, (p->nblk - i) * sizeof *p->blk);
+    p->blk[i] = b;
+    p->nblk++;
+    return 0;
+}
+
+static void blk_remove(shmring_pool_t *p, size_t i)
+{
+    memmove(p->blk + i, p->blk + i + 1, (p->nblk - i - 1) * sizeof *p->blk);
+    p->nblk--;
+}
+
+/* First fit of len (a multiple of ARENA_ALIGN) bytes; NULL if none. */
+static unsigned char *arena_take(shmring_pool_t *p, size_t len)
+{
+    for (size_t i = 0; i < p->nblk; i++) {
+        struct pool_block *b = &p->blk[i];
+        if (b->used || b->len < len)
+            continue;
+        if (b->len > len) {
+            struct pool_block rest = {b->off + len, b->len - len, 0};
+            if (blk_insert(p, i + 1, rest) < 0)
+                return NULL;
+            b = &p->blk[i];
+            b->len = len;
+        }
+        b->used = 1;
+        return p->arena + b->off;
+    }
+    return NULL;
+}
+
+/* Index of the live block that starts at ptr, or -1. */
+static ssize_t blk_find(const shmring_pool_t *p, const void *ptr)
+{
+    uintptr_t a = (uintptr_t)ptr;
+    for (size_t i = 0; i < p->nblk; i++) {
+        uintptr_t start = p->arena ? (uintptr_t)(p->arena + p->blk[i].off) : p->blk[i].off;
+        if (start == a && p->blk[i].used)
+            return (ssize_t)i;
+    }
+    return -1;
+}
+
+/* Free arena block i and merge it with free neighbours. */
+static void arena_give(shmring_pool_t *p, size_t i)
+{
+    p->blk[i].used = 0;
+    if (i + 1 < p->nblk && !p->blk[i + 1].used) {
+        p->blk[i].len += p->blk[i + 1].len;
+        blk_remove(p, i + 1);
+    }
+    if (i > 0 && !p->blk[i - 1].used) {
+        p->blk[i - 1].len += p->blk[i].len;
+        blk_remove(p, i);
+    }
+}
+
+static size_t arena_largest_free(const shmring_pool_t *p)
+{
+    size_t best = 0;
+    for (size_t i = 0; i < p->nblk; i++)
+        if (!p->blk[i].used && p->blk[i].len > best)
+            best = p->blk[i].len;
+    return best;
+}
+
+/* Where [ptr, ptr + len) is: 1 inside one live block of the arena, 0
+ * outside the arena, -EINVAL across its edge or over free space. */
+static int arena_holds(const shmring_pool_t *p, const void *ptr, size_t len)
+{
+    uintptr_t a = (uintptr_t)ptr, lo = (uintptr_t)p->arena, hi = lo + p->arena_size;
+    if (a >= hi)
+        return 0;
+    if (a < lo)
+        return len <= lo - a ? 0 : -EINVAL;
+    if (len > hi - a)
+        return -EINVAL;
+    size_t off = a - lo;
+    for (size_t i = 0; i < p->nblk; i++) {
+        const struct pool_block *b = &p->blk[i];
+        if (off >= b->off && off - b->off < b->len)
+            return b->used && len <= b->len - (off - b->off) ? 1 : -EINVAL;
+    }
+    return -EINVAL;
+}
+
+static int arena_setup(shmring_pool_t *p)
+{
+    struct pool_block all = {0, p->arena_size, 0};
+    return blk_insert(p, 0, all);
+}
+
+/* ---- Parent: shared-memory maps ------------------------------------------ */
+
 static int map_shared(shmring_pool_t *p, const unsigned char *items, size_t n, size_t item_size,
                       unsigned char *results, size_t result_size, struct map_run *run)
 {
-    /* Items then results, the results on a 64-byte boundary. */
-    size_t per = item_size + result_size;
-    if (p->arena_size < 64 || per > p->arena_size - 64)
-        return -EMSGSIZE;
-    size_t cap = (p->arena_size - 64) / per;
-    for (size_t base = 0; base < n; base += cap) {
-        size_t m = n - base < cap ? n - base : cap;
-        size_t results_off = (m * item_size + 63) & ~(size_t)63;
-        memcpy(p->arena, items + base * item_size, m * item_size);
-        round_shared(p, base, m, item_size, result_size, results_off, run);
-        if (failed(run))
-            return run->crash_rc ? run->crash_rc : run->task_rc;
-        if (result_size)
-            memcpy(results + base * result_size, p->arena + results_off, m * result_size);
+    int ir = arena_holds(p, items, n * item_size);
+    int rr = result_size ? arena_holds(p, results, n * result_size) : 1;
+    if (ir < 0 || rr < 0)
+        return -EINVAL;
+    struct pool_round r = {
+        .kind = POOL_KIND_ITEMS, .item_size = item_size, .result_size = result_size};
+    size_t ci = ir ? 0 : item_size, cr = rr ? 0 : result_size;
+    if (ci + cr == 0) {
+        /* Zero copy: the workers read and write the caller's blocks. */
+        r.n = n;
+        r.items_off = (size_t)(items - p->arena);
+        r.results_off = result_size ? (size_t)(results - p->arena) : 0;
+        round_shared(p, 0, &r, run);
+        return run->crash_rc ? run->crash_rc : run->task_rc;
     }
-    return 0;
+    if (p->arena_size < ARENA_ALIGN || item_size + result_size > p->arena_size - ARENA_ALIGN)
+        return -EMSGSIZE;
+    size_t room = arena_largest_free(p);
+    if (room < ci + cr + 2 * ARENA_ALIGN)
+        return -ENOMEM;
+    size_t cap = (room - 2 * ARENA_ALIGN) / (ci + cr);
+    if (cap > n)
+        cap = n;
+    size_t ilen = align_up(cap * ci);
+    unsigned char *stage = arena_take(p, ilen + align_up(cap * cr));
+    if (stage == NULL)
+        return -ENOMEM;
+    size_t stage_off = (size_t)(stage - p->arena);
+    int rc = 0;
+    for (size_t base = 0; base < n; base += cap) {
+        r.n = n - base < cap ? n - base : cap;
+        r.items_off = ir ? (size_t)(items + base * item_size - p->arena) : stage_off;
+        r.results_off = !result_size ? 0
+                        : rr         ? (size_t)(results + base * result_size - p->arena)
+                                     : stage_off + ilen;
+        if (!ir)
+            memcpy(stage, items + base * item_size, r.n * item_size);
+        round_shared(p, base, &r, run);
+        if (failed(run)) {
+            rc = run->crash_rc ? run->crash_rc : run->task_rc;
+            break;
+        }
+        if (!rr)
+            memcpy(results + base * result_size, stage + ilen, r.n * result_size);
+    }
+    arena_give(p, (size_t)blk_find(p, stage));
+    return rc;
 }
 
 /* ---- Parent: message passing -------------------------------------------- */
@@ -887,18 +1272,24 @@ static void thread_run_job(struct thread_pool *tp, shmring_pool_t *p)
     unsigned char *results = tp->results;
     size_t n = tp->n, isz = tp->item_size, rsz = tp->result_size, per = tp->chunk_items;
     size_t nchunks = tp->nchunks;
+    shmring_range_fn range_fn = tp->range_fn;
+    void *range_ctx = tp->range_ctx;
     pthread_mutex_unlock(&tp->mu);
     for (;;) {
         /* Claim: FAA, seq_cst; every chunk goes to one thread. */
         uint64_t c = shmring__faa_64(&tp->next_chunk, 1);
         if (c >= nchunks)
             break;
-        size_t start = (size_t)c * per, end = start + per < n ? start + per : n;
-        for (size_t i = start; i < end; i++) {
+        size_t start = (size_t)c * per, end = n - start < per ? n : start + per;
+        /* A range job: one call for the chunk, blamed on its first index. */
+        size_t last = range_fn != NULL ? start + 1 : end;
+        for (size_t i = start; i < last; i++) {
             /* Relaxed: a hint to stop early; the caller waits for `finished`. */
             if (shmring__load_relaxed_32(&tp->abort))
                 break;
-            int rc = p->fn(items + i * isz, isz, rsz ? results + i * rsz : NULL, rsz, p->ctx);
+            int rc = range_fn != NULL
+                         ? range_fn(start, end, (size_t)c, range_ctx)
+                         : p->fn(items + i * isz, isz, rsz ? results + i * rsz : NULL, rsz, p->ctx);
             if (rc != 0) {
                 pthread_mutex_lock(&tp->mu);
                 if (tp->err_rc == 0 || i < tp->err_item) {
@@ -935,11 +1326,14 @@ static void *thread_main(void *arg)
 }
 
 static int map_threads(shmring_pool_t *p, const unsigned char *items, size_t n, size_t item_size,
-                       unsigned char *results, size_t result_size, struct map_run *run)
+                       unsigned char *results, size_t result_size, const struct pool_round *range,
+                       struct map_run *run)
 {
     struct thread_pool *tp = p->tp;
     size_t per = p->nworkers * POOL_CHUNKS_PER_WORKER;
     pthread_mutex_lock(&tp->mu);
+    tp->range_fn = range ? range->range_fn : NULL;
+    tp->range_ctx = range ? range->range_ctx : NULL;
     tp->items = items;
     tp->results = results;
     tp->n = n;
@@ -1008,7 +1402,11 @@ static int shared_setup(shmring_pool_t *p, size_t arena_size)
 {
     size_t ctl_size = (sizeof(struct shmring__pool_ctl) + 4095) & ~(size_t)4095;
     p->map_len = ctl_size + arena_size;
-    void *m = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    /* Populated (up to POPULATE_MAX): the caller fills blocks without a page
+     * fault per page, and the workers map the pages that exist. */
+    int populate = p->map_len <= POPULATE_MAX ? MAP_POPULATE : 0;
+    void *m = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | populate,
+                   -1, 0);
     if (m == MAP_FAILED) {
         shmring__log("pool: no shared arena of %zu bytes (%s): message passing", arena_size,
                      shmring_strerror(-errno));
@@ -1017,6 +1415,12 @@ static int shared_setup(shmring_pool_t *p, size_t arena_size)
     p->ctl = m;
     p->arena = (unsigned char *)m + ctl_size;
     p->arena_size = arena_size;
+    if (arena_setup(p) < 0) {
+        munmap(m, p->map_len);
+        p->ctl = NULL;
+        p->arena = NULL;
+        return -ENOMEM;
+    }
     shmring_config_t rc = {.slots = RING_SLOTS,
                            .slot_size = sizeof(struct shmring__pool_token),
                            .flags = SHMRING_PRODUCER | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK};
@@ -1027,6 +1431,7 @@ static int shared_setup(shmring_pool_t *p, size_t arena_size)
         p->ctl = NULL;
         p->arena = NULL;
         p->ring = NULL;
+        p->nblk = 0;
         return e == -ENOMEM ? e : -ENOTSUP;
     }
     return 0;
@@ -1138,13 +1543,117 @@ SHMRING_API int shmring_pool_map(shmring_pool_t *p, const void *items, size_t n,
     memset(&run, 0, sizeof run);
     run.error_item = SIZE_MAX;
     if (p->mode == SHMRING_POOL_MODE_THREADS)
-        rc = map_threads(p, items, n, item_size, results, result_size, &run);
+        rc = map_threads(p, items, n, item_size, results, result_size, NULL, &run);
     else if (p->mode == SHMRING_POOL_MODE_SHARED)
         rc = map_shared(p, items, n, item_size, results, result_size, &run);
     else
         rc = map_mp(p, items, n, item_size, results, result_size, &run);
     p->last_error_item = rc < 0 ? run.error_item : SIZE_MAX;
     return rc;
+}
+
+/* ---- Range maps ---------------------------------------------------------- */
+
+/* Message passing: a range task could return nothing from another process;
+ * the calling thread runs the ranges, cut as the workers would. */
+static int map_range_here(shmring_pool_t *p, const struct pool_round *r, struct map_run *run)
+{
+    if (!p->range_logged) {
+        shmring__log("pool: message-passing mode: range maps run in the calling thread");
+        p->range_logged = 1;
+    }
+    size_t per = p->nworkers * POOL_CHUNKS_PER_WORKER;
+    size_t chunk = (r->n + per - 1) / per;
+    for (size_t c = 0, start = 0; start < r->n; c++, start += chunk) {
+        size_t end = r->n - start < chunk ? r->n : start + chunk;
+        int rc = r->range_fn(start, end, c, r->range_ctx);
+        if (rc != 0) {
+            run->task_rc = task_error(rc);
+            run->error_item = start;
+            return run->task_rc;
+        }
+    }
+    return 0;
+}
+
+SHMRING_API int shmring_pool_map_range(shmring_pool_t *p, size_t n, shmring_range_fn fn, void *ctx)
+{
+    if (p == NULL || fn == NULL || p->owner != getpid())
+        return -EINVAL;
+    p->last_error_item = SIZE_MAX;
+    if (n == 0)
+        return 0;
+    struct map_run run;
+    memset(&run, 0, sizeof run);
+    run.error_item = SIZE_MAX;
+    struct pool_round r = {.kind = POOL_KIND_RANGES, .n = n, .range_fn = fn, .range_ctx = ctx};
+    int rc;
+    if (p->mode == SHMRING_POOL_MODE_THREADS) {
+        /* An item size of 1 over no items: the chunk loop only counts. */
+        rc = map_threads(p, NULL, n, 1, NULL, 0, &r, &run);
+    } else if (p->mode == SHMRING_POOL_MODE_SHARED) {
+        round_shared(p, 0, &r, &run);
+        rc = run.crash_rc ? run.crash_rc : run.task_rc;
+    } else {
+        rc = map_range_here(p, &r, &run);
+    }
+    p->last_error_item = rc < 0 ? run.error_item : SIZE_MAX;
+    return rc;
+}
+
+/* ---- Arena blocks ---------------------------------------------------------- */
+
+SHMRING_API void *shmring_pool_alloc(shmring_pool_t *p, size_t bytes)
+{
+    if (p == NULL || bytes == 0 || p->owner != getpid()) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (bytes > SIZE_MAX - ARENA_ALIGN) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t len = align_up(bytes);
+    if (p->arena != NULL) {
+        unsigned char *b = arena_take(p, len);
+        if (b == NULL)
+            errno = ENOMEM;
+        return b;
+    }
+    /* No arena (threads, message passing): the heap, tracked the same way. */
+    void *b = aligned_alloc(ARENA_ALIGN, len);
+    if (b == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    struct pool_block blk = {(size_t)(uintptr_t)b, len, 1};
+    if (blk_insert(p, p->nblk, blk) < 0) {
+        free(b);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return b;
+}
+
+SHMRING_API int shmring_pool_free(shmring_pool_t *p, void *ptr)
+{
+    if (p == NULL || ptr == NULL || p->owner != getpid())
+        return -EINVAL;
+    ssize_t i = blk_find(p, ptr);
+    if (i < 0)
+        return -EINVAL;
+    if (p->arena != NULL) {
+        arena_give(p, (size_t)i);
+    } else {
+        blk_remove(p, (size_t)i);
+        free(ptr);
+    }
+    return 0;
+}
+
+struct shmring__pool_ctl *shmring__pool_control(const shmring_pool_t *p)
+{
+    return p == NULL ? NULL : p->ctl;
 }
 
 /* ---- Queries and destruction -------------------------------------------- */
@@ -1190,6 +1699,7 @@ SHMRING_API void shmring_pool_destroy(shmring_pool_t *p)
     if (p->owner != getpid()) {
         /* A forked copy: the workers (and threads) belong to the creator. */
         free(p->tp);
+        free(p->blk);
         free(p);
         return;
     }
@@ -1206,5 +1716,9 @@ SHMRING_API void shmring_pool_destroy(shmring_pool_t *p)
     }
     if (p->ctl != NULL)
         munmap(p->ctl, p->map_len);
+    else
+        for (size_t i = 0; i < p->nblk; i++)
+            free((void *)(uintptr_t)p->blk[i].off);
+    free(p->blk);
     free(p);
 }

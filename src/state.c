@@ -83,10 +83,11 @@ struct shmring_state {
     struct shmring__seg *seg;
     struct shmring__state_shared *sh;
     unsigned char *data;
-    size_t stride;  /* bytes per entry, multiple of 64 */
-    size_t vstride; /* bytes per value copy, multiple of 8 */
-    uint32_t nentries;
-    uint32_t mask;
+    size_t stride;     /* bytes per entry, multiple of 64 */
+    size_t vstride;    /* bytes per value copy, multiple of 8 */
+    uint32_t nentries; /* capacity in keys */
+    uint32_t nslots;   /* entries of the index: SHMRING__STATE_SLOTS(nentries) */
+    uint32_t mask;     /* nslots - 1 */
     uint32_t value_size;
     unsigned party;
     uint32_t owner; /* owner field of the words this handle takes */
@@ -164,11 +165,12 @@ int shmring__state_layout(const uint32_t param[4], uint32_t flags, uint64_t *tot
         return -EINVAL;
     if (value_size < 1 || value_size > SHMRING_STATE_MAX_VALUE)
         return -EINVAL;
-    if (param[2] != stride_of(value_size) || param[3] != 0)
+    /* The index size is derived, never chosen: exactly twice the capacity. */
+    if (param[2] != stride_of(value_size) || param[3] != SHMRING__STATE_SLOTS(entries))
         return -EINVAL;
     if (flags != 0)
         return -EINVAL;
-    uint64_t t = SHMRING__HEADER_SIZE + (uint64_t)entries * param[2];
+    uint64_t t = SHMRING__HEADER_SIZE + (uint64_t)param[3] * param[2];
     if (t > SHMRING__MAX_TOTAL)
         return -EINVAL;
     *total = t;
@@ -417,9 +419,16 @@ static int look_once(shmring_state_t *s, struct shmring__state_entry *e, uint64_
                      const char *key, size_t klen, struct want *want)
 {
     char k[SHMRING__STATE_KEY_FIELD];
-    shmring__copy_from_shared(k, e->key, sizeof k);
+    /* The first word tells most other keys apart (the field is NUL-padded),
+     * so a probe past another key copies 8 bytes, not 64. */
+    char head[8] = {0};
+    memcpy(head, key, klen < sizeof head ? klen : sizeof head);
+    shmring__copy_from_shared(k, e->key, sizeof head);
+    int match = memcmp(k, head, sizeof head) == 0;
+    if (match && klen >= sizeof head)
+        shmring__copy_from_shared(k + sizeof head, e->key + sizeof head, sizeof k - sizeof head);
     /* Peer-written key: compared within its field, klen <= 63. */
-    int match = memcmp(k, key, klen) == 0 && k[klen] == '\0';
+    match = match && memcmp(k, key, klen) == 0 && k[klen] == '\0';
     if (!match || want == NULL)
         return still_valid(&e->lock, w) ? (match ? LOOK_MATCH : LOOK_OTHER) : 1;
     uint32_t copy = SEQ_COPY(w);
@@ -478,7 +487,7 @@ struct probe {
 static int probe(shmring_state_t *s, const char *key, size_t klen, uint64_t h, struct probe *p)
 {
     memset(p, 0, sizeof *p);
-    for (uint32_t i = 0; i < s->nentries; i++) {
+    for (uint32_t i = 0; i < s->nslots; i++) {
         uint32_t index = (uint32_t)((h + i) & s->mask);
         uint64_t w;
         int rc = look(s, entry_at(s, index), key, klen, NULL, &w);
@@ -524,9 +533,51 @@ static void fill_and_publish(shmring_state_t *s, struct shmring__state_entry *e,
     SHMRING_FAULT(STATE_W3);
 }
 
+/* ---- The key count (under the insert lock) ------------------------------ */
+
+/* LIVE entries, by a walk over the index. Exact under the insert lock: the
+ * committed state of an entry changes only under it (a recovered entry
+ * keeps its committed state). */
+static uint64_t count_keys(const shmring_state_t *s)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < s->nslots; i++) {
+        /* Acquire: pairs with W3 and X1 of the entry. */
+        uint64_t w = shmring__load_acquire_64(&entry_at(s, i)->lock.seq);
+        n += SEQ_STATE(w) == SHMRING__STATE_LIVE;
+    }
+    return n;
+}
+
+/*
+ * Keys in the table, for the holder of the insert lock (held: its odd
+ * word). `keys` is right only if the last holder stored it before it
+ * published the lock, i.e. keys_version names the even word this holder
+ * took; a holder that died after changing the table and before storing the
+ * count leaves an older version, and the keys are counted again.
+ */
+static uint64_t keys_get(const shmring_state_t *s, uint64_t held)
+{
+    /* Relaxed: stored before the previous holder's W3 (or recovered by X1),
+     * which this holder's W1 CAS read. Peer-written: bounded below. */
+    uint64_t v = shmring__load_relaxed_64(&s->sh->keys_version);
+    uint64_t n = shmring__load_relaxed_64(&s->sh->keys);
+    if (v != (uint32_t)(SEQ_VERSION(held) - 1u) || n > s->nentries)
+        n = count_keys(s);
+    return n;
+}
+
+/* Store the count as right at the even word that lock_publish will make. */
+static void keys_set(shmring_state_t *s, uint64_t held, uint64_t n)
+{
+    /* Relaxed: published by W3 of the insert lock. */
+    shmring__store_relaxed_64(&s->sh->keys, n);
+    shmring__store_relaxed_64(&s->sh->keys_version, (uint32_t)(SEQ_VERSION(held) + 1u));
+}
+
 /* Under the insert lock: 0 (inserted), -ENOSPC, <0, or 1 for "start over". */
 static int insert_locked(shmring_state_t *s, const char *key, size_t klen, uint64_t h,
-                         const void *val, size_t len, struct op *op)
+                         const void *val, size_t len, struct op *op, uint64_t *keys)
 {
     struct probe p;
     int rc = probe(s, key, klen, h, &p);
@@ -534,7 +585,8 @@ static int insert_locked(shmring_state_t *s, const char *key, size_t klen, uint6
         return rc;
     if (p.found)
         return 1; /* inserted meanwhile: update it */
-    if (!p.has_free)
+    /* `entries` keys at most: the index keeps at least half of it free. */
+    if (*keys >= s->nentries || !p.has_free)
         return -ENOSPC;
     struct shmring__state_entry *e = entry_at(s, p.free_index);
     if (SEQ_ODD(p.free_word)) {
@@ -548,6 +600,7 @@ static int insert_locked(shmring_state_t *s, const char *key, size_t klen, uint6
         return 1;
     SHMRING_FAULT(STATE_I1);
     fill_and_publish(s, e, held, key, klen, val, len);
+    (*keys)++;
     return 0;
 }
 
@@ -565,7 +618,9 @@ static int insert(shmring_state_t *s, const char *key, size_t klen, uint64_t h, 
     if (!lock_take(s, l, w, &held))
         return 1;
     SHMRING_FAULT(STATE_L1);
-    rc = insert_locked(s, key, klen, h, val, len, op);
+    uint64_t keys = keys_get(s, held);
+    rc = insert_locked(s, key, klen, h, val, len, op, &keys);
+    keys_set(s, held, keys);
     if (rc == 0)
         SHMRING_FAULT(STATE_L3);
     lock_publish(l, held, 0, 0);
@@ -670,20 +725,39 @@ SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const v
     return write_result(s, rc, &op);
 }
 
-SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
+/*
+ * Entry `index` has just become a tombstone. A key's probe sequence never
+ * crosses an empty entry, so a tombstone followed by an empty entry ends
+ * no sequence that finds a key: it becomes empty again, and so do the
+ * tombstones before it. The index then keeps no tombstone that would only
+ * lengthen the probes of absent keys. Under the insert lock: no key is
+ * inserted meanwhile.
+ */
+static void clear_tombs(shmring_state_t *s, uint32_t index)
 {
-    size_t klen;
-    if (s == NULL || key_check(key, &klen) < 0)
-        return -EINVAL;
-    uint64_t h = hash_key(key, klen);
-    struct op op = {0, 0};
-    int rc = writer_ready(s);
-    if (rc < 0)
-        return rc;
-    rc = -EAGAIN;
+    /* Acquire: pairs with W3 of that entry. */
+    uint64_t next = shmring__load_acquire_64(&entry_at(s, (uint64_t)index + 1)->lock.seq);
+    if (SEQ_STATE(next) != SHMRING__STATE_EMPTY)
+        return;
+    for (uint32_t i = 0; i < s->nslots; i++) {
+        struct shmring__state_entry *e = entry_at(s, (uint64_t)index + s->nslots - i);
+        /* Acquire: pairs with W3 of that entry. */
+        uint64_t w = shmring__load_acquire_64(&e->lock.seq);
+        uint64_t held;
+        if (SEQ_STATE(w) != SHMRING__STATE_TOMB || SEQ_ODD(w) || !lock_take(s, &e->lock, w, &held))
+            return;
+        lock_publish(&e->lock, held, SHMRING__STATE_EMPTY, SEQ_COPY(held));
+    }
+}
+
+/* Under the insert lock: 0 (deleted), -ENOENT, or <0. */
+static int delete_locked(shmring_state_t *s, const char *key, size_t klen, uint64_t h,
+                         struct op *op, uint64_t *keys)
+{
+    int rc = -EAGAIN;
     for (uint32_t tries = 0; tries < WRITE_TRIES; tries++) {
         /* Every pass after the first is a retry: bounded by the deadline. */
-        if (tries > 0 && op_expired(&op, shmring__now_ns())) {
+        if (tries > 0 && op_expired(op, shmring__now_ns())) {
             rc = -EAGAIN;
             break;
         }
@@ -698,7 +772,7 @@ SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
         struct shmring__state_entry *e = entry_at(s, p.index);
         uint64_t held;
         if (SEQ_ODD(p.word)) {
-            rc = wait_even(s, &e->lock, &held, &op);
+            rc = wait_even(s, &e->lock, &held, op);
             if (rc < 0)
                 break;
             continue;
@@ -707,6 +781,9 @@ SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
             SHMRING_FAULT(STATE_T1);
             /* The committed copy stays: only the state changes. */
             lock_publish(&e->lock, held, SHMRING__STATE_TOMB, SEQ_COPY(held));
+            if (*keys > 0)
+                (*keys)--;
+            clear_tombs(s, p.index);
             rc = 0;
             break;
         }
@@ -714,6 +791,44 @@ SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
     }
     if (rc > 0)
         rc = -EAGAIN; /* WRITE_TRIES passes, each told to start over */
+    return rc;
+}
+
+SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
+{
+    size_t klen;
+    if (s == NULL || key_check(key, &klen) < 0)
+        return -EINVAL;
+    uint64_t h = hash_key(key, klen);
+    struct shmring__state_lock *l = &s->sh->insert;
+    struct op op = {0, 0};
+    int rc = writer_ready(s);
+    if (rc < 0)
+        return rc;
+    rc = -EAGAIN;
+    /* Deleting changes the key count: under the insert lock, like inserting. */
+    for (uint32_t tries = 0; tries < WRITE_TRIES; tries++) {
+        /* Every pass after the first is a retry: bounded by the deadline. */
+        if (tries > 0 && op_expired(&op, shmring__now_ns())) {
+            rc = -EAGAIN;
+            break;
+        }
+        uint64_t w, held;
+        int waited = op.waited;
+        rc = wait_even(s, l, &w, &op);
+        op.waited = waited; /* waiting for the insert lock is not an entry wait */
+        if (rc < 0)
+            break;
+        if (!lock_take(s, l, w, &held)) {
+            rc = -EAGAIN;
+            continue;
+        }
+        uint64_t keys = keys_get(s, held);
+        rc = delete_locked(s, key, klen, h, &op, &keys);
+        keys_set(s, held, keys);
+        lock_publish(l, held, 0, 0);
+        break;
+    }
     return write_result(s, rc, &op);
 }
 
@@ -727,7 +842,7 @@ SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void
     uint64_t h = hash_key(key, klen);
     struct want want = {buf, cap, 0};
     int rc = LOOK_EMPTY;
-    for (uint32_t i = 0; i < s->nentries; i++) {
+    for (uint32_t i = 0; i < s->nslots; i++) {
         uint64_t w;
         rc = look(s, entry_at(s, h + i), key, klen, &want, &w);
         if (rc != LOOK_TOMB && rc != LOOK_OTHER)
@@ -772,7 +887,7 @@ SHMRING_API int shmring_state_foreach(shmring_state_t *s, shmring_state_fn fn, v
     if (s == NULL || fn == NULL)
         return -EINVAL;
     int visited = 0;
-    for (uint32_t i = 0; i < s->nentries; i++) {
+    for (uint32_t i = 0; i < s->nslots; i++) {
         char k[SHMRING__STATE_KEY_FIELD];
         size_t len;
         int rc = entry_key(s, entry_at(s, i), k, &len);
@@ -801,7 +916,7 @@ SHMRING_API int shmring_state_repair(shmring_state_t *s)
     if (s == NULL)
         return -EINVAL;
     int n = repair_word(s, &s->sh->insert);
-    for (uint32_t i = 0; i < s->nentries; i++)
+    for (uint32_t i = 0; i < s->nslots; i++)
         n += repair_word(s, &entry_at(s, i)->lock);
     return n;
 }
@@ -835,8 +950,14 @@ int shmring__state_from_seg(struct shmring__seg *seg, shmring_state_t **out)
     s->nentries = seg->param[0];
     s->value_size = seg->param[1];
     s->stride = seg->param[2];
+    s->nslots = seg->param[3];
     s->vstride = (size_t)vstride_of(s->value_size);
-    s->mask = s->nentries - 1;
+    s->mask = s->nslots - 1;
+    /* Peer-written, read once: a table of another state layout is refused. */
+    if (shmring__load_relaxed_32(&s->sh->layout) != SHMRING__STATE_LAYOUT) {
+        free(s);
+        return -EPROTONOSUPPORT;
+    }
     int rc = take_identity(s);
     if (rc < 0) {
         free(s);
@@ -867,7 +988,7 @@ static int check_create_config(const shmring_state_config_t *cfg, uint32_t param
     param[0] = entries;
     param[1] = value_size;
     param[2] = (uint32_t)stride_of(value_size);
-    param[3] = 0;
+    param[3] = SHMRING__STATE_SLOTS(entries);
     uint64_t total;
     return shmring__state_layout(param, 0, &total);
 }
@@ -886,7 +1007,10 @@ SHMRING_API int shmring_state_create(const char *name, const shmring_state_confi
                              shmring__state_layout, &seg);
     if (rc < 0)
         return rc;
-    /* Zero-filled pages: every entry EMPTY at version 0, the insert lock free. */
+    /* Zero-filled pages: every entry EMPTY at version 0, the insert lock free,
+     * no keys. Relaxed: published by the ready flag (seg_publish). */
+    shmring__store_relaxed_32(&((struct shmring__state_shared *)(void *)seg->hdr->object)->layout,
+                              SHMRING__STATE_LAYOUT);
     shmring__seg_publish(seg);
     rc = shmring__state_from_seg(seg, out);
     if (rc < 0) {
@@ -969,7 +1093,7 @@ SHMRING_API uint32_t shmring_state_value_size(const shmring_state_t *s)
 
 static void stats_entries(const shmring_state_t *s, shmring_state_stats_t *st)
 {
-    for (uint32_t i = 0; i < s->nentries; i++) {
+    for (uint32_t i = 0; i < s->nslots; i++) {
         /* Relaxed: a statistic. */
         uint64_t w = shmring__load_relaxed_64(&entry_at(s, i)->lock.seq);
         uint32_t state = SEQ_STATE(w);

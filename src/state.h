@@ -4,10 +4,17 @@
  * Header page object lines (see segment.h for the page as a whole):
  *
  *   line 0     insert lock: a lock word (below), CAS by writers of new keys
- *   line 1     rare fetch-adds: recovered, counters of users that left
+ *              and by deleters; `keys` and `keys_version`, written under it
+ *   line 1     rare fetch-adds: recovered, counters of users that left; the
+ *              state layout version (immutable after creation)
  *   lines 2-4  handle_gen[party index]: written when a handle opens
  *
- * Data: `entries` entries of `stride` bytes (a multiple of 64) after the
+ * Sizes (header params): param[0] entries (capacity in keys), param[1]
+ * value_size, param[2] stride, param[3] index slots = 2 * entries, so that
+ * a table holding `entries` keys is at most half full and its linear probe
+ * sequences stay short (about 1.5 entries for a hit, 2.5 for a miss).
+ *
+ * Data: param[3] entries of `stride` bytes (a multiple of 64) after the
  * page, entry i at data + i * stride:
  *
  *   +-----+------------+------------+--------+--------+---------+---------+
@@ -57,6 +64,11 @@
 #define SHMRING__STATE_KEY_FIELD    64u
 #define SHMRING__STATE_ENTRY_HEADER 96u
 
+/* Index slots for a capacity of `entries` keys (a load of at most 1/2). */
+#define SHMRING__STATE_SLOTS(entries) (2u * (uint32_t)(entries))
+/* Layout of the state object itself (line 1: layout), beside SHMRING__LAYOUT. */
+#define SHMRING__STATE_LAYOUT 2u
+
 #define SHMRING__STATE_EMPTY 0u
 #define SHMRING__STATE_LIVE  1u
 #define SHMRING__STATE_TOMB  2u
@@ -99,13 +111,16 @@ _Static_assert(sizeof(struct shmring__state_entry) == SHMRING__STATE_ENTRY_HEADE
                "entry header size");
 
 struct shmring__state_shared {
-    /* line 0: CAS by writers of new keys */
+    /* line 0: CAS by writers of new keys and by deleters */
     struct shmring__state_lock insert;
-    uint64_t pad0[5];
+    uint64_t keys;         /* LIVE entries, written under the insert lock */
+    uint64_t keys_version; /* insert-lock version `keys` was last right at */
+    uint64_t pad0[3];
     /* line 1: rare, fetch-add by anyone */
     uint64_t recovered;
     uint64_t retired[5]; /* counters of users that closed or died, by SHMRING__S_* */
-    uint64_t pad1[2];
+    uint32_t layout;     /* SHMRING__STATE_LAYOUT, written before the segment is ready */
+    uint32_t pad1[3];
     /* lines 2..4: generation of the handle holding each party entry, bumped
      * by each handle that takes the entry (written by that handle only) */
     uint32_t handle_gen[SHMRING__PARTIES];

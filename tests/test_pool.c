@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "harness.h"
+#include "pool.h"
 
 #define ITEM   64
 #define RESULT 32
@@ -47,6 +48,8 @@ struct behaviour {
     uint32_t spin;    /* 1: spin instead of sleeping */
     uint32_t calls;   /* tasks run (fetch-add; only when count_calls) */
     uint32_t count_calls;
+    /* non-zero: the item (result) must lie in [lo, hi): read in place */
+    uintptr_t in_lo, in_hi, out_lo, out_hi;
 };
 
 static struct behaviour *new_behaviour(void)
@@ -72,6 +75,10 @@ static int task(const void *item, size_t item_size, void *result, size_t result_
 {
     struct behaviour *b = ctx;
     uint64_t id;
+    uintptr_t in = (uintptr_t)item, out = (uintptr_t)result;
+    if ((b->in_lo != 0 && (in < b->in_lo || in >= b->in_hi)) ||
+        (b->out_lo != 0 && (out < b->out_lo || out >= b->out_hi)))
+        return -EFAULT; /* a copy, where the data was to be read in place */
     if (!test_check(item, item_size, &id))
         return -EBADMSG;
     if (__atomic_load_n(&b->count_calls, __ATOMIC_RELAXED))
@@ -643,4 +650,391 @@ Test(pool, timing_of_100k_items, .timeout = 60)
     }
     free(items);
     free(results);
+}
+
+/* ---- Arena blocks: shmring_pool_alloc / shmring_pool_free ----------------- */
+
+/* Items and results in arena blocks are read and written where they are
+ * (shared memory and threads: the task sees the block's own addresses);
+ * every mode gives the same results, and mixed placements work too. */
+Test(pool, maps_over_arena_blocks_copy_nothing)
+{
+    struct behaviour *b = new_behaviour();
+    const size_t n = 3000;
+    for (int m = 0; m < NMODES; m++) {
+        const char *mn = mode_names[m];
+        shmring_pool_t *p = make_pool(modes[m], 2, 1u << 20, b);
+        int in_place = shmring_pool_mode(p) != SHMRING_POOL_MODE_MESSAGE_PASSING;
+        unsigned char *items = shmring_pool_alloc(p, n * ITEM);
+        unsigned char *results = shmring_pool_alloc(p, n * RESULT);
+        cr_assert_not_null(items, "%s: %s", mn, strerror(errno));
+        cr_assert_not_null(results, "%s: %s", mn, strerror(errno));
+        cr_assert_eq((uintptr_t)items % 64, 0);
+        cr_assert_eq((uintptr_t)results % 64, 0);
+        cr_assert(results >= items + n * ITEM || items >= results + n * RESULT, "%s: overlap", mn);
+        for (size_t i = 0; i < n; i++)
+            test_fill(items + i * ITEM, ITEM, i);
+        unsigned char *heap_items = make_items(n, ITEM), *heap_results = malloc(n * RESULT);
+        struct {
+            const unsigned char *in;
+            unsigned char *out;
+        } cases[] = {{items, results}, {items, heap_results}, {heap_items, results}};
+        for (size_t k = 0; k < 3; k++) {
+            memset(cases[k].out, 0xee, n * RESULT);
+            if (in_place) {
+                b->in_lo = cases[k].in == items ? (uintptr_t)items : 0;
+                b->in_hi = (uintptr_t)(items + n * ITEM);
+                b->out_lo = cases[k].out == results ? (uintptr_t)results : 0;
+                b->out_hi = (uintptr_t)(results + n * RESULT);
+            }
+            int rc = shmring_pool_map(p, cases[k].in, n, ITEM, cases[k].out, RESULT);
+            cr_assert_eq(rc, 0, "%s, case %zu: %s", mn, k, shmring_strerror(rc));
+            check_results(cases[k].out, n, RESULT, mn);
+        }
+        b->in_lo = b->out_lo = 0;
+        /* Items and results in one block (results after the items). */
+        unsigned char *both = shmring_pool_alloc(p, n * (ITEM + RESULT));
+        cr_assert_not_null(both);
+        memcpy(both, items, n * ITEM);
+        cr_assert_eq(shmring_pool_map(p, both, n, ITEM, both + n * ITEM, RESULT), 0, "%s", mn);
+        check_results(both + n * ITEM, n, RESULT, mn);
+        cr_assert_eq(shmring_pool_free(p, both), 0);
+        cr_assert_eq(shmring_pool_free(p, items), 0);
+        cr_assert_eq(shmring_pool_free(p, results), 0);
+        cr_assert_eq(shmring_pool_restarts(p), 0, "%s", mn);
+        free(heap_items);
+        free(heap_results);
+        shmring_pool_destroy(p);
+        assert_no_children(mn);
+    }
+    test_shared_free(b, sizeof *b);
+}
+
+/* Every bad input of alloc and free is refused and changes nothing. */
+Test(pool, alloc_and_free_errors)
+{
+    struct behaviour *b = new_behaviour();
+    errno = 0;
+    cr_assert_null(shmring_pool_alloc(NULL, 64));
+    cr_assert_eq(errno, EINVAL);
+    cr_assert_eq(shmring_pool_free(NULL, &errno), -EINVAL);
+    for (int m = 0; m < NMODES; m++) {
+        const char *mn = mode_names[m];
+        const size_t arena = 64 * 1024;
+        shmring_pool_t *p = make_pool(modes[m], 2, arena, b), *q = make_pool(modes[m], 1, arena, b);
+        int shared = shmring_pool_mode(p) == SHMRING_POOL_MODE_SHARED;
+        errno = 0;
+        cr_assert_null(shmring_pool_alloc(p, 0), "%s", mn);
+        cr_assert_eq(errno, EINVAL, "%s", mn);
+        errno = 0;
+        cr_assert_null(shmring_pool_alloc(p, SIZE_MAX), "%s", mn);
+        cr_assert_eq(errno, ENOMEM, "%s", mn);
+        if (shared) {
+            /* The arena is exhausted: a block larger than it, then after it is all taken. */
+            errno = 0;
+            cr_assert_null(shmring_pool_alloc(p, arena + 1), "%s", mn);
+            cr_assert_eq(errno, ENOMEM);
+            void *all = shmring_pool_alloc(p, arena);
+            cr_assert_not_null(all, "%s: the whole arena", mn);
+            errno = 0;
+            cr_assert_null(shmring_pool_alloc(p, 1));
+            cr_assert_eq(errno, ENOMEM);
+            /* A map that must copy finds no room to stage its items. */
+            unsigned char *items = make_items(4, ITEM), results[4 * RESULT];
+            cr_assert_eq(shmring_pool_map(p, items, 4, ITEM, results, RESULT), -ENOMEM);
+            cr_assert_eq(shmring_pool_free(p, all), 0);
+            cr_assert_eq(shmring_pool_map(p, items, 4, ITEM, results, RESULT), 0);
+            check_results(results, 4, RESULT, mn);
+            free(items);
+        }
+        unsigned char *x = shmring_pool_alloc(p, 100), *y = shmring_pool_alloc(p, 64);
+        cr_assert_not_null(x);
+        cr_assert_not_null(y);
+        int on_stack;
+        cr_assert_eq(shmring_pool_free(p, NULL), -EINVAL, "%s", mn);
+        cr_assert_eq(shmring_pool_free(p, &on_stack), -EINVAL, "%s: not from the pool", mn);
+        cr_assert_eq(shmring_pool_free(p, x + 64), -EINVAL, "%s: inside a block", mn);
+        cr_assert_eq(shmring_pool_free(q, x), -EINVAL, "%s: another pool's block", mn);
+        cr_assert_eq(shmring_pool_free(p, x), 0, "%s", mn);
+        cr_assert_eq(shmring_pool_free(p, x), -EINVAL, "%s: double free", mn);
+        if (shared) {
+            /* Items over freed arena space, or across a block's end, are refused. */
+            unsigned char results[RESULT * 4];
+            cr_assert_eq(shmring_pool_map(p, x, 1, ITEM, results, RESULT), -EINVAL, "%s", mn);
+            cr_assert_eq(shmring_pool_map(p, y, 2, ITEM, results, RESULT), -EINVAL, "%s", mn);
+        }
+        /* y is intact and still freeable; x's space is reused. */
+        unsigned char *z = shmring_pool_alloc(p, 64);
+        cr_assert_not_null(z);
+        cr_assert_eq(shmring_pool_free(p, y), 0);
+        cr_assert_eq(shmring_pool_free(p, z), 0);
+        /* Only the creating process may allocate or free. */
+        unsigned char *w = shmring_pool_alloc(p, 64);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            errno = 0;
+            int ok = shmring_pool_alloc(p, 64) == NULL && errno == EINVAL &&
+                     shmring_pool_free(p, w) == -EINVAL;
+            _exit(ok ? 0 : 1);
+        }
+        cr_assert_eq(test_wait_child(pid), 0, "%s: a forked child is refused", mn);
+        cr_assert_eq(shmring_pool_free(p, w), 0);
+        shmring_pool_destroy(q);
+        shmring_pool_destroy(p);
+        assert_no_children(mn);
+    }
+    test_shared_free(b, sizeof *b);
+}
+
+/* Blocks left allocated are freed with the pool (ASan and valgrind check it). */
+Test(pool, destroy_frees_the_blocks)
+{
+    struct behaviour *b = new_behaviour();
+    for (int m = 0; m < NMODES; m++) {
+        shmring_pool_t *p = make_pool(modes[m], 1, 0, b);
+        for (int i = 0; i < 10; i++)
+            cr_assert_not_null(shmring_pool_alloc(p, 1000 + (size_t)i));
+        shmring_pool_destroy(p);
+    }
+    test_shared_free(b, sizeof *b);
+}
+
+/* ---- Range maps ------------------------------------------------------------ */
+
+/* In the arena (or, without one, the heap): visible to the range task. */
+struct sum_job {
+    double *x;
+    size_t n;
+    size_t fail_index; /* SIZE_MAX: none */
+    size_t crash_index;
+    uint32_t crash_mode; /* 0 none, 1 always, 2 once */
+    uint32_t crashes;    /* fetch-add */
+    uint64_t begin[SHMRING_POOL_MAX_RANGES];
+    uint64_t end[SHMRING_POOL_MAX_RANGES];
+    double partial[SHMRING_POOL_MAX_RANGES];
+};
+
+static int sum_range(size_t begin, size_t end, size_t range, void *ctx)
+{
+    struct sum_job *j = ctx;
+    if (range >= SHMRING_POOL_MAX_RANGES || begin >= end || end > j->n)
+        return -ERANGE;
+    if (j->fail_index >= begin && j->fail_index < end)
+        return -EDOM;
+    uint32_t mode = __atomic_load_n(&j->crash_mode, __ATOMIC_RELAXED);
+    if (mode != 0 && j->crash_index >= begin && j->crash_index < end) {
+        if (mode == 1 || __atomic_fetch_add(&j->crashes, 1, __ATOMIC_RELAXED) == 0) {
+            if (mode == 1)
+                __atomic_fetch_add(&j->crashes, 1, __ATOMIC_RELAXED);
+            raise(SIGSEGV);
+        }
+    }
+    double s = 0;
+    for (size_t i = begin; i < end; i++)
+        s += j->x[i];
+    j->partial[range] = s; /* stored, not added: a redone range is harmless */
+    j->begin[range] = begin;
+    j->end[range] = end;
+    return 0;
+}
+
+static struct sum_job *new_sum_job(shmring_pool_t *p, size_t n)
+{
+    struct sum_job *j = shmring_pool_alloc(p, sizeof *j);
+    cr_assert_not_null(j);
+    memset(j, 0, sizeof *j);
+    j->x = shmring_pool_alloc(p, n * sizeof *j->x);
+    cr_assert_not_null(j->x);
+    j->n = n;
+    j->fail_index = SIZE_MAX;
+    for (size_t i = 0; i < n; i++)
+        j->x[i] = (double)(i % 1000);
+    return j;
+}
+
+/* The ranges tile [0, n) in order, and the partials add up. */
+static void check_sum(const struct sum_job *j, const char *what)
+{
+    size_t next = 0;
+    double total = 0, want = 0;
+    for (size_t r = 0; r < SHMRING_POOL_MAX_RANGES && next < j->n; r++) {
+        cr_assert_eq(j->begin[r], next, "%s: range %zu starts at %llu, not %zu", what, r,
+                     (unsigned long long)j->begin[r], next);
+        cr_assert_gt(j->end[r], j->begin[r], "%s: range %zu is empty", what, r);
+        next = j->end[r];
+        total += j->partial[r];
+    }
+    cr_assert_eq(next, j->n, "%s: the ranges cover %zu of %zu", what, next, j->n);
+    for (size_t i = 0; i < j->n; i++)
+        want += (double)(i % 1000);
+    cr_assert_eq(total, want, "%s: sum %f, want %f", what, total, want);
+}
+
+Test(pool, map_range_every_mode)
+{
+    struct behaviour *b = new_behaviour();
+    const size_t sizes[] = {1, 2, 7, 24, 25, 1000, 100003};
+    for (int m = 0; m < NMODES; m++) {
+        const char *mn = mode_names[m];
+        shmring_pool_t *p = make_pool(modes[m], 3, 4u << 20, b);
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            struct sum_job *j = new_sum_job(p, sizes[k]);
+            int rc = shmring_pool_map_range(p, sizes[k], sum_range, j);
+            cr_assert_eq(rc, 0, "%s, n %zu: %s", mn, sizes[k], shmring_strerror(rc));
+            cr_assert_eq(shmring_pool_last_error_item(p), SIZE_MAX);
+            check_sum(j, mn);
+            /* Ranges: at most 8 per worker. */
+            size_t used = 0;
+            while (used < SHMRING_POOL_MAX_RANGES && j->end[used] != 0)
+                used++;
+            cr_assert_leq(used, 3 * 8, "%s: %zu ranges", mn, used);
+            cr_assert_eq(shmring_pool_free(p, j->x), 0);
+            cr_assert_eq(shmring_pool_free(p, j), 0);
+        }
+        /* n = 0 calls nothing; bad arguments are refused. */
+        cr_assert_eq(shmring_pool_map_range(p, 0, sum_range, NULL), 0, "%s", mn);
+        cr_assert_eq(shmring_pool_map_range(NULL, 10, sum_range, NULL), -EINVAL, "%s", mn);
+        cr_assert_eq(shmring_pool_map_range(p, 10, NULL, NULL), -EINVAL, "%s", mn);
+        /* A failing range fails the map and names its first index; the pool goes on. */
+        struct sum_job *j = new_sum_job(p, 5000);
+        j->fail_index = 3210;
+        cr_assert_eq(shmring_pool_map_range(p, 5000, sum_range, j), -EDOM, "%s", mn);
+        size_t at = shmring_pool_last_error_item(p);
+        cr_assert(at <= 3210 && 3210 - at < 5000 / 24 + 1, "%s: error item %zu", mn, at);
+        j->fail_index = SIZE_MAX;
+        cr_assert_eq(shmring_pool_map_range(p, 5000, sum_range, j), 0, "%s", mn);
+        check_sum(j, mn);
+        shmring_pool_destroy(p);
+        assert_no_children(mn);
+    }
+    test_shared_free(b, sizeof *b);
+}
+
+/* Worker processes dying in a range: once, the range is redone; always,
+ * the map fails with -ECHILD naming the range's first index. */
+Test(pool, map_range_survives_a_crash_and_blames_a_killer, .timeout = 30)
+{
+    if (test_heap_forced())
+        cr_skip_test("message passing runs ranges in the caller");
+    struct behaviour *b = new_behaviour();
+    shmring_pool_t *p = make_pool(SHMRING_POOL_PROCESSES, 2, 4u << 20, b);
+    struct sum_job *j = new_sum_job(p, 20000);
+    j->crash_index = 12345;
+    j->crash_mode = 2;
+    cr_assert_eq(shmring_pool_map_range(p, 20000, sum_range, j), 0);
+    check_sum(j, "a crash once");
+    cr_assert_eq(__atomic_load_n(&j->crashes, __ATOMIC_RELAXED), 2, "crashed once, then ran");
+    cr_assert_eq(shmring_pool_restarts(p), 1);
+    j->crashes = 0;
+    j->crash_mode = 1;
+    cr_assert_eq(shmring_pool_map_range(p, 20000, sum_range, j), -ECHILD);
+    size_t at = shmring_pool_last_error_item(p);
+    cr_assert(at <= 12345 && 12345 - at < 20000 / 16 + 1, "error item %zu", at);
+    cr_assert_eq(__atomic_load_n(&j->crashes, __ATOMIC_RELAXED), SHMRING_POOL_MAX_KILLS);
+    j->crash_mode = 0;
+    cr_assert_eq(shmring_pool_map_range(p, 20000, sum_range, j), 0);
+    check_sum(j, "after the killer");
+    shmring_pool_destroy(p);
+    assert_no_children("ranges");
+    test_shared_free(b, sizeof *b);
+}
+
+/* ---- A task that writes over the control page ------------------------------ */
+
+enum scribble {
+    SCRIBBLE_NONE,
+    SCRIBBLE_NCHUNKS_HUGE,
+    SCRIBBLE_NCHUNKS_ONE,
+    SCRIBBLE_CHUNK_ITEMS,
+    SCRIBBLE_N,
+    SCRIBBLE_ITEM_SIZE,
+    SCRIBBLE_RESULTS_OFF,
+    SCRIBBLE_GEN,
+    SCRIBBLE_ABORT,
+    SCRIBBLE_COUNT
+};
+
+struct scribble_item {
+    uint64_t id;
+    uint64_t what; /* enum scribble, acted on by item 0 */
+    struct shmring__pool_ctl *ctl;
+};
+
+static int scribbler(const void *item, size_t item_size, void *result, size_t result_size,
+                     void *ctx)
+{
+    (void)ctx;
+    (void)item_size;
+    const struct scribble_item *it = item;
+    struct shmring__pool_ctl *ctl = it->ctl;
+    if (it->id == 0) {
+        switch (it->what) {
+        case SCRIBBLE_NCHUNKS_HUGE:
+            ctl->nchunks = UINT32_MAX;
+            break;
+        case SCRIBBLE_NCHUNKS_ONE:
+            ctl->nchunks = 1;
+            break;
+        case SCRIBBLE_CHUNK_ITEMS:
+            ctl->chunk_items = 1;
+            break;
+        case SCRIBBLE_N:
+            ctl->n = 0;
+            break;
+        case SCRIBBLE_ITEM_SIZE:
+            ctl->item_size = 1;
+            break;
+        case SCRIBBLE_RESULTS_OFF:
+            ctl->results_off += 64;
+            break;
+        case SCRIBBLE_GEN:
+            ctl->gen += 7;
+            break;
+        case SCRIBBLE_ABORT:
+            ctl->abort_gen = ctl->gen;
+            break;
+        }
+    }
+    uint64_t r = result_id(it->id);
+    memcpy(result, &r, result_size < 8 ? result_size : 8);
+    return 0;
+}
+
+/* Every field the workers can write is one the parent does not decide
+ * with: the map fails with -EPROTO, never with a crash of the parent or a
+ * success with results missing, and the next map is whole again. */
+Test(pool, a_task_that_corrupts_the_control_page_fails_the_map, .timeout = 60)
+{
+    if (test_heap_forced())
+        cr_skip_test("no control page in message-passing mode");
+    test_quiet_log();
+    shmring_pool_config_t cfg = {.workers = 2};
+    shmring_pool_t *p = NULL;
+    cr_assert_eq(shmring_pool_create(&cfg, scribbler, NULL, &p), 0);
+    struct shmring__pool_ctl *ctl = shmring__pool_control(p);
+    cr_assert_not_null(ctl);
+    const size_t n = 4000;
+    struct scribble_item *items = malloc(n * sizeof *items);
+    uint64_t *results = malloc(n * sizeof *results);
+    for (uint64_t what = SCRIBBLE_NCHUNKS_HUGE; what < SCRIBBLE_COUNT; what++) {
+        for (size_t i = 0; i < n; i++)
+            items[i] = (struct scribble_item){i, what, ctl};
+        memset(results, 0, n * sizeof *results);
+        int rc = shmring_pool_map(p, items, n, sizeof *items, results, sizeof *results);
+        cr_assert_eq(rc, -EPROTO, "scribble %llu: %s", (unsigned long long)what,
+                     shmring_strerror(rc));
+        for (size_t i = 0; i < n; i++)
+            items[i].what = SCRIBBLE_NONE;
+        rc = shmring_pool_map(p, items, n, sizeof *items, results, sizeof *results);
+        cr_assert_eq(rc, 0, "after scribble %llu: %s", (unsigned long long)what,
+                     shmring_strerror(rc));
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(results[i], result_id(i), "after scribble %llu: result %zu",
+                         (unsigned long long)what, i);
+    }
+    free(items);
+    free(results);
+    shmring_pool_destroy(p);
+    assert_no_children("scribblers");
 }

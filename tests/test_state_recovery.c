@@ -262,8 +262,8 @@ static struct raw raw_map(shmring_state_t *s)
 static uint64_t *raw_entry_word(const struct raw *r, const char *key)
 {
     const struct shmring__hdr *h = (const void *)r->base;
-    uint32_t entries = h->param[0], stride = h->param[2];
-    for (uint32_t i = 0; i < entries; i++) {
+    uint32_t slots = h->param[3], stride = h->param[2]; /* index slots: 2 * entries */
+    for (uint32_t i = 0; i < slots; i++) {
         struct shmring__state_entry *e =
             (void *)(r->base + SHMRING__HEADER_SIZE + (size_t)i * stride);
         if (strncmp(e->key, key, SHMRING__STATE_KEY_FIELD) == 0)

@@ -9,10 +9,13 @@
  *
  *  - shared memory (processes, the default): worker processes forked at
  *    creation (they inherit the task function and its ctx). One anonymous
- *    shared arena holds the items and the results: shmring_pool_map copies
- *    the items in once (in arena-sized rounds when they do not all fit),
- *    hands out index ranges ("chunks") through a shmring ring, workers read
- *    items and write results in place, and the results are copied out once.
+ *    shared arena, mapped before the fork and so at the same address in
+ *    every worker, holds the data: memory from shmring_pool_alloc is in it,
+ *    and a map whose items and results are there copies nothing; items and
+ *    results elsewhere are copied into a staging block of the arena's free
+ *    space (in rounds when they do not all fit) and the results copied out.
+ *    Index ranges ("chunks") go out through a shmring ring; workers read
+ *    items and write results in place.
  *  - message passing (processes): the same workers, but each chunk's items
  *    travel to a worker over a Unix socket and its results come back the
  *    same way. Used when asked for (SHMRING_POOL_MESSAGE_PASSING, or
@@ -20,6 +23,11 @@
  *    shared memory cannot be had (logged through the log hook).
  *  - threads (SHMRING_POOL_THREADS): threads of the calling process run the
  *    same chunk loop directly over the caller's arrays, with no copy.
+ *
+ * Two forms of map: shmring_pool_map calls the task once per item, with
+ * pointers to the item and its result; shmring_pool_map_range calls a range
+ * task once per block of indices [begin, end), for reductions and for work
+ * so cheap per item that one call per item would cost more than the item.
  *
  * Results are the same, bit for bit, whichever way runs the map.
  *
@@ -29,11 +37,18 @@
  *
  * Worker processes that die during a map (killed, or crashing in the task)
  * lose nothing: the parent notices, hands the dead worker's unfinished
- * chunk to another worker, and starts a replacement. An item that kills
- * SHMRING_POOL_MAX_KILLS workers fails the map with -ECHILD, and
- * shmring_pool_last_error_item names it. Workers exit when the pool is
- * destroyed and when the process that owns the pool dies (also when the
- * thread that forked them exits: they are then restarted by the next map).
+ * chunk to another worker, and starts a replacement. An item (or range)
+ * that kills SHMRING_POOL_MAX_KILLS workers fails the map with -ECHILD, and
+ * shmring_pool_last_error_item names it.
+ *
+ * The parent never trusts the shared control page that its workers can
+ * write: it decides with its own copy of each map's parameters and checks
+ * what workers report. A task that writes over the control page (a stray
+ * pointer) fails the map with -EPROTO; every worker is then restarted.
+ *
+ * Workers exit when the pool is destroyed and when the process that owns
+ * the pool dies (also when the thread that forked them exits: they are then
+ * restarted by the next map).
  *
  * A pool is used by one thread at a time, and only in the process that
  * created it. In the worker processes, the task runs in a forked copy of
@@ -58,6 +73,7 @@
 #define SHMRING_POOL_MODE_THREADS         3 /* threads over the caller's memory */
 
 /* Limits. */
+#define SHMRING_POOL_MAX_RANGES    512u        /* ranges of one shmring_pool_map_range: 0..511 */
 #define SHMRING_POOL_MAX_WORKERS   32          /* the consumer limit of a ring */
 #define SHMRING_POOL_MAX_KILLS     3           /* deaths on one item that fail a map */
 #define SHMRING_POOL_DEFAULT_ARENA (16u << 20) /* arena bytes when arena_size is 0 */
@@ -74,6 +90,16 @@ typedef struct shmring_pool shmring_pool_t;
  */
 typedef int (*shmring_task_fn)(const void *item, size_t item_size, void *result, size_t result_size,
                                void *ctx);
+
+/*
+ * The range task: run indices [begin, end) of a map of n (begin < end <= n).
+ * `range` numbers the ranges in index order, 0 <= range <
+ * SHMRING_POOL_MAX_RANGES (a reduction keeps one partial result per range).
+ * Returns 0, or a negative errno value that fails the map. A range whose
+ * worker died is run again from begin, so its output should be stored, not
+ * added to (a partial per range, overwritten, is safe).
+ */
+typedef int (*shmring_range_fn)(size_t begin, size_t end, size_t range, void *ctx);
 
 typedef struct shmring_pool_config {
     uint32_t workers;  /* 1..SHMRING_POOL_MAX_WORKERS; 0 = online CPUs (at most the max) */
@@ -107,8 +133,14 @@ SHMRING_API int shmring_pool_create(const shmring_pool_config_t *cfg, shmring_ta
  *           results with n > 0 and result_size > 0, n * item_size or
  *           n * result_size overflowing, or called from a process other
  *           than the pool's creator;
- *  -EMSGSIZE: shared-memory mode, one item and its result do not fit in the
- *           arena (item_size + result_size + 64 > arena_size);
+ *  -EINVAL also: items or results that overlap the arena without lying
+ *           inside one live block of shmring_pool_alloc (shared-memory mode);
+ *  -EMSGSIZE: shared-memory mode, items or results to copy, and one item
+ *           and its result do not fit in the arena (item_size + result_size
+ *           + 64 > arena_size);
+ *  -ENOMEM: shared-memory mode, items or results to copy, and the arena's
+ *           free space (what shmring_pool_alloc blocks leave) cannot stage
+ *           one item and its result;
  *  any negative errno returned by the task: the map stops handing out work
  *           and fails with the error of the lowest failing item index seen
  *           (items after it may or may not have run; shmring_pool_last_error_item
@@ -119,12 +151,76 @@ SHMRING_API int shmring_pool_create(const shmring_pool_config_t *cfg, shmring_ta
  *           without finishing any work (then the last error item is
  *           SIZE_MAX);
  *  -EAGAIN: a replacement worker could not be forked and no worker is left;
- *  -EPROTO: a worker sent back a malformed reply (message passing).
+ *  -EPROTO: a worker sent back a malformed reply (message passing), or a
+ *           task wrote over the pool's control page (shared memory: the
+ *           round parameters, a chunk's state, error or done count, or the
+ *           abort word changed under the parent); every worker is then
+ *           restarted.
  * On error the contents of `results` are unspecified; the pool stays
  * usable and the next map starts afresh.
  */
 SHMRING_API int shmring_pool_map(shmring_pool_t *p, const void *items, size_t n, size_t item_size,
                                  void *results, size_t result_size);
+
+/*
+ * Run fn over the indices [0, n), cut into ranges of consecutive indices
+ * (about 8 per worker, at most SHMRING_POOL_MAX_RANGES), one call per
+ * range. n = 0 does nothing and returns 0.
+ *
+ * `ctx` is passed as it is. In worker processes it therefore points into
+ * each worker's forked copy of the caller's memory as it was when the
+ * worker was started: data that the task reads must be in the arena
+ * (shmring_pool_alloc) or unchanged since shmring_pool_create, and
+ * everything it writes must go to the arena (a worker's other writes stay
+ * in the worker). In threads mode ctx is the caller's memory itself.
+ *
+ * Message-passing mode (SHMRING_FORCE_HEAP, or no shared memory): a range
+ * task could return nothing from another process, so the calling thread
+ * runs the ranges itself, in order (the same results, without the
+ * parallelism; said once per pool through the log hook).
+ *
+ * Errors: -EINVAL (NULL p or fn, or called from a process other than the
+ * pool's creator); any negative errno returned by the task (the lowest
+ * failing range's; shmring_pool_last_error_item gives its begin index; a
+ * positive return, or one below -4095, counts as -EINVAL); -ECHILD (worker
+ * processes died SHMRING_POOL_MAX_KILLS times on the same range:
+ * shmring_pool_last_error_item gives its begin, or kept dying without
+ * finishing any range); -EAGAIN (no worker could be restarted); -EPROTO (a
+ * task wrote over the pool's control page).
+ */
+SHMRING_API int shmring_pool_map_range(shmring_pool_t *p, size_t n, shmring_range_fn fn, void *ctx);
+
+/*
+ * Allocate `bytes` (rounded up to 64, 64-byte aligned) from the pool's
+ * shared arena (shmring_pool_config_t.arena_size bytes, shared with the
+ * staging of maps that copy). The memory is mapped at the same address in
+ * the caller and in every worker, so a task may follow pointers into it;
+ * items and results of shmring_pool_map that lie in one block are read and
+ * written in place, without a copy. The contents are not cleared (a fresh
+ * arena is zero-filled). Blocks live until shmring_pool_free or
+ * shmring_pool_destroy.
+ *
+ * Threads and message-passing modes have no arena: the block comes from
+ * the process heap (64-byte aligned) and is tracked the same way, so code
+ * written for the shared-memory mode runs unchanged; shmring_pool_map then
+ * uses it as it uses any memory (threads: in place; message passing:
+ * copied over the sockets), and arena_size does not limit it.
+ *
+ * Returns the block, or NULL with errno set: EINVAL (NULL p, bytes 0, or
+ * called from a process other than the pool's creator); ENOMEM (no free
+ * run of the arena is that large, or the heap is exhausted).
+ */
+SHMRING_API void *shmring_pool_alloc(shmring_pool_t *p, size_t bytes);
+
+/*
+ * Give back a block from shmring_pool_alloc. Must not be called while a map
+ * that uses the block runs (a pool is used by one thread at a time).
+ * Errors: -EINVAL (NULL p or ptr; ptr not the start of a live block of this
+ * pool: never allocated, inside a block, from another pool, or already
+ * freed: a double free is refused and changes nothing; called from a
+ * process other than the pool's creator).
+ */
+SHMRING_API int shmring_pool_free(shmring_pool_t *p, void *ptr);
 
 /* Number of workers (>= 1); -EINVAL for NULL. */
 SHMRING_API int shmring_pool_workers(const shmring_pool_t *p);
@@ -157,7 +253,8 @@ SHMRING_API uint64_t shmring_pool_restarts(const shmring_pool_t *p);
 /*
  * Stop every worker and free the pool: worker processes are told to exit,
  * killed (SIGKILL) if they have not exited within about 100 ms, and reaped,
- * so that no zombie is left; worker threads are joined. NULL is ignored.
+ * so that no zombie is left; worker threads are joined; the arena and every
+ * block of shmring_pool_alloc are freed. NULL is ignored.
  * Called in a forked child of the pool's creator, it only frees the
  * child's copy of the handle and leaves the workers alone.
  */

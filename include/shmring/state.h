@@ -39,12 +39,16 @@
  * that writes through its parent's handle takes a party entry of its own at
  * its first write.
  *
- * Lookup: open addressing with linear probing over a power-of-two array of
- * entries. Deleting a key leaves a tombstone; the slot is reused by the next
- * new key. Inserting a new key takes the table's insert lock (recovered
- * like an entry if its holder dies), so two processes inserting the same new
- * key concurrently never make two entries; updates and reads of existing
- * keys never touch it.
+ * Lookup: open addressing with linear probing over a power-of-two index of
+ * 2 * entries entries, so that a table holding its `entries` keys is at most
+ * half full and probe sequences stay short (the index costs twice the
+ * memory of `entries` entries). Deleting a key leaves a tombstone, reused by
+ * the next new key on its probe sequence (or emptied at once when the entry
+ * after it is empty). Inserting a new key and deleting one take the table's
+ * insert lock (recovered like an entry if its holder dies), so two
+ * processes inserting the same new key concurrently never make two entries
+ * and the table never holds more than `entries` keys; updates and reads of
+ * existing keys never touch it.
  */
 #ifndef SHMRING_STATE_H
 #define SHMRING_STATE_H
@@ -92,8 +96,10 @@ SHMRING_API int shmring_state_create(const char *name, const shmring_state_confi
  * table); -EACCES (owned by another user or writable by others, or no
  * permission); -ELOOP (a symlink where the segment should be); -EAGAIN (its
  * creator has not finished initialising it within about a second);
- * -EPROTO (not a shmring segment, or a corrupt or truncated header);
- * -EPROTONOSUPPORT (another layout version); -EPROTOTYPE (a ring, not a
+ * -EPROTO (not a shmring segment, or a corrupt or truncated header: any
+ * size field out of range, or an index that is not exactly 2 * entries);
+ * -EPROTONOSUPPORT (another segment layout version, or another state-table
+ * layout); -EPROTOTYPE (a ring, not a
  * state table); -EUSERS (SHMRING_MAX_CONSUMERS handles already attached);
  * -ENOMEM; -EMFILE/-ENFILE.
  */
@@ -127,11 +133,11 @@ SHMRING_API int shmring_state_unlink(const char *name);
  *
  * Errors: -EINVAL (NULL table or key, empty key, key longer than
  * SHMRING_STATE_KEY_MAX, NULL val with len > 0); -EMSGSIZE (len above the
- * table's value_size); -ENOSPC (the key is absent and every entry holds a
- * key); -EAGAIN (a live writer held the entry, or the insert lock, for
- * about 50 ms); -EPROTO (a corrupt table); -EUSERS (a child of fork()
- * writing through its parent's handle, and no party entry left for it).
- * On error nothing is changed.
+ * table's value_size); -ENOSPC (the key is absent and the table holds
+ * `entries` keys already); -EAGAIN (a live writer held the entry, or the
+ * insert lock, for about 50 ms); -EPROTO (a corrupt table); -EUSERS (a
+ * child of fork() writing through its parent's handle, and no party entry
+ * left for it). On error nothing is changed.
  */
 SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const void *val,
                                     size_t len);
@@ -150,10 +156,10 @@ SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const v
 SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void *buf, size_t cap);
 
 /*
- * Remove key. Its entry becomes a tombstone that the next new key reuses.
+ * Remove key (under the insert lock); the table has room for one more key.
  * Errors: -EINVAL (NULL table or key, empty or too long key); -ENOENT (no
- * such key); -EAGAIN (a live writer held the entry for about 50 ms);
- * -EPROTO (a corrupt table); -EUSERS (as for write).
+ * such key); -EAGAIN (a live writer held the entry, or the insert lock, for
+ * about 50 ms); -EPROTO (a corrupt table); -EUSERS (as for write).
  */
 SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key);
 

@@ -106,12 +106,12 @@ static void read_state_entries(int fd, const struct shmring__hdr *h, struct cli_
 {
     s->capacity = h->param[0];
     s->item_size = h->param[1];
-    /* The validated size covers every entry: HEADER_SIZE + entries * stride. */
+    /* The validated size covers every entry: HEADER_SIZE + index slots * stride. */
     unsigned char *base = mmap(NULL, (size_t)s->size, PROT_READ, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED)
         return;
     const unsigned char *data = base + SHMRING__HEADER_SIZE;
-    for (uint64_t i = 0; i < s->capacity; i++) {
+    for (uint64_t i = 0; i < h->param[3]; i++) {
         const struct shmring__state_entry *e = (const void *)(data + (size_t)i * h->param[2]);
         /* Relaxed: a statistic, read without attaching. */
         uint64_t w = shmring__load_relaxed_64(&e->lock.seq);

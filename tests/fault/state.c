@@ -203,8 +203,8 @@ static int fs_write_within(shmring_state_t *s, const char *key, uint64_t id)
 /* How many words a writer killed at point leaves held. */
 static unsigned fs_held_words(const char *point)
 {
-    if (strcmp(point, "state.I1") == 0)
-        return 2; /* the new key's entry and the insert lock */
+    if (strcmp(point, "state.I1") == 0 || strcmp(point, "state.T1") == 0)
+        return 2; /* the key's entry and the insert lock (deletes take it too) */
     if (strcmp(point, "state.W3") == 0)
         return 0;
     return 1;
@@ -294,6 +294,11 @@ static void fs_killed_writer(shmring_state_t *s, const char *name, const char *p
         const char *key = op == OP_INSERT ? "m" : "k";
         cr_assert_eq(fs_write_within(s, key, NEW_ID + 1), 0, "%s: the next writer is stuck", point);
         cr_assert_eq(fs_read(s, key), NEW_ID + 1);
+        if (op == OP_DELETE) {
+            /* A delete holds the insert lock too: the next new key recovers it. */
+            cr_assert_eq(fs_write_within(s, "m", NEW_ID + 2), 0, "%s: inserts are stuck", point);
+            cr_assert_eq(shmring_state_delete(s, "m"), 0);
+        }
         if (op == OP_INSERT) {
             cr_assert_eq(shmring_state_delete(s, "m"), 0);
             /* A new key's entry left held (I1) is met by the next insert
