@@ -16,6 +16,15 @@
     X(RING_P2, "ring.P2", "slot published, write_index not yet advanced")                          \
     X(RING_C3, "ring.C3", "consumer copied a message out, read_index not yet advanced")
 
+/* ---- Zero-copy claims and releases (src/ring.c) ------------------------ */
+#define SHMRING__FAULT_POINTS_CLAIM(X)                                                             \
+    X(CLAIM_READ, "claim.read", "claimer read the oldest position, its claim not yet stored")      \
+    X(CLAIM_Z1, "claim.Z1", "pending claim stored, read_index not moved: claimers wait on it")     \
+    X(CLAIM_C3, "claim.C3", "pending claim checked, C3 on read_index not yet done")                \
+    X(CLAIM_Z2, "claim.Z2", "producer loaded the claim word of the slot it wants, wrote nothing")  \
+    X(CLAIM_Z3, "claim.Z3", "release: the claim is still held, the slot not yet given back")       \
+    X(CLAIM_STALE, "claim.stale", "a stale claim found, not yet cleared: it still pins the slot")
+
 /* ---- Parties and the producer lease (src/segment.c) -------------------- */
 #define SHMRING__FAULT_POINTS_PARTY(X)
 
@@ -27,6 +36,7 @@
 
 #define SHMRING__FAULT_POINTS(X)                                                                   \
     SHMRING__FAULT_POINTS_RING(X)                                                                  \
+    SHMRING__FAULT_POINTS_CLAIM(X)                                                                 \
     SHMRING__FAULT_POINTS_PARTY(X)                                                                 \
     SHMRING__FAULT_POINTS_STATE(X)                                                                 \
     SHMRING__FAULT_POINTS_POOL(X)
