@@ -61,11 +61,14 @@
 /* Result: another party is part-way through a claim on the slot this call
  * needs (between Z1 and Z4 or its give-back); the ring is neither empty nor
  * (as far as that slot tells) full. Public as -EINPROGRESS. */
-#define CONTENDED        (-EINPROGRESS)
-#define CLAIM_OWNER_BITS 8u
-#define CLAIM_OWNER_MASK ((1u << CLAIM_OWNER_BITS) - 1u)
-#define CLAIM_HELD       ((uint64_t)1 << CLAIM_OWNER_BITS)
-#define CLAIM_POS_SHIFT  (CLAIM_OWNER_BITS + 1u)
+#define CONTENDED (-EINPROGRESS)
+/* Internal result: a waiting call timed out on CONTENDED (-ETIMEDOUT for the
+ * caller, but not an empty or full event). */
+#define TIMEDOUT_CONTENDED (-ETIME)
+#define CLAIM_OWNER_BITS   8u
+#define CLAIM_OWNER_MASK   ((1u << CLAIM_OWNER_BITS) - 1u)
+#define CLAIM_HELD         ((uint64_t)1 << CLAIM_OWNER_BITS)
+#define CLAIM_POS_SHIFT    (CLAIM_OWNER_BITS + 1u)
 
 #define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
 #define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
@@ -704,6 +707,8 @@ static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
 
 static ssize_t pop_result(shmring_t *r, ssize_t rc)
 {
+    if (rc == TIMEDOUT_CONTENDED)
+        return -ETIMEDOUT; /* a claim part-way through to the end: not empty */
     if (rc == -EAGAIN || rc == -EPIPE || rc == -ETIMEDOUT)
         count(&my_party(r)->counter[SHMRING__C_EMPTY], 1);
     return rc;
@@ -1074,8 +1079,6 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
     ssize_t rc = op_try(r, op, a, SLOW_NONE);
     if ((rc == -EAGAIN || rc == CONTENDED) && timeout_ns == 0)
         rc = op_try(r, op, a, SLOW_YIELD); /* the plain call's second try */
-    if (rc == -EAGAIN && producer)
-        count(&r->sh->full_events, 1);
     if ((rc != -EAGAIN && rc != CONTENDED) || timeout_ns == 0)
         return rc;
     uint32_t *ec = producer ? &r->sh->space_ec : &r->sh->data_ec;
@@ -1101,7 +1104,7 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
         if (now - prev >= STARVED_NS)
             starved = 1;
         if (now >= deadline)
-            return -ETIMEDOUT;
+            return rc == CONTENDED ? TIMEDOUT_CONTENDED : -ETIMEDOUT;
         if (now >= next_check) {
             int prc = peer_check(r, op);
             if (prc < 0) {
@@ -1124,6 +1127,10 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
 /* Producer-side result of a wait: counts a full ring, notices a lost lease. */
 static int wait_result(shmring_t *r, int rc)
 {
+    if (rc == TIMEDOUT_CONTENDED)
+        rc = -ETIMEDOUT; /* a claim part-way through to the end: not full */
+    else if (rc == -EAGAIN || rc == -ETIMEDOUT)
+        count(&r->sh->full_events, 1);
     if ((rc == -EAGAIN || rc == -ETIMEDOUT) && lease_lost(r))
         return -EOWNERDEAD;
     return rc;

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -44,9 +45,11 @@ static pid_t claimer_child(const char *name, const char *spec)
     if (pid != 0)
         return pid;
     alarm(30);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* even when stopped at a point */
     shmring_t *c;
     if (shmring_open(name, SHMRING_CONSUMER, &c) != 0)
         _exit(2);
+    shmring__fault_reset_hits(); /* @N counts this process's hits */
     if (shmring__fault_set(spec) != 0)
         _exit(3);
     shmring_msg_t m;
@@ -178,6 +181,7 @@ static pid_t producer_child(const char *name, int cmd, uint64_t per_batch, unsig
     if (pid != 0)
         return pid;
     alarm(30);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* even when stopped at a point */
     shmring_t *p;
     if (shmring_open(name, SHMRING_PRODUCER, &p) != 0)
         _exit(2);
