@@ -15,6 +15,8 @@
 #include "fault_walk.h"
 #include "harness.h"
 
+#if defined(SHMRING_FAULT_INJECTION)
+
 #define SLOTS 8u
 #define SIZE  64u
 
@@ -255,12 +257,16 @@ static unsigned kill_stale_claim_clearer(const char *point)
     return 2;
 }
 
+#endif
+
 const struct fault_scenario fault_claim_scenarios[] = {
+#if defined(SHMRING_FAULT_INJECTION)
     {"claim.read", kill_pending_claimer},
     {"claim.Z1", kill_pending_claimer},
     {"claim.C3", kill_pending_claimer},
     {"claim.Z2", kill_producer_at_claim_check},
     {"claim.Z3", kill_releasing_claimer},
     {"claim.stale", kill_stale_claim_clearer},
+#endif
     {NULL, NULL},
 };
