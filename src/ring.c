@@ -56,7 +56,7 @@
 #define CLAIM_PATIENCE    64u        /* spins on a pending claim before any syscall */
 #define CONTENDED_NS      1000000u   /* then yields on it this long before giving up */
 #define CONTENDED_NAP_NS  1000000u   /* a waiting call's sleep on a pending claim, at most */
-#define STARVED_NS        2000000u   /* a gap this long between two tries: CPU taken */
+#define STARVED_NS        200000u    /* a gap this long between two tries: CPU taken */
 #define PEER_CHECK_NS     (SHMRING_DEAD_PEER_NS / 2) /* waits look at their peers this often */
 /* Result: another party is part-way through a claim on the slot this call
  * needs (between Z1 and Z4 or its give-back); the ring is neither empty nor
