@@ -862,8 +862,9 @@ static int claim_met(shmring_t *r, struct shmring__slot *s, uint64_t pos, uint64
 static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t seq, unsigned *owner)
 {
     struct shmring__slot *s = slot_at(r, pos);
-    /* Relaxed: only a hint; Z1's CAS decides. */
-    uint64_t c = shmring__load_relaxed_64(&s->claim);
+    /* Acquire, pairs with Z1 and Z4 of the claim's owner: claim_met() then
+     * sees read_index at least where that owner saw it. Z1's CAS decides. */
+    uint64_t c = shmring__load_acquire_64(&s->claim);
     if (c != 0)
         return claim_met(r, s, pos, c, owner);
     SHMRING_FAULT(CLAIM_READ);
@@ -1059,8 +1060,9 @@ static uint64_t nap_of(uint64_t now, uint64_t deadline, uint64_t next_check, ssi
     if (rc == CONTENDED) {
         if (nap > *contended_nap)
             nap = *contended_nap;
-        if (*contended_nap < CONTENDED_NAP_NS)
-            *contended_nap *= 2;
+        *contended_nap *= 2;
+        if (*contended_nap > CONTENDED_NAP_NS)
+            *contended_nap = CONTENDED_NAP_NS;
     }
     return nap;
 }
