@@ -187,13 +187,17 @@ SHMRING_API uint32_t shmring_slot_size(const shmring_t *r);
 
 /*
  * Push one message of 0..slot_size bytes (copy API). Never blocks, never
- * makes a syscall.
+ * makes a syscall, except when the next slot is still claimed: then it checks
+ * the claimer is alive and yields to a claim part-way through for at most
+ * about a millisecond.
  * Errors: -EINVAL (NULL ring, or NULL msg with len > 0); -EPERM (no producer
- * role); -EMSGSIZE (len > slot_size); -EAGAIN (full; never in overwrite
- * mode); -EBUSY (a reservation is open on this handle); -EOWNERDEAD (another
- * producer took the lease from this handle; once a call has returned it,
- * every push, batch push and reserve of the handle returns it and writes
- * nothing).
+ * role); -EMSGSIZE (len > slot_size); -EAGAIN (full: no free slot, or the next
+ * one still holds a claimed message; never in overwrite mode); -EINPROGRESS
+ * (not full, but a consumer part-way through claiming the next slot did not
+ * finish: try again); -EBUSY (a reservation is open on this handle);
+ * -EOWNERDEAD (another producer took the lease from this handle; once a call
+ * has returned it, every push, batch push and reserve of the handle returns
+ * it and writes nothing).
  */
 SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len);
 
@@ -202,8 +206,10 @@ SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len);
  * message is taken only if it fits: otherwise -EMSGSIZE and it stays.
  * Never blocks, never makes a syscall.
  * Errors: -EINVAL (NULL ring, or NULL buf with cap > 0); -EPERM (no consumer
- * role); -EMSGSIZE (cap smaller than the next message); -EAGAIN (empty);
- * -EPIPE (empty and the producer closed its handle: end of stream).
+ * role); -EMSGSIZE (cap smaller than the next message); -EAGAIN (empty, and
+ * only then); -EPIPE (empty and the producer closed its handle: end of
+ * stream); -EINPROGRESS (not empty: other consumers kept taking the oldest
+ * message for about a million tries).
  */
 SHMRING_API ssize_t shmring_pop(shmring_t *r, void *buf, size_t cap);
 
@@ -230,7 +236,8 @@ SHMRING_API int shmring_set_wait(shmring_t *r, int strategy, uint32_t spins);
 /*
  * Waiting variants. timeout_ns < 0 waits forever, 0 does not wait (same as
  * the plain call). Signals do not interrupt them (-EINTR is never returned).
- * Besides the errors of the plain calls: -ETIMEDOUT when the time ran out.
+ * Besides the errors of the plain calls: -ETIMEDOUT when the time ran out
+ * (with timeout_ns != 0 they never return -EINPROGRESS: they keep trying).
  * A consumer waiting on an empty ring whose producer died without closing
  * gets -EPIPE within SHMRING_DEAD_PEER_NS of the death. A producer whose
  * periodic peer check finds its lease taken gets -EOWNERDEAD at once.
@@ -277,8 +284,10 @@ SHMRING_API int shmring_commit(shmring_t *r, size_t len);
  * release them in any order; the producer never reuses a claimed slot
  * before its release (in overwrite mode claims do not hold the producer
  * back: release then tells whether the data stayed intact).
- * Errors: -EINVAL (NULL); -EPERM (no consumer role); -EAGAIN (empty);
- * -EPIPE (end of stream).
+ * Errors: -EINVAL (NULL); -EPERM (no consumer role); -EAGAIN (empty, and only
+ * then); -EPIPE (end of stream); -EINPROGRESS (not empty, but another consumer
+ * is part-way through claiming the oldest message and did not finish within
+ * about a millisecond: try again); -EPROTO (corrupt segment).
  */
 SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m);
 SHMRING_API int shmring_claim_wait(shmring_t *r, shmring_msg_t *m, int64_t timeout_ns);
@@ -343,10 +352,11 @@ typedef struct shmring_stats {
     uint64_t bytes_pushed; /* payload bytes pushed */
     uint64_t bytes_popped; /* payload bytes taken */
     uint64_t dropped;      /* overwritten before any consumer took them */
-    uint64_t abandoned;    /* claimed (or, in a window of two instructions, being
-                              claimed) by a consumer that died before release */
-    uint64_t full_events;  /* pushes and reserves that found the ring full (a
-                              waiting call counts once) */
+    uint64_t abandoned;    /* claimed (the claim held) by a consumer that died
+                              before release */
+    uint64_t full_events;  /* pushes, batches and reserves that gave up on a
+                              full ring (a waiting call counts once, when it
+                              ends full) */
     uint64_t empty_events; /* pops that found the ring empty */
     int32_t producer_pid;  /* holder of the producer lease (after a close, the
                               last holder); 0 if there never was one */

@@ -24,6 +24,15 @@
     X(RING_POP_BATCH, "ring.pop_batch", "consumer copied a batch, read_index not yet advanced")    \
     X(RING_SWEEP, "ring.sweep", "a claim of a leaving or dead consumer cleared, not yet counted")
 
+/* ---- Zero-copy claims and releases (src/ring.c) ------------------------ */
+#define SHMRING__FAULT_POINTS_CLAIM(X)                                                             \
+    X(CLAIM_READ, "claim.read", "claimer read the oldest position, its claim not yet stored")      \
+    X(CLAIM_Z1, "claim.Z1", "pending claim stored, read_index not moved: claimers wait on it")     \
+    X(CLAIM_C3, "claim.C3", "pending claim checked, C3 on read_index not yet done")                \
+    X(CLAIM_Z2, "claim.Z2", "producer loaded the claim word of the slot it wants, wrote nothing")  \
+    X(CLAIM_Z3, "claim.Z3", "release: the claim is still held, the slot not yet given back")       \
+    X(CLAIM_STALE, "claim.stale", "a stale claim found, not yet cleared: it still pins the slot")
+
 /* ---- Parties and the producer lease (src/segment.c) -------------------- */
 #define SHMRING__FAULT_POINTS_PARTY(X)                                                             \
     X(PARTY_TAKE, "party.take", "entry CAS'd from FREE to TAKING by its taker, not yet ACTIVE")    \
@@ -70,6 +79,7 @@
 
 #define SHMRING__FAULT_POINTS(X)                                                                   \
     SHMRING__FAULT_POINTS_RING(X)                                                                  \
+    SHMRING__FAULT_POINTS_CLAIM(X)                                                                 \
     SHMRING__FAULT_POINTS_PARTY(X)                                                                 \
     SHMRING__FAULT_POINTS_STATE(X)                                                                 \
     SHMRING__FAULT_POINTS_POOL(X)

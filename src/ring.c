@@ -12,11 +12,21 @@
  *       delivers a message; a consumer that dies before it holds nothing.
  *   P3  producer: read_index load, acquire. Pairs with C3: every slot below
  *       read_index has been copied out (or is claimed, see Z1).
- *   Z1  claimer: claim := (r, me) (CAS, seq_cst) before C3. The producer's
- *       P3 then Z2 loads see the claim of any position below read_index.
- *   Z2  producer: claim load, acquire. Pairs with Z3.
+ *   Z1  claimer: claim := pending (r, me) (CAS, seq_cst) before C3. The
+ *       producer's P3 then Z2 loads see the claim of any position below
+ *       read_index.
+ *   Z2  producer: claim load, acquire. Pairs with Z3 (and Z4).
  *   Z3  release: claim := 0 (exchange, at least release): the consumer's reads of the payload
- *       happen before the producer rewrites the slot.
+ *       happen before the producer rewrites the slot. A claimer whose C3
+ *       failed gives its pending claim back with a CAS (never a blind store:
+ *       the word may have been cleared as stale and taken by another).
+ *   Z4  claimer, after a successful C3: claim := held (r, me) (release
+ *       store). A pending claim below read_index is either held in the
+ *       instant before Z4 or stale (its C3 failed or will fail): the producer
+ *       waits for its owner; a held one means the slot is occupied (full).
+ *   Z5  anyone: a claim that cannot be held (a claimer finds it on a slot
+ *       that holds a later position; the producer finds it older than the
+ *       slot's last position) is stale; it is cleared with a CAS.
  *   O1  overwrite producer: CAS read_index forward past the oldest messages
  *       (counted as dropped) before P1; a consumer racing with it fails C2
  *       or C3 and retries, so it never returns a torn message.
@@ -43,12 +53,22 @@
 #define DEFAULT_SLOTS     1024u
 #define DEFAULT_SLOT_SIZE 256u
 #define MAX_RETRIES       (1u << 20) /* bound on retries against peer-written state */
-#define CLAIM_PATIENCE    64u        /* tries at a position another consumer is claiming */
-/* Internal result: another consumer is mid-claim on the oldest message; the
- * ring is not empty, so a waiter yields instead of sleeping. */
-#define CONTENDED        (-EINPROGRESS)
-#define CLAIM_OWNER_BITS 8u
-#define CLAIM_OWNER_MASK ((1u << CLAIM_OWNER_BITS) - 1u)
+#define CLAIM_PATIENCE    64u        /* spins on a pending claim before any syscall */
+#define CONTENDED_NS      1000000u   /* then yields on it this long before giving up */
+#define CONTENDED_NAP_NS  1000000u   /* a waiting call's sleep on a pending claim, at most */
+#define STARVED_NS        200000u    /* a gap this long between two tries: CPU taken */
+#define PEER_CHECK_NS     (SHMRING_DEAD_PEER_NS / 2) /* waits look at their peers this often */
+/* Result: another party is part-way through a claim on the slot this call
+ * needs (between Z1 and Z4 or its give-back); the ring is neither empty nor
+ * (as far as that slot tells) full. Public as -EINPROGRESS. */
+#define CONTENDED (-EINPROGRESS)
+/* Internal result: a waiting call timed out on CONTENDED (-ETIMEDOUT for the
+ * caller, but not an empty or full event). */
+#define TIMEDOUT_CONTENDED (-ETIME)
+#define CLAIM_OWNER_BITS   8u
+#define CLAIM_OWNER_MASK   ((1u << CLAIM_OWNER_BITS) - 1u)
+#define CLAIM_HELD         ((uint64_t)1 << CLAIM_OWNER_BITS)
+#define CLAIM_POS_SHIFT    (CLAIM_OWNER_BITS + 1u)
 
 #define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
 #define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
@@ -126,14 +146,25 @@ static inline uint64_t published(uint64_t pos)
     return 2 * pos + 2;
 }
 
+/* A pending claim (Z1); CLAIM_HELD is added once its C3 succeeded (Z4). */
 static inline uint64_t claim_word(uint64_t pos, unsigned owner)
 {
-    return ((pos + 1) << CLAIM_OWNER_BITS) | owner;
+    return ((pos + 1) << CLAIM_POS_SHIFT) | owner;
 }
 
 static inline uint64_t claim_pos(uint64_t c)
 {
-    return (c >> CLAIM_OWNER_BITS) - 1;
+    return (c >> CLAIM_POS_SHIFT) - 1;
+}
+
+static inline unsigned claim_owner(uint64_t c)
+{
+    return (unsigned)(c & CLAIM_OWNER_MASK);
+}
+
+static inline int claim_held(uint64_t c)
+{
+    return (c & CLAIM_HELD) != 0;
 }
 
 static inline struct shmring__party *my_party(const shmring_t *r)
@@ -165,9 +196,9 @@ static inline uint32_t lease_state(const shmring_t *r)
  */
 
 /*
- * Clear every claim of entry `owner`. Claims of delivered positions (below
- * read_index) are counted as abandoned when `abandon` is set; a pending claim
- * (its CAS on read_index not done or lost) held nothing.
+ * Clear every claim of entry `owner`. Held claims (Z4 done) are counted as
+ * abandoned when `abandon` is set; a pending claim (its CAS on read_index not
+ * done or lost) held nothing.
  */
 static void sweep_claims(shmring_t *r, unsigned owner, int abandon)
 {
@@ -178,18 +209,17 @@ static void sweep_claims(shmring_t *r, unsigned owner, int abandon)
         struct shmring__slot *s = slot_at(r, i);
         /* Relaxed: only a hint; the CAS below decides. */
         uint64_t c = shmring__load_relaxed_64(&s->claim);
-        if (c == 0 || (c & CLAIM_OWNER_MASK) != owner)
+        if (c == 0 || claim_owner(c) != owner)
             continue;
-        /* Acquire: pairs with C3; a claim below it was delivered. */
-        uint64_t ri = shmring__load_acquire_64(&r->sh->read_index);
         /* Z3: release (by CAS), pairs with Z2 in room_for(). */
         if (!shmring__cas_64(&s->claim, &c, 0))
             continue;
         cleared = 1;
         SHMRING_FAULT(RING_SWEEP);
         /* Fetch-add: any reclaimer may count; one claim at a time, so that a
-         * reclaimer that dies here leaves at most this one uncounted. */
-        if (abandon && claim_pos(c) < ri)
+         * reclaimer that dies here leaves at most this one uncounted. Only a
+         * held claim (Z4 done) held a message. */
+        if (abandon && claim_held(c))
             shmring__faa_64(&r->sh->abandoned, 1);
     }
     if (cleared)
@@ -220,6 +250,56 @@ static void reclaim_dead(shmring_t *r)
 {
     for (unsigned i = 1; i < SHMRING__PARTIES; i++)
         reclaim_if_dead(r, i);
+}
+
+/* ---- Contention on a claim part-way through ----------------------------- */
+
+/* How hard a try may work (the `slow` argument of room_for and op_try). */
+#define SLOW_NONE  0 /* no syscall */
+#define SLOW_CHECK 1 /* may check peers' liveness (a waiting call's slow try) */
+#define SLOW_YIELD 2 /* may also yield to a claimer part-way through (a plain call) */
+
+/* How long one call has waited on pending claims. */
+struct contention {
+    unsigned spins;
+    uint64_t since_ns;
+};
+
+/*
+ * The slot a call needs carries the pending claim of entry `owner`: between
+ * its Z1 and its Z4 or give-back, a few instructions unless it was
+ * descheduled, stopped or killed there. Spin a little; then, where the call
+ * may make syscalls, reclaim the owner if it died, and (SLOW_YIELD) yield to
+ * it for up to CONTENDED_NS. Returns 0 to look again, CONTENDED to give up.
+ */
+static int contention_wait(shmring_t *r, struct contention *k, unsigned owner, int slow)
+{
+    if (k->spins < CLAIM_PATIENCE) {
+        k->spins++;
+        shmring__cpu_relax();
+        return 0;
+    }
+    if (slow == SLOW_NONE)
+        return CONTENDED;
+    if (reclaim_if_dead(r, owner))
+        return 0;
+    uint64_t now = shmring__now_ns();
+    if (k->since_ns == 0)
+        k->since_ns = now;
+    if (slow == SLOW_CHECK || now - k->since_ns >= CONTENDED_NS)
+        return CONTENDED;
+    sched_yield();
+    return 0;
+}
+
+/* Z5: clear a claim that cannot be held (see the legend at the top). */
+static void clear_stale(shmring_t *r, struct shmring__slot *s, uint64_t c)
+{
+    SHMRING_FAULT(CLAIM_STALE);
+    /* Z5: CAS (seq_cst) of that exact word, pairs with Z2 (acquire) of the
+     * producer; the owner's give-back CAS (Z3) then fails harmlessly. */
+    if (shmring__cas_64(&s->claim, &c, 0))
+        shmring__ec_notify_after_atomic(&r->sh->space_ec);
 }
 
 /* ---- Producer ----------------------------------------------------------- */
@@ -286,12 +366,56 @@ static int overwrite_room(shmring_t *r, uint64_t w)
             return 0;
         }
     }
-    return -EAGAIN;
+    return CONTENDED; /* consumers kept moving read_index: not full */
+}
+
+/*
+ * Z2: may the producer write the slot of w, as far as claims go? 0 (free),
+ * -EAGAIN (held: the slot's last message is still claimed, the ring is
+ * full), CONTENDED (a pending claim of entry *owner), -ESTALE (a stale claim
+ * was cleared: look again).
+ */
+static int slot_claim(shmring_t *r, struct shmring__slot *s, uint64_t w, unsigned *owner)
+{
+    /* Z2: acquire, pairs with Z3 (release), Z4 and Z1. */
+    uint64_t c = shmring__load_acquire_64(&s->claim);
+    SHMRING_FAULT(CLAIM_Z2);
+    if (c == 0)
+        return 0;
+    *owner = claim_owner(c);
+    /* Peer-written: only a claim of the slot's last position w - nslots can
+     * be held (we wrote w - nslots after its predecessor's claim was gone). */
+    if (claim_pos(c) + r->nslots != w) {
+        clear_stale(r, s, c);
+        return -ESTALE;
+    }
+    return claim_held(c) ? -EAGAIN : CONTENDED;
+}
+
+/* The claim side of room_for(): wait out pending claims, reclaim dead ones. */
+static int room_from_claims(shmring_t *r, uint64_t w, int slow)
+{
+    struct shmring__slot *s = slot_at(r, w);
+    struct contention k = {0, 0};
+    for (unsigned i = 0; i < MAX_RETRIES; i++) {
+        unsigned owner = 0;
+        int rc = slot_claim(r, s, w, &owner);
+        if (rc == -ESTALE)
+            continue;
+        if (rc == -EAGAIN && slow != SLOW_NONE && reclaim_if_dead(r, owner))
+            continue; /* Z2 again: the reclaim's CAS released the slot */
+        if (rc != CONTENDED)
+            return rc;
+        if (contention_wait(r, &k, owner, slow) < 0)
+            return CONTENDED;
+    }
+    return CONTENDED;
 }
 
 /*
  * Find room for the slot of position w: -EAGAIN if full (never in overwrite
- * mode). No syscall unless the slot is held by a claim.
+ * mode), CONTENDED if a claim part-way through pins the slot. No syscall
+ * unless the slot is claimed and slow allows it.
  */
 static int room_for(shmring_t *r, uint64_t w, int slow)
 {
@@ -311,16 +435,7 @@ static int room_for(shmring_t *r, uint64_t w, int slow)
     }
     if (r->overwrite)
         return 0;
-    struct shmring__slot *s = slot_at(r, w);
-    /* Z2: acquire, pairs with Z3 (release) and Z1. */
-    uint64_t c = shmring__load_acquire_64(&s->claim);
-    if (c == 0)
-        return 0;
-    /* Z2 again after a reclaim (its CAS released the slot). */
-    if (slow && reclaim_if_dead(r, (unsigned)(c & CLAIM_OWNER_MASK)) &&
-        shmring__load_acquire_64(&s->claim) == 0)
-        return 0;
-    return -EAGAIN;
+    return room_from_claims(r, w, slow);
 }
 
 /* P1: mark the slot of w as being written. */
@@ -421,9 +536,9 @@ SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len)
         return -EMSGSIZE;
     if (r->reserved)
         return -EBUSY;
-    rc = push_try(r, msg, len, 0);
-    if (rc == -EAGAIN)
-        rc = push_try(r, msg, len, 1);
+    rc = push_try(r, msg, len, SLOW_NONE);
+    if (rc == -EAGAIN || rc == CONTENDED)
+        rc = push_try(r, msg, len, SLOW_YIELD);
     return rc < 0 ? push_full(r, rc) : 0;
 }
 
@@ -446,7 +561,7 @@ SHMRING_API ssize_t shmring_push_batch(shmring_t *r, const struct iovec *iov, si
     uint64_t bytes = 0;
     while (done < n) {
         uint64_t w = r->w + done;
-        rc = room_for(r, w, done == 0);
+        rc = room_for(r, w, done == 0 ? SLOW_YIELD : SLOW_NONE);
         if (rc < 0)
             break;
         struct shmring__slot *s = write_begin(r, w);
@@ -488,9 +603,9 @@ SHMRING_API int shmring_reserve(shmring_t *r, size_t len, void **payload)
         return -EMSGSIZE;
     if (r->reserved)
         return -EBUSY;
-    rc = room_for(r, r->w, 0);
-    if (rc == -EAGAIN)
-        rc = room_for(r, r->w, 1);
+    rc = room_for(r, r->w, SLOW_NONE);
+    if (rc == -EAGAIN || rc == CONTENDED)
+        rc = room_for(r, r->w, SLOW_YIELD);
     if (rc < 0)
         return push_full(r, rc);
     return reserve_slot(r, len, payload);
@@ -628,11 +743,13 @@ static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
             return (ssize_t)len;
         }
     }
-    return -EAGAIN;
+    return CONTENDED; /* other consumers kept taking the oldest: not empty */
 }
 
 static ssize_t pop_result(shmring_t *r, ssize_t rc)
 {
+    if (rc == TIMEDOUT_CONTENDED)
+        return -ETIMEDOUT; /* a claim part-way through to the end: not empty */
     if (rc == -EAGAIN || rc == -EPIPE || rc == -ETIMEDOUT)
         count(&my_party(r)->counter[SHMRING__C_EMPTY], 1);
     return rc;
@@ -723,7 +840,7 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
             return (ssize_t)k;
         }
     }
-    return pop_result(r, -EAGAIN);
+    return CONTENDED; /* other consumers kept taking the oldest: not empty */
 }
 
 /* ---- Zero-copy consumer ------------------------------------------------- */
@@ -754,43 +871,77 @@ static int claim_overwrite(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_
     return 0;
 }
 
-/* Z1 then C3; -ESTALE means "retry". */
-static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t seq)
+/*
+ * What a claimer of pos makes of the claim word c on the slot that C1 showed
+ * holding pos: CONTENDED (a pending claim of pos by *owner) or -ESTALE (look
+ * again: read_index moved, or a stale claim was cleared).
+ */
+static int claim_met(shmring_t *r, struct shmring__slot *s, uint64_t pos, uint64_t c,
+                     unsigned *owner)
 {
-    struct shmring__slot *s = slot_at(r, pos);
-    /* Relaxed: only a hint; Z1's CAS decides. */
-    uint64_t c = shmring__load_relaxed_64(&s->claim);
-    if (c != 0) {
-        /* Another consumer is claiming this position (or died doing so). */
-        if (claim_pos(c) == pos && reclaim_if_dead(r, (unsigned)(c & CLAIM_OWNER_MASK)))
-            return -ESTALE;
-        shmring__cpu_relax();
+    /* Peer-written; c >> CLAIM_POS_SHIFT is the claimed position + 1. */
+    uint64_t q1 = c >> CLAIM_POS_SHIFT;
+    if (q1 <= pos) {
+        /* Z5: the slot was rewritten after q1 - 1, so that claim's C3 failed
+         * (a held claim keeps the producer out of its slot). */
+        clear_stale(r, s, c);
+        return -ESTALE;
+    }
+    if (q1 == pos + 1 && !claim_held(c)) {
+        *owner = claim_owner(c);
         return CONTENDED;
     }
+    /* Held at pos (read_index moved), or later than pos: the slot moved on
+     * since C1, unless read_index is still pos, which makes it garbage
+     * (nothing later than pos can have been written or claimed). */
+    /* Relaxed: only compared with the position loaded before. */
+    if (q1 > pos + 1 && shmring__load_relaxed_64(&r->sh->read_index) == pos)
+        clear_stale(r, s, c);
+    return -ESTALE;
+}
+
+/* Z1, C3 then Z4; -ESTALE means "retry", CONTENDED "pos is being claimed". */
+static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t seq, unsigned *owner)
+{
+    struct shmring__slot *s = slot_at(r, pos);
+    /* Acquire, pairs with Z1 and Z4 of the claim's owner: claim_met() then
+     * sees read_index at least where that owner saw it. Z1's CAS decides. */
+    uint64_t c = shmring__load_acquire_64(&s->claim);
+    if (c != 0)
+        return claim_met(r, s, pos, c, owner);
+    SHMRING_FAULT(CLAIM_READ);
+    uint64_t mine = claim_word(pos, (unsigned)r->party);
     /* Z1: CAS, seq_cst; ordered before C3 below. */
-    if (!shmring__cas_64(&s->claim, &c, claim_word(pos, (unsigned)r->party)))
+    if (!shmring__cas_64(&s->claim, &c, mine))
         return -ESTALE;
+    SHMRING_FAULT(CLAIM_Z1);
     uint32_t len;
     int bad = slot_len(r, s, &len);
     if (bad == 0 && !seq_unchanged(s, seq))
         bad = -ESTALE;
+    SHMRING_FAULT(CLAIM_C3);
     /* C3. */
     if (bad == 0 && shmring__cas_64(&r->sh->read_index, &pos, pos + 1)) {
+        /* Z4: release, pairs with Z2: the claim is held. A plain store: no
+         * one else writes a pending claim of a live owner at its position. */
+        shmring__store_release_64(&s->claim, mine | CLAIM_HELD);
         fill_msg(r, m, pos, len);
         count(&my_party(r)->counter[SHMRING__C_CLAIMS], 1);
         consumed(r, 1, len);
         return 0;
     }
-    /* Z3: exchange, lost the race: give the slot back, and wake a producer
-     * that may have found it pinned. */
-    shmring__xchg_64(&s->claim, 0);
+    /* Z3: CAS, lost the race: give the slot back unless Z5 cleared it
+     * already, and wake a producer that may have found it pinned. */
+    shmring__cas_64(&s->claim, &mine, 0);
     shmring__ec_notify_after_atomic(&r->sh->space_ec);
     return bad == -EPROTO ? -EPROTO : -ESTALE;
 }
 
-static int claim_try(shmring_t *r, shmring_msg_t *m)
+/* One try of a claim: 0, -EAGAIN / -EPIPE (empty), -EPROTO, or CONTENDED. */
+static int claim_try(shmring_t *r, shmring_msg_t *m, int slow)
 {
-    unsigned contended = 0;
+    struct contention k = {0, 0};
+    uint64_t contended_pos = UINT64_MAX;
     for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
         uint64_t pos, seq;
         int rc = oldest(r, &pos, &seq);
@@ -798,17 +949,21 @@ static int claim_try(shmring_t *r, shmring_msg_t *m)
             continue;
         if (rc < 0)
             return rc;
-        rc = r->overwrite ? claim_overwrite(r, m, pos, seq) : claim_pinned(r, m, pos, seq);
+        unsigned owner = 0;
+        rc = r->overwrite ? claim_overwrite(r, m, pos, seq) : claim_pinned(r, m, pos, seq, &owner);
         if (rc == CONTENDED) {
-            /* The claimer may be descheduled: do not spin on it for long. */
-            if (++contended >= CLAIM_PATIENCE)
+            /* Patience per position: the ring moving on is progress. */
+            if (pos != contended_pos)
+                k = (struct contention){0, 0};
+            contended_pos = pos;
+            if (contention_wait(r, &k, owner, slow) < 0)
                 return CONTENDED;
             continue;
         }
         if (rc != -ESTALE)
             return rc;
     }
-    return -EAGAIN;
+    return CONTENDED; /* other consumers kept taking the oldest: not empty */
 }
 
 SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
@@ -818,8 +973,7 @@ SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
         return rc;
     if (m == NULL)
         return -EINVAL;
-    rc = claim_try(r, m);
-    return (int)pop_result(r, rc == CONTENDED ? -EAGAIN : rc);
+    return (int)pop_result(r, claim_try(r, m, SLOW_YIELD));
 }
 
 SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
@@ -836,7 +990,7 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
         if (!seq_unchanged(s, published(m->pos)))
             rc = -ESTALE;
     } else {
-        uint64_t c = claim_word(m->pos, (unsigned)r->party);
+        uint64_t c = claim_word(m->pos, (unsigned)r->party) | CLAIM_HELD;
         /* Relaxed: our own claim word; only we (or a reclaimer) change it. */
         if (shmring__load_relaxed_64(&s->claim) != c)
             return -EINVAL;
@@ -844,6 +998,7 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
          * in room_for(): our reads of the payload happen before the producer
          * rewrites the slot; and it orders the release before the load of the
          * sleep flag (W), which a plain store would need a fence for. */
+        SHMRING_FAULT(CLAIM_Z3);
         shmring__xchg_64(&s->claim, 0);
         shmring__ec_notify_after_atomic(&r->sh->space_ec);
     }
@@ -913,7 +1068,7 @@ static ssize_t op_try(shmring_t *r, enum wait_op op, struct wait_args *a, int sl
     case OP_POP:
         return pop_try(r, a->buf, a->len);
     case OP_CLAIM:
-        return claim_try(r, a->m);
+        return claim_try(r, a->m, slow);
     }
     return -EINVAL;
 }
@@ -934,71 +1089,94 @@ static int peer_check(shmring_t *r, enum wait_op op)
     return 0;
 }
 
-static uint64_t deadline_of(int64_t timeout_ns)
+/* How long a waiting call sleeps before its next try, at most. */
+static uint64_t nap_of(uint64_t now, uint64_t deadline, uint64_t next_check, ssize_t rc,
+                       uint64_t *contended_nap)
 {
-    if (timeout_ns < 0)
-        return UINT64_MAX;
-    return shmring__now_ns() + (uint64_t)timeout_ns;
+    uint64_t nap = deadline - now;
+    uint64_t until_check = next_check > now ? next_check - now : 1;
+    if (until_check < nap)
+        nap = until_check;
+    /* A claim part-way through: nobody wakes us when it ends, so look again
+     * soon (50 us, doubling up to CONTENDED_NAP_NS). */
+    if (rc == CONTENDED) {
+        if (nap > *contended_nap)
+            nap = *contended_nap;
+        *contended_nap *= 2;
+        if (*contended_nap > CONTENDED_NAP_NS)
+            *contended_nap = CONTENDED_NAP_NS;
+    }
+    return nap;
 }
 
+/*
+ * The waiting calls. Every pass that looks at the clock checks the deadline,
+ * and every PEER_CHECK_NS the peers. A pass that comes more than STARVED_NS
+ * after the previous one means the CPU went elsewhere (a busy process on
+ * this CPU outlasts a yield or a spin): from then on the call sleeps on its
+ * eventcount with a timer, which the scheduler honours, so that it keeps its
+ * deadline and the dead-peer bound whatever else runs.
+ */
 static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int64_t timeout_ns)
 {
-    ssize_t rc = op_try(r, op, a, 0);
-    if (rc == CONTENDED && timeout_ns == 0)
-        return -EAGAIN;
-    if (rc == -EAGAIN && (op == OP_PUSH || op == OP_RESERVE))
-        count(&r->sh->full_events, 1);
+    int producer = op == OP_PUSH || op == OP_RESERVE;
+    ssize_t rc = op_try(r, op, a, SLOW_NONE);
+    if ((rc == -EAGAIN || rc == CONTENDED) && timeout_ns == 0)
+        rc = op_try(r, op, a, SLOW_YIELD); /* the plain call's second try */
     if ((rc != -EAGAIN && rc != CONTENDED) || timeout_ns == 0)
         return rc;
-    uint32_t *ec = (op == OP_PUSH || op == OP_RESERVE) ? &r->sh->space_ec : &r->sh->data_ec;
-    uint64_t deadline = deadline_of(timeout_ns);
-    uint64_t next_check = shmring__now_ns() + SHMRING_DEAD_PEER_NS;
+    uint32_t *ec = producer ? &r->sh->space_ec : &r->sh->data_ec;
+    uint64_t now = shmring__now_ns();
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : now + (uint64_t)timeout_ns;
+    uint64_t next_check = now + PEER_CHECK_NS;
+    uint64_t contended_nap = 50000;
+    int starved = 0;
     for (uint64_t spin = 0;; spin++) {
-        int may_sleep = r->wait_strategy == SHMRING_WAIT_SLEEP && spin >= r->spins;
+        int may_sleep = starved || (r->wait_strategy == SHMRING_WAIT_SLEEP && spin >= r->spins);
         uint32_t v = may_sleep ? shmring__ec_prepare(ec) : 0;
-        rc = op_try(r, op, a, may_sleep);
-        if (rc == CONTENDED) {
-            /* Not empty: another consumer is mid-claim. Let it run. */
-            if (shmring__now_ns() >= deadline)
-                return -ETIMEDOUT;
-            sched_yield();
-            continue;
-        }
-        if (rc != -EAGAIN)
+        rc = op_try(r, op, a, may_sleep ? SLOW_CHECK : SLOW_NONE);
+        if (rc != -EAGAIN && rc != CONTENDED)
             return rc;
-        if (!may_sleep && (spin & 255) != 0) {
-            if (r->wait_strategy == SHMRING_WAIT_YIELD)
-                sched_yield();
-            else
-                shmring__cpu_relax();
+        /* Cheap polls between two looks at the clock (a YIELD pass makes a
+         * syscall anyway: it looks every time). */
+        if (!may_sleep && r->wait_strategy != SHMRING_WAIT_YIELD && (spin & 255) != 0) {
+            shmring__cpu_relax();
             continue;
         }
-        uint64_t now = shmring__now_ns();
+        uint64_t prev = now;
+        now = shmring__now_ns();
+        if (now - prev >= STARVED_NS)
+            starved = 1;
         if (now >= deadline)
-            return -ETIMEDOUT;
+            return rc == CONTENDED ? TIMEDOUT_CONTENDED : -ETIMEDOUT;
         if (now >= next_check) {
             int prc = peer_check(r, op);
             if (prc == -EOWNERDEAD)
                 return prc; /* the lease is gone: not one more slot */
             if (prc < 0) {
-                rc = op_try(r, op, a, 1);
-                return rc != -EAGAIN ? rc : prc;
+                rc = op_try(r, op, a, SLOW_CHECK);
+                /* A claim part-way through: not empty, so not the end yet. */
+                if (rc != CONTENDED || prc != -EPIPE)
+                    return rc != -EAGAIN && rc != CONTENDED ? rc : prc;
             }
-            next_check = now + SHMRING_DEAD_PEER_NS;
+            next_check = now + PEER_CHECK_NS;
         }
-        if (may_sleep) {
-            uint64_t left = deadline - now;
-            uint64_t until_check = next_check > now ? next_check - now : 1;
-            shmring__ec_sleep(ec, v, left < until_check ? left : until_check);
-        } else if (r->wait_strategy == SHMRING_WAIT_YIELD) {
+        if (may_sleep)
+            shmring__ec_sleep(ec, v, nap_of(now, deadline, next_check, rc, &contended_nap));
+        else if (r->wait_strategy == SHMRING_WAIT_YIELD)
             sched_yield();
-        }
+        else
+            shmring__cpu_relax();
     }
 }
 
 /* Producer-side result of a wait: counts a full ring, notices a lost lease. */
 static int wait_result(shmring_t *r, int rc)
 {
+    if (rc == TIMEDOUT_CONTENDED)
+        rc = -ETIMEDOUT; /* a claim part-way through to the end: not full */
+    else if (rc == -EAGAIN || rc == -ETIMEDOUT)
+        count(&r->sh->full_events, 1);
     if ((rc == -EAGAIN || rc == -ETIMEDOUT) && lease_lost(r))
         return -EOWNERDEAD;
     return rc;
