@@ -366,6 +366,7 @@ SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st);
 #include "shmring/state.h"
 #include "shmring/pool.h"
 #include "shmring/metrics.h"
+#include "shmring/inspect.h"
 #ifdef __cplusplus
 }
 #endif
