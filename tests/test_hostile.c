@@ -50,13 +50,29 @@ struct other_user {
 struct scratch;
 
 /* What a failed test left behind is removed by the suite's fini. */
-static struct other_user *made_user;
-static struct scratch *made_scratch;
+static struct other_user made_user; /* copies: the test's own are on its stack */
+static int have_user;
+static struct scratch made_scratch;
+static int have_scratch;
 
 static void user_make(struct other_user *u)
 {
     if (geteuid() != 0)
         skip_because("needs root to create another user (useradd)");
+    /* Users left by a test process that died (named after its pid) go first. */
+    struct passwd *old;
+    setpwent();
+    while ((old = getpwent()) != NULL) {
+        int owner = 0;
+        if (sscanf(old->pw_name, "shmrh%d", &owner) == 1 && owner > 0 && kill(owner, 0) != 0 &&
+            errno == ESRCH) {
+            char del[96];
+            snprintf(del, sizeof del, "userdel %s >/dev/null 2>&1", old->pw_name);
+            if (system(del) != 0)
+                fprintf(stderr, "test_hostile: %s failed\n", del);
+        }
+    }
+    endpwent();
     snprintf(u->name, sizeof u->name, "shmrh%d", (int)getpid() % 1000000);
     char cmd[256];
     snprintf(cmd, sizeof cmd, "userdel %s >/dev/null 2>&1; useradd -M -N -s /bin/false %s", u->name,
@@ -67,12 +83,13 @@ static void user_make(struct other_user *u)
     cr_assert_not_null(pw, "getpwnam(%s) after useradd", u->name);
     u->uid = pw->pw_uid;
     u->gid = pw->pw_gid;
-    made_user = u;
+    made_user = *u;
+    have_user = 1;
 }
 
 static void user_remove(struct other_user *u)
 {
-    made_user = NULL;
+    have_user = 0;
     char cmd[128];
     snprintf(cmd, sizeof cmd, "userdel %s >/dev/null 2>&1", u->name);
     if (system(cmd) != 0)
@@ -110,16 +127,17 @@ static void scratch_make(struct scratch *s, unsigned size_kib, mode_t mode)
         }
         s->mounted = 1;
     }
-    made_scratch = s;
-    cr_assert_eq(chmod(s->path, mode), 0);
     const char *old = getenv("SHMRING_SHM_DIR");
     s->saved = old != NULL ? strdup(old) : NULL;
+    made_scratch = *s;
+    have_scratch = 1;
+    cr_assert_eq(chmod(s->path, mode), 0);
     cr_assert_eq(setenv("SHMRING_SHM_DIR", s->path, 1), 0);
 }
 
 static void scratch_remove(struct scratch *s)
 {
-    made_scratch = NULL;
+    have_scratch = 0;
     test_remove_dir(s->path); /* files only; rmdir fails while mounted */
     if (s->mounted)
         umount2(s->path, MNT_DETACH);
@@ -238,13 +256,13 @@ static uint64_t free_bytes(const char *path)
 
 static void leftovers_remove(void)
 {
-    if (made_scratch != NULL) {
-        if (chown(made_scratch->path, 0, 0) != 0)
-            fprintf(stderr, "test_hostile: chown %s: %s\n", made_scratch->path, strerror(errno));
-        scratch_remove(made_scratch);
+    if (have_scratch) {
+        if (chown(made_scratch.path, 0, 0) != 0)
+            fprintf(stderr, "test_hostile: chown %s: %s\n", made_scratch.path, strerror(errno));
+        scratch_remove(&made_scratch);
     }
-    if (made_user != NULL)
-        user_remove(made_user);
+    if (have_user)
+        user_remove(&made_user);
 }
 
 TestSuite(hostile, .fini = leftovers_remove);
