@@ -47,7 +47,12 @@ struct other_user {
     gid_t gid;
 };
 
-struct scratch;
+/* A directory for segments: a small tmpfs (size_kib > 0), or a plain temporary directory. */
+struct scratch {
+    char path[64];
+    int mounted;
+    char *saved;
+};
 
 /* What a failed test left behind is removed by the suite's fini. */
 static struct other_user made_user; /* copies: the test's own are on its stack */
@@ -102,13 +107,6 @@ static void become(const struct other_user *u)
     if (setgroups(0, NULL) != 0 || setgid(u->gid) != 0 || setuid(u->uid) != 0)
         _exit(99);
 }
-
-/* A directory for segments: a small tmpfs (size_kib > 0), or a plain temporary directory. */
-struct scratch {
-    char path[64];
-    int mounted;
-    char *saved;
-};
 
 static void scratch_make(struct scratch *s, unsigned size_kib, mode_t mode)
 {
