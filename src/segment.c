@@ -907,16 +907,33 @@ int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__
     return 0;
 }
 
+/* 1 if fd is a memfd (its /proc link reads "/memfd:..."), 0 if not, -1 if unknown. */
+static int is_memfd(int fd)
+{
+    char path[64], target[16];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof target);
+    if (n < 0)
+        return -1;
+    return n >= 7 && memcmp(target, "/memfd:", 7) == 0;
+}
+
 /*
- * A memfd (a file that takes seals) must be sealed against shrinking: its
- * sender keeps a descriptor and could cut pages from under our mapping
- * (SIGBUS). Files in the shm directory take no seals; their owner (checked
- * by open_mapped) is us.
+ * A memfd must be sealed against shrinking: its sender keeps a descriptor
+ * and could cut pages from under our mapping (SIGBUS). A file of the shm
+ * directory takes no seals (tmpfs reports F_SEAL_SEAL alone); its owner,
+ * checked by open_mapped, is us. Without /proc, a file that still accepts
+ * seals is taken for a memfd.
  */
 static int check_seals(int fd, uint32_t flags)
 {
+    if (flags & SHMRING_ALLOW_INSECURE)
+        return 0;
     int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0 || (seals & F_SEAL_SHRINK) || (flags & SHMRING_ALLOW_INSECURE))
+    if (seals < 0 || (seals & F_SEAL_SHRINK))
+        return 0;
+    int memfd = is_memfd(fd);
+    if (memfd == 0 || (memfd < 0 && (seals & F_SEAL_SEAL)))
         return 0;
     return -EACCES;
 }

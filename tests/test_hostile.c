@@ -391,6 +391,25 @@ Test(hostile, unsealed_memfd_refused_unless_insecure)
     shmring_close(p);
 }
 
+/* A file of a tmpfs shm directory takes no seals (tmpfs reports F_SEAL_SEAL): not a memfd. */
+Test(hostile, named_tmpfs_segment_by_descriptor_needs_no_seal)
+{
+    skip_on_heap();
+    struct scratch d;
+    scratch_make(&d, 1024, 0700);
+    shmring_t *p = test_make("/named", 16, 64, 0);
+    int fd = open(path_in(&d, "/named"), O_RDWR | O_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    shmring_t *c = NULL;
+    int rc = shmring_open_fd(fd, SHMRING_CONSUMER, &c);
+    cr_assert_eq(rc, 0, "named tmpfs segment by descriptor: %s", shmring_strerror(rc));
+    cr_assert_eq(shmring_backend(c), SHMRING_BACKEND_SHM);
+    shmring_close(c);
+    close(fd);
+    shmring_close(p);
+    scratch_remove(&d);
+}
+
 Test(hostile, unsealed_state_memfd_refused_unless_insecure)
 {
     skip_on_heap();
