@@ -182,10 +182,11 @@ SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out);
  * consumed: the handle keeps its own, reopened through /proc/self/fd with
  * the descriptor's own access mode (a read-only descriptor is never made
  * writable: -EACCES) after checking that it is a regular file (-EPROTO
- * otherwise). A memfd (a file that takes seals) must carry F_SEAL_SHRINK,
- * as the memfds shmring creates do: its sender keeps a descriptor and could
- * otherwise shrink it under the mapping (SIGBUS); an unsealed one is
- * refused with -EACCES unless SHMRING_ALLOW_INSECURE. Otherwise the same
+ * otherwise). A memfd must carry F_SEAL_SHRINK, as the memfds shmring
+ * creates do: its sender keeps a descriptor and could otherwise shrink it
+ * under the mapping (SIGBUS); an unsealed one is refused with -EACCES
+ * unless SHMRING_ALLOW_INSECURE. A file of the shm directory takes no
+ * seals and needs none: its owner must be the caller. Otherwise the same
  * validation and errors as shmring_open, plus -EBADF for a descriptor that
  * is not open.
  */
