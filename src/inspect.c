@@ -140,6 +140,8 @@ static void read_state_entries(int fd, const struct shmring__hdr *h, shmring_inf
         if (data > at) {
             /* First entry that may hold data: the one containing `data`. */
             i = ((uint64_t)data - SHMRING__HEADER_SIZE) / stride;
+            if (i >= entries)
+                break; /* data past the validated size: the file grew since */
             at = (off_t)(SHMRING__HEADER_SIZE + i * stride);
         }
         size_t n = (size_t)(entries - i < batch ? entries - i : batch);
