@@ -120,12 +120,26 @@ typedef struct shmring_config {
  * back from shm can still be opened by name from the creating process.
  * $SHMRING_FORCE_HEAP=1 forces the heap backend.
  *
+ * Memory rule: a segment larger than what this process may use is refused
+ * with -ENOMEM before any page is backed (otherwise the pages would be
+ * charged at first touch and the process OOM-killed): physical memory,
+ * and the room left under the memory limit of the process's cgroup and of
+ * each ancestor (v2: memory.max - memory.current; v1:
+ * memory.limit_in_bytes - memory.usage_in_bytes). The same rule applies
+ * when an open has to back the holes of a sparse segment.
+ *
+ * The shm directory is opened once per call and checked (see
+ * shmring_shm_dir): one that is not owned by the caller or root, or that
+ * others may write without the sticky bit, is refused (-EACCES, which
+ * falls back to memfd like any unusable directory, with the reason logged).
+ *
  * Errors: -EINVAL (NULL out, bad name, slots not a power of two in
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
  * SHMRING_ALLOW_INSECURE); -EEXIST (the name exists); -ENOSPC (the shm file
- * system is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits); any errno
- * of the last backend tried when all fail.
+ * system is full); -ENOMEM (out of memory, or the memory rule above);
+ * -EMFILE/-ENFILE (descriptor limits); any errno of the last backend tried
+ * when all fail.
  */
 SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, shmring_t **out);
 
@@ -134,14 +148,26 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
  * SHMRING_PRODUCER, SHMRING_CONSUMER, SHMRING_OBSERVER), optionally with
  * SHMRING_ALLOW_INSECURE.
  *
- * The segment is validated before its data is touched: owner (the caller's
- * effective uid), permissions (not writable by others), size, magic, type,
- * layout version and every size field.
+ * The segment is validated before its data is touched: the shm directory
+ * (see shmring_shm_dir), then, on an O_PATH descriptor before the file
+ * itself is opened (so that a FIFO, a device or a file leased by someone
+ * else is never opened and cannot block the call), its type (a regular
+ * file), owner (the caller's effective uid) and permissions (not writable
+ * by group or others); then the file is reopened non-blocking through that
+ * descriptor, and its header is read with pread into a private copy: size,
+ * magic, type, layout version and every size field. A segment with holes
+ * (sparse) is then fully allocated (posix_fallocate) before it is mapped,
+ * so that no access can later fault on a page the file system cannot
+ * supply.
  *
  * Errors: -EINVAL (NULL, bad name, no role, unknown flag); -ENOENT (no such
- * ring); -EACCES (owned by another user or writable by others, or no
- * permission); -ELOOP (a symlink where the segment should be); -EAGAIN (its
- * creator has not finished initialising it within about a second);
+ * ring); -EACCES (owned by another user or writable by group or others, or
+ * no permission, or the shm directory is refused); -ELOOP (a symlink where
+ * the segment should be); -EAGAIN (its creator has not finished
+ * initialising it within about a second, or its owner holds a lease on it);
+ * -ENOSPC (a sparse segment whose holes the full file system cannot back);
+ * -ENOMEM (also: backing those holes would break the memory rule of
+ * shmring_create);
  * -EPROTO (not a shmring segment, or a corrupt or truncated header);
  * -EPROTONOSUPPORT (another layout version); -EPROTOTYPE (not a ring);
  * -EBUSY (SHMRING_PRODUCER and a live producer holds the lease);
@@ -153,8 +179,16 @@ SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out);
 /*
  * Open an anonymous (or any) ring from a file descriptor, e.g. one inherited
  * across fork() or received over a Unix socket. The descriptor is not
- * consumed: the handle keeps its own. Same validation and errors as
- * shmring_open, plus -EBADF for a descriptor that is not open.
+ * consumed: the handle keeps its own, reopened through /proc/self/fd with
+ * the descriptor's own access mode (a read-only descriptor is never made
+ * writable: -EACCES) after checking that it is a regular file (-EPROTO
+ * otherwise). A memfd must carry F_SEAL_SHRINK, as the memfds shmring
+ * creates do: its sender keeps a descriptor and could otherwise shrink it
+ * under the mapping (SIGBUS); an unsealed one is refused with -EACCES
+ * unless SHMRING_ALLOW_INSECURE. A file of the shm directory takes no
+ * seals and needs none: its owner must be the caller. Otherwise the same
+ * validation and errors as shmring_open, plus -EBADF for a descriptor that
+ * is not open.
  */
 SHMRING_API int shmring_open_fd(int fd, uint32_t flags, shmring_t **out);
 
@@ -379,6 +413,7 @@ SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st);
 #include "shmring/state.h"
 #include "shmring/pool.h"
 #include "shmring/metrics.h"
+#include "shmring/inspect.h"
 #ifdef __cplusplus
 }
 #endif

@@ -179,7 +179,7 @@ static int task_error(int rc)
 
 static int force_heap_env(void)
 {
-    const char *v = getenv("SHMRING_FORCE_HEAP");
+    const char *v = secure_getenv("SHMRING_FORCE_HEAP");
     return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
 }
 
@@ -540,6 +540,27 @@ static int respawn(shmring_pool_t *p, unsigned w)
     return spawn(p, w);
 }
 
+/*
+ * SIGKILL pid and reap it, only while it is our child and not reaped yet:
+ * waitid(WNOWAIT) tells without reaping. A pid already reaped (ECHILD) may
+ * belong to another process by now and is left alone; an exited child is
+ * only reaped.
+ */
+static void kill_own_child(pid_t pid)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int rc;
+    while ((rc = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT)) < 0 && errno == EINTR)
+        ;
+    if (rc < 0)
+        return;
+    if (si.si_pid == 0)
+        kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
 /* Tell workers to exit (the caller closed their ring or sockets), then
  * SIGKILL stragglers, and reap them all. */
 static void reap_all(shmring_pool_t *p)
@@ -564,9 +585,7 @@ static void reap_all(shmring_pool_t *p)
         pid_t pid = worker_pid(p, w);
         if (pid <= 0)
             continue;
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+        kill_own_child(pid);
         set_worker_pid(p, w, 0);
     }
 }
@@ -1157,9 +1176,7 @@ static void mp_worker_died(shmring_pool_t *p, unsigned w, struct mp_job *j, stru
 {
     pid_t pid = worker_pid(p, w);
     if (pid > 0) {
-        kill(pid, SIGKILL); /* a protocol error leaves it alive */
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+        kill_own_child(pid); /* a protocol error leaves it alive */
     }
     if (p->has_busy[w])
         mp_lost_chunk(p, w, j, m);

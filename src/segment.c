@@ -131,14 +131,52 @@ int shmring__name_check(const char *name)
 
 const char *shmring__shm_dir(void)
 {
-    const char *d = getenv("SHMRING_SHM_DIR");
+    /* secure_getenv: a setuid or setcap program does not take it from its caller. */
+    const char *d = secure_getenv("SHMRING_SHM_DIR");
     return (d != NULL && d[0] != '\0') ? d : "/dev/shm";
 }
 
 static int force_heap_env(void)
 {
-    const char *v = getenv("SHMRING_FORCE_HEAP");
+    const char *v = secure_getenv("SHMRING_FORCE_HEAP");
     return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+int shmring__dir_trusted(const struct stat *st)
+{
+    if (!S_ISDIR(st->st_mode))
+        return -ENOTDIR;
+    /* Someone else's directory: they could rename our segments into each other. */
+    if (st->st_uid != geteuid() && st->st_uid != 0)
+        return -EACCES;
+    /* Writable by others: only the sticky bit keeps them from renaming our files. */
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISVTX))
+        return -EACCES;
+    return 0;
+}
+
+int shmring__shm_dir_lookup(void)
+{
+    int dfd = shmring__shm_dir_open();
+    return dfd == -ENOTDIR ? -ENOENT : dfd;
+}
+
+int shmring__shm_dir_open(void)
+{
+    const char *path = shmring__shm_dir();
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    struct stat st = {0};
+    int rc = fstat(dfd, &st) == 0 ? shmring__dir_trusted(&st) : -errno;
+    if (rc < 0) {
+        shmring__log("%s: shm directory refused: owned by uid %u, mode %04o (must be owned by "
+                     "this user or root, and not writable by others without the sticky bit)",
+                     path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+        close(dfd);
+        return rc;
+    }
+    return dfd;
 }
 
 /* ---- Registry of process-local named segments (memfd and heap) --------- */
@@ -308,16 +346,34 @@ static int map_fd(int fd, size_t size, unsigned char **out)
     return 0;
 }
 
-/* A descriptor with its own open file description (own OFD locks). */
+/*
+ * A descriptor with its own open file description (own OFD locks), on the
+ * same file as fd. The file type is checked before anything is opened (a
+ * FIFO or a device could block or act on open), and the access mode is fd's
+ * own: a read-only descriptor never becomes a writable one.
+ */
 static int reopen_fd(int fd)
 {
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode))
+        return -EPROTO;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    int acc = (!(fl & O_PATH) && (fl & O_ACCMODE) == O_RDWR) ? O_RDWR : O_RDONLY;
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    int nfd = open(path, O_RDWR | O_CLOEXEC);
+    int nfd = open(path, acc | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
     if (nfd >= 0)
         return nfd;
     if (errno == EMFILE || errno == ENFILE)
         return -errno;
+    if (errno == EWOULDBLOCK)
+        return -EAGAIN;
+    if (fl & O_PATH)
+        return -EBADF;
     nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     return nfd >= 0 ? nfd : -errno;
 }
@@ -386,7 +442,8 @@ static void hdr_fill(struct shmring__hdr *h, uint32_t type, uint32_t object_flag
 
 void shmring__seg_publish(struct shmring__seg *seg)
 {
-    /* Release: pairs with the acquire in wait_ready(); publishes the header. */
+    /* Release: publishes the header; openers read ready, then the header again,
+     * with pread (read_ready_header()). */
     shmring__store_release_32(&seg->hdr->ready, SHMRING__READY);
 }
 
@@ -411,10 +468,9 @@ static int is_unavailable(int err)
 
 static int create_shm(const char *name, uint32_t mode, size_t total, struct shmring__seg *s)
 {
-    const char *dir = shmring__shm_dir();
-    int dfd = open(dir, O_DIRECTORY | O_PATH | O_CLOEXEC);
+    int dfd = shmring__shm_dir_open();
     if (dfd < 0)
-        return -errno;
+        return dfd;
     int fd = openat(dfd, name + 1, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     int err = errno;
     if (fd < 0) {
@@ -597,6 +653,10 @@ int shmring__seg_create(const char *name, uint32_t type, uint32_t flags, uint32_
         return rc;
     if (name != NULL && name_in_registry(name))
         return -EEXIST;
+    /* Refused before any page is backed: an OOM kill is no error code. */
+    rc = shmring__mem_check(total);
+    if (rc < 0)
+        return rc;
     struct shmring__seg *s = seg_new();
     if (s == NULL)
         return -ENOMEM;
@@ -630,17 +690,48 @@ int shmring__seg_create(const char *name, uint32_t type, uint32_t flags, uint32_
 
 /* ---- Opening ------------------------------------------------------------ */
 
-/* Wait (at most about a second) for the creator to finish the header. */
-static int wait_ready(const struct shmring__hdr *h)
+/*
+ * Read the header into a private copy once its creator has finished it
+ * (waiting at most about a second). pread, not a mapping: a hole reads as
+ * zeros and a truncated file as a short read, so a hostile or sparse file
+ * cannot fault us here.
+ */
+static int read_ready_header(int fd, struct shmring__hdr *copy)
 {
     for (int i = 0; i < 1000; i++) {
-        /* Acquire: pairs with the release in shmring__seg_publish(). */
-        if (shmring__load_acquire_32(&h->ready) == SHMRING__READY)
-            return 0;
+        if (pread(fd, copy, sizeof *copy, 0) != (ssize_t)sizeof *copy)
+            return -EPROTO;
+        /* A creator writes the magic before it sets ready: anything else than 0
+         * (not written yet) or the magic is not a segment, and fails at once. */
+        if (copy->magic != 0 && copy->magic != SHMRING__MAGIC)
+            return -EPROTO;
+        if (copy->ready == SHMRING__READY) {
+            /* ready is stored last (release in shmring__seg_publish()), but one
+             * pread may have copied the identity line before it: read again. */
+            return pread(fd, copy, sizeof *copy, 0) == (ssize_t)sizeof *copy ? 0 : -EPROTO;
+        }
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
     return -EAGAIN;
+}
+
+/*
+ * Give every page of a validated segment its memory now, so that no later
+ * access meets a hole that a full file system cannot fill (SIGBUS). A fully
+ * allocated file costs one fstat; otherwise -ENOMEM when the process could
+ * not hold it (shmring__mem_check), -ENOSPC when the file system is full.
+ */
+static int back_fully(int fd, const struct stat *st)
+{
+    uint64_t allocated = (uint64_t)st->st_blocks * 512u;
+    if (allocated >= (uint64_t)st->st_size)
+        return 0;
+    int rc = shmring__mem_check((uint64_t)st->st_size - allocated);
+    if (rc < 0)
+        return rc;
+    int e = posix_fallocate(fd, 0, st->st_size);
+    return e == 0 ? 0 : -e;
 }
 
 static int check_owner(const struct stat *st, uint32_t flags)
@@ -649,9 +740,31 @@ static int check_owner(const struct stat *st, uint32_t flags)
         return 0;
     if (st->st_uid != geteuid())
         return -EACCES;
-    if (st->st_mode & S_IWOTH)
+    /* Group and others alike, as at creation. */
+    if (st->st_mode & (S_IWGRP | S_IWOTH))
         return -EACCES;
     return 0;
+}
+
+/*
+ * A creator makes its named file (O_EXCL, size 0) before it sizes it: an
+ * empty file found by name is a segment not initialised yet, waited for like
+ * one whose header is not ready (at most about a second, then -EAGAIN). Any
+ * other size is judged as it is.
+ */
+static int wait_sized(int fd)
+{
+    struct stat st;
+    for (int i = 0;; i++) {
+        if (fstat(fd, &st) != 0)
+            return -errno;
+        if (st.st_size != 0)
+            return 0;
+        if (i == 1000)
+            return -EAGAIN;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* Validate and map the segment behind fd (which the segment then owns). */
@@ -668,22 +781,12 @@ static int open_mapped(int fd, uint32_t type, uint32_t flags, shmring__layout_fn
         return rc;
     if (st.st_size < (off_t)SHMRING__HEADER_SIZE || (uint64_t)st.st_size > SHMRING__MAX_TOTAL)
         return -EPROTO;
-    unsigned char *head = NULL;
-    rc = map_fd(fd, SHMRING__HEADER_SIZE, &head);
-    if (rc < 0)
-        return rc;
-    const struct shmring__hdr *h = (const struct shmring__hdr *)(void *)head;
-    /* A creator writes the magic before it sets ready: anything else than 0
-     * (not written yet) or the magic is not a segment, and fails at once. */
-    uint64_t magic = h->magic;
-    rc = (magic != 0 && magic != SHMRING__MAGIC) ? -EPROTO : wait_ready(h);
-    if (rc == 0) {
-        /* Validate a private copy, so a peer cannot change it between check and use. */
-        struct shmring__hdr copy;
-        memcpy(&copy, h, sizeof copy);
+    struct shmring__hdr copy;
+    rc = read_ready_header(fd, &copy);
+    if (rc == 0)
         rc = shmring__hdr_check(&copy, type, (size_t)st.st_size, layout);
-    }
-    munmap(head, SHMRING__HEADER_SIZE);
+    if (rc == 0)
+        rc = back_fully(fd, &st);
     if (rc < 0)
         return rc;
     unsigned char *base = NULL;
@@ -692,7 +795,6 @@ static int open_mapped(int fd, uint32_t type, uint32_t flags, shmring__layout_fn
         return rc;
     seg_set_view(s, base, (size_t)st.st_size);
     /* Identity copied from the mapping must match what was validated. */
-    struct shmring__hdr copy;
     memcpy(&copy, s->hdr, sizeof copy);
     rc = shmring__hdr_check(&copy, type, s->size, layout);
     if (rc < 0) {
@@ -707,14 +809,43 @@ static int open_mapped(int fd, uint32_t type, uint32_t flags, shmring__layout_fn
     return 0;
 }
 
-/* The shm directory for lookups: when it is missing (or not a directory),
- * no segment exists in it, so a lookup reports -ENOENT. */
-static int open_shm_dir(void)
+/*
+ * Open segment `name` in the shm directory dfd for reading and writing.
+ * Nothing that can block or act is opened before the file is known to be a
+ * regular file of ours: first an O_PATH descriptor (no open of the file
+ * itself: no lease break, no FIFO wait, no device open), its owner and mode
+ * checked, then the same file reopened through it, non-blocking.
+ */
+static int open_named(int dfd, const char *name, uint32_t flags)
 {
-    int dfd = open(shmring__shm_dir(), O_DIRECTORY | O_PATH | O_CLOEXEC);
-    if (dfd >= 0)
-        return dfd;
-    return (errno == ENOENT || errno == ENOTDIR) ? -ENOENT : -errno;
+    int pfd = openat(dfd, name + 1, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (pfd < 0)
+        return -errno;
+    struct stat st;
+    int rc = fstat(pfd, &st) == 0 ? 0 : -errno;
+    if (rc == 0 && S_ISLNK(st.st_mode))
+        rc = -ELOOP;
+    else if (rc == 0 && !S_ISREG(st.st_mode))
+        rc = -EPROTO;
+    if (rc == 0)
+        rc = check_owner(&st, flags);
+    int fd = -1;
+    if (rc == 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", pfd);
+        fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) /* no /proc: by name, checked below */
+            fd = openat(dfd, name + 1, O_RDWR | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            rc = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    close(pfd);
+    struct stat now;
+    if (rc == 0 && (fstat(fd, &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino))
+        rc = -EAGAIN; /* replaced between the two opens */
+    if (rc < 0 && fd >= 0)
+        close(fd);
+    return rc < 0 ? rc : fd;
 }
 
 static int open_registry(const char *name, uint32_t type, shmring__layout_fn layout,
@@ -775,14 +906,16 @@ int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__
         free(s);
         return -ENOENT;
     }
-    int dfd = open_shm_dir();
+    int dfd = shmring__shm_dir_lookup();
     if (dfd < 0) {
         free(s);
         return dfd;
     }
-    int fd = openat(dfd, name + 1, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    rc = fd < 0 ? -errno : 0;
+    int fd = open_named(dfd, name, flags);
+    rc = fd < 0 ? fd : 0;
     close(dfd);
+    if (rc == 0)
+        rc = wait_sized(fd);
     if (rc == 0) {
         rc = open_mapped(fd, type, flags, layout, s);
         if (rc < 0)
@@ -799,6 +932,37 @@ int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__
     return 0;
 }
 
+/* 1 if fd is a memfd (its /proc link reads "/memfd:..."), 0 if not, -1 if unknown. */
+static int is_memfd(int fd)
+{
+    char path[64], target[16];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof target);
+    if (n < 0)
+        return -1;
+    return n >= 7 && memcmp(target, "/memfd:", 7) == 0;
+}
+
+/*
+ * A memfd must be sealed against shrinking: its sender keeps a descriptor
+ * and could cut pages from under our mapping (SIGBUS). A file of the shm
+ * directory takes no seals (tmpfs reports F_SEAL_SEAL alone); its owner,
+ * checked by open_mapped, is us. Without /proc, a file that still accepts
+ * seals is taken for a memfd.
+ */
+static int check_seals(int fd, uint32_t flags)
+{
+    if (flags & SHMRING_ALLOW_INSECURE)
+        return 0;
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || (seals & F_SEAL_SHRINK))
+        return 0;
+    int memfd = is_memfd(fd);
+    if (memfd == 0 || (memfd < 0 && (seals & F_SEAL_SEAL)))
+        return 0;
+    return -EACCES;
+}
+
 int shmring__seg_open_fd(int fd, uint32_t type, uint32_t flags, shmring__layout_fn layout,
                          struct shmring__seg **out)
 {
@@ -806,6 +970,9 @@ int shmring__seg_open_fd(int fd, uint32_t type, uint32_t flags, shmring__layout_
         return -EBADF;
     if (fcntl(fd, F_GETFD) < 0)
         return -EBADF;
+    int rc = check_seals(fd, flags);
+    if (rc < 0)
+        return rc;
     int nfd = reopen_fd(fd);
     if (nfd < 0)
         return nfd;
@@ -814,7 +981,7 @@ int shmring__seg_open_fd(int fd, uint32_t type, uint32_t flags, shmring__layout_
         close(nfd);
         return -ENOMEM;
     }
-    int rc = open_mapped(nfd, type, flags, layout, s);
+    rc = open_mapped(nfd, type, flags, layout, s);
     if (rc < 0) {
         close(nfd);
         free(s);
@@ -887,24 +1054,50 @@ void shmring__seg_close(struct shmring__seg *seg)
     free(seg);
 }
 
-int shmring__seg_unlink(const char *name)
+/* Remove the name from the registry; 1 if it was there. */
+static int registry_unlink(const char *name)
 {
-    if (shmring__name_check(name) < 0)
-        return -EINVAL;
     pthread_mutex_lock(&reg_lock);
     struct shmring__reg *e = reg_find_locked(name);
     if (e != NULL) {
         reg_unlink_locked(e);
         e->refs++; /* reg_put_locked() frees once the last handle is gone */
         reg_put_locked(e);
-        pthread_mutex_unlock(&reg_lock);
-        return 0;
     }
     pthread_mutex_unlock(&reg_lock);
-    int dfd = open_shm_dir();
+    return e != NULL;
+}
+
+int shmring__seg_unlink(const char *name)
+{
+    if (shmring__name_check(name) < 0)
+        return -EINVAL;
+    if (registry_unlink(name))
+        return 0;
+    int dfd = shmring__shm_dir_lookup();
     if (dfd < 0)
         return dfd;
     int rc = unlinkat(dfd, name + 1, 0) == 0 ? 0 : -errno;
+    close(dfd);
+    return rc;
+}
+
+int shmring__seg_unlink_same(const char *name, uint64_t dev, uint64_t ino)
+{
+    if (shmring__name_check(name) < 0)
+        return -EINVAL;
+    int dfd = shmring__shm_dir_lookup();
+    if (dfd < 0)
+        return dfd;
+    /* The directory is ours or root's and sticky if others may write it:
+     * only the file's owner can swap the name between this check and the
+     * unlink, both relative to the one directory descriptor. */
+    struct stat st;
+    int rc = fstatat(dfd, name + 1, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : -errno;
+    if (rc == 0 && ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino))
+        rc = -ESTALE;
+    if (rc == 0 && unlinkat(dfd, name + 1, 0) != 0)
+        rc = -errno;
     close(dfd);
     return rc;
 }

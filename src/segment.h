@@ -32,6 +32,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "shmring.h"
@@ -185,8 +186,38 @@ int shmring__seg_attach_image(void *image, size_t size, uint32_t type, shmring__
 void shmring__seg_close(struct shmring__seg *seg);
 int shmring__seg_unlink(const char *name);
 
-/* Directory of named segments: $SHMRING_SHM_DIR or /dev/shm. */
+/*
+ * Remove name only if it is still the file (dev, ino) that the caller
+ * validated: -ESTALE if the name now holds another file.
+ */
+int shmring__seg_unlink_same(const char *name, uint64_t dev, uint64_t ino);
+
+/* shmring_inspect on an open regular file (inspect.c; for fuzzers and tests). */
+int shmring__inspect_fd(int fd, shmring_info_t *info);
+
+/* Directory of named segments: $SHMRING_SHM_DIR or /dev/shm (secure_getenv). */
 const char *shmring__shm_dir(void);
+
+/*
+ * Open the shm directory once for one operation, whose every step is then
+ * relative to the descriptor (openat, fstatat, unlinkat). Refused (-EACCES,
+ * logged) unless shmring__dir_trusted(); otherwise the errno of open(2).
+ */
+int shmring__shm_dir_open(void);
+/* The same for a lookup: a missing directory (or a file in its place) holds no segment: -ENOENT. */
+int shmring__shm_dir_lookup(void);
+
+/* 0 if a directory is owned by us or root and not writable by others
+ * without the sticky bit; -EACCES or -ENOTDIR otherwise. */
+int shmring__dir_trusted(const struct stat *st);
+
+/*
+ * Memory rule (memlimit.c): 0 if `bytes` more of shared memory fit what this
+ * process may use: physical memory, and the room left under the memory limit
+ * of its cgroup and each ancestor (v2 memory.max - memory.current, v1
+ * memory.limit_in_bytes - memory.usage_in_bytes). -ENOMEM otherwise.
+ */
+int shmring__mem_check(uint64_t bytes);
 
 /* Validate a header copy against its layout function and a size. */
 int shmring__hdr_check(const struct shmring__hdr *h, uint32_t type, size_t size,

@@ -1676,3 +1676,49 @@ Test(cli, named_segments_refuse_fallback_backends)
     cr_assert_eq(shmring_unlink("/x"), 0);
     remove_dir();
 }
+
+/* 1 if the len bytes are valid UTF-8 (no overlongs or surrogates checked: enough here). */
+static int valid_utf8(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        size_t n = p[i] < 0x80         ? 1
+                   : (p[i] >> 5) == 6  ? 2
+                   : (p[i] >> 4) == 14 ? 3
+                   : (p[i] >> 3) == 30 ? 4
+                                       : 0;
+        if (n == 0 || i + n > len)
+            return 0;
+        for (size_t k = 1; k < n; k++)
+            if ((p[i + k] >> 6) != 2)
+                return 0;
+        i += n;
+    }
+    return 1;
+}
+
+/* Names with bytes >= 0x80: escaped in the table, valid JSON (a name that is not UTF-8 is
+ * written with \u00XX). */
+Test(cli, ls_escapes_high_bytes)
+{
+    setup(1); /* named files that the tool lists */
+    shmring_t *a = NULL, *b = NULL;
+    shmring_config_t cfg = {.slots = 16, .slot_size = 32, .flags = SHMRING_OBSERVER};
+    cr_assert_eq(shmring_create("/caf\xe9", &cfg, &a), 0);         /* Latin-1: not UTF-8 */
+    cr_assert_eq(shmring_create("/\xc3\xbcml\\aut", &cfg, &b), 0); /* UTF-8, and a backslash */
+    struct proc r;
+    RUN(&r, "ls");
+    assert_status(&r, 0, "ls");
+    cr_assert_null(memchr(r.o.data, 0xe9, r.o.len), "raw byte in the table: %s", r.o.data);
+    assert_contains(r.o.data, "/caf\\xe9 ");
+    assert_contains(r.o.data, "/\\xc3\\xbcml\\\\aut ");
+    proc_free(&r);
+    RUN(&r, "ls", "--json");
+    assert_status(&r, 0, "ls --json");
+    cr_assert(valid_utf8(r.o.data, r.o.len), "ls --json is not UTF-8: %s", r.o.data);
+    assert_contains(r.o.data, "\"name\": \"/caf\\u00e9\"");
+    assert_contains(r.o.data, "\"name\": \"/\xc3\xbcml\\\\aut\"");
+    proc_free(&r);
+    shmring_close(a);
+    shmring_close(b);
+}

@@ -50,6 +50,14 @@
  * the pool dies (also when the thread that forked them exits: they are then
  * restarted by the next map).
  *
+ * Worker processes are forked copies of the caller and never exec: they
+ * inherit every descriptor the application has open when they are forked
+ * (close-on-exec does not close them), so a socket or file the application
+ * opened stays open in the workers for the pool's life. Close your own
+ * before creating the pool if workers must not hold them. Descriptors
+ * that shmring opens are all O_CLOEXEC, so a program that execs does not
+ * pass them on.
+ *
  * A pool is used by one thread at a time, and only in the process that
  * created it. In the worker processes, the task runs in a forked copy of
  * the caller: it must not use locks or threads of the parent that fork()

@@ -93,15 +93,17 @@ SHMRING_API int shmring_state_create(const char *name, const shmring_state_confi
  * validated as by shmring_open before its data is touched.
  *
  * Errors: -EINVAL (NULL out, bad name, unknown flag); -ENOENT (no such
- * table); -EACCES (owned by another user or writable by others, or no
- * permission); -ELOOP (a symlink where the segment should be); -EAGAIN (its
+ * table); -EACCES (owned by another user or writable by group or others,
+ * or no permission, or the shm directory is refused); -ELOOP (a symlink where the segment should be); -EAGAIN (its
  * creator has not finished initialising it within about a second);
  * -EPROTO (not a shmring segment, or a corrupt or truncated header: any
  * size field out of range, or an index that is not exactly 2 * entries);
  * -EPROTONOSUPPORT (another segment layout version, or another state-table
  * layout); -EPROTOTYPE (a ring, not a
  * state table); -EUSERS (SHMRING_MAX_CONSUMERS handles already attached);
- * -ENOMEM; -EMFILE/-ENFILE.
+ * -ENOSPC (a sparse table whose holes the full file system cannot back);
+ * -ENOMEM (also: the memory rule of shmring_create); -EMFILE/-ENFILE.
+ * The checks and their order are those of shmring_open.
  */
 SHMRING_API int shmring_state_open(const char *name, uint32_t flags, shmring_state_t **out);
 
@@ -109,7 +111,9 @@ SHMRING_API int shmring_state_open(const char *name, uint32_t flags, shmring_sta
  * Open a state table from a file descriptor (inherited across fork() or
  * received over a Unix socket). The descriptor is not consumed. Same flags,
  * validation and errors as shmring_state_open, plus -EBADF for a descriptor
- * that is not open.
+ * that is not open; the descriptor checks of shmring_open_fd (regular file,
+ * never upgraded to read-write, a memfd must carry F_SEAL_SHRINK unless
+ * SHMRING_ALLOW_INSECURE: -EACCES) apply.
  */
 SHMRING_API int shmring_state_open_fd(int fd, uint32_t flags, shmring_state_t **out);
 

@@ -35,7 +35,8 @@ static const char rm_help[] = "Usage: shmring rm NAME\n"
                               "\n"
                               "Remove a segment's name. Handles already open keep working;\n"
                               "nothing new can open it. Refuses a file that is not a shmring\n"
-                              "segment.\n";
+                              "segment (the file is read, never mapped), and removes the name\n"
+                              "only if it still holds the file that was checked.\n";
 
 struct create_args {
     char name[SHMRING_NAME_MAX + 1];
@@ -208,7 +209,8 @@ static int rm_run(int argc, char **argv)
         return cli_fail("rm", "%s: %s", name, shmring_strerror(rc));
     if (rc == 0)
         return cli_fail("rm", "%s: %s", name, shmring_strerror(-EPROTO));
-    rc = seg.type == CLI_SEG_STATE ? shmring_state_unlink(name) : shmring_unlink(name);
+    /* Removed only if the name still holds the file just inspected. */
+    rc = shmring_unlink_inspected(name, &seg.info);
     if (rc < 0)
         return cli_fail("rm", "%s: %s", name, shmring_strerror(rc));
     return CLI_OK;

@@ -14,8 +14,6 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
-#include "segment.h"
-
 /* Poll period without inotify. */
 #define APPEAR_POLL_NS 20000000LL /* 20 ms */
 
@@ -33,7 +31,7 @@ int cli_appear_open(struct cli_appear *w)
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->fd < 0)
         return -errno; /* no inotify: poll */
-    if (inotify_add_watch(w->fd, shmring__shm_dir(), APPEAR_EVENTS) >= 0)
+    if (inotify_add_watch(w->fd, shmring_shm_dir(), APPEAR_EVENTS) >= 0)
         return 0;
     int err = errno;
     close(w->fd);

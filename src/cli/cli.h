@@ -8,7 +8,6 @@
 #include <sys/types.h>
 
 #include "shmring.h"
-#include "segment.h"
 
 /* Exit codes of every subcommand. */
 #define CLI_OK    0 /* success */
@@ -167,14 +166,12 @@ enum cli_seg_type {
     CLI_SEG_UNKNOWN_VERSION, /* a shmring segment of another layout version */
 };
 
-/* What a header read without attaching says about one segment. */
+/* What shmring_inspect says about one segment (the fields the commands use most, and all of it). */
 struct cli_seg {
     char name[SHMRING_NAME_MAX + 1];
     enum cli_seg_type type;
     uint64_t size;
     uid_t uid;
-    dev_t dev;
-    ino_t ino;
     int32_t creator_pid;
     int creator_alive;
     int32_t producer_pid; /* 0: no producer attached */
@@ -188,6 +185,7 @@ struct cli_seg {
     uint64_t fill;       /* ring: messages in it; state: used entries */
     uint64_t capacity;   /* ring: slots; state: entries */
     uint64_t item_size;  /* ring: slot size; state: value size */
+    shmring_info_t info; /* all that shmring_inspect said */
 };
 
 /*

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 
@@ -12,7 +13,9 @@ static const char gc_help[] =
     "consumers, observers, state users) attached now are all dead, and print each\n"
     "name removed. A segment with any live party is never removed, nor one of an\n"
     "unknown layout version. A ring made by 'shmring create' has a dead creator:\n"
-    "gc removes it once nothing is attached to it.\n"
+    "gc removes it once nothing is attached to it. A dead segment of another user is\n"
+    "reported as skipped and left to its owner. Files are read, never mapped, and a\n"
+    "name is removed only if it still holds the file that was checked.\n"
     "\n"
     "Options:\n"
     "  --dry-run  print what would be removed, remove nothing\n"
@@ -35,7 +38,7 @@ static int still_garbage(const struct cli_seg *s)
     struct cli_seg now;
     if (cli_seg_read(s->name, &now) != 1)
         return 0;
-    return now.dev == s->dev && now.ino == s->ino && is_garbage(&now);
+    return now.info.dev == s->info.dev && now.info.ino == s->info.ino && is_garbage(&now);
 }
 
 static void describe(const struct cli_seg *s, const char *verb)
@@ -45,18 +48,32 @@ static void describe(const struct cli_seg *s, const char *verb)
            s->parties == 1 ? "y" : "ies");
 }
 
+/* A dead segment of another user: said, and left to its owner. */
+static void skip_foreign(const struct cli_seg *s)
+{
+    printf("skipped %s (%s of uid %u, dead: only its owner removes it)\n", s->name,
+           cli_seg_type_name(s->type), (unsigned)s->uid);
+}
+
 static int gc_one(const struct cli_seg *s, void *ctx)
 {
     struct gc_ctx *gc = ctx;
     if (!is_garbage(s))
         return 0;
+    if (s->info.health & SHMRING_HEALTH_FOREIGN) {
+        skip_foreign(s);
+        return 0;
+    }
     if (gc->dry_run) {
         describe(s, "would remove");
         return 0;
     }
     if (!still_garbage(s))
         return 0;
-    int rc = shmring_unlink(s->name);
+    /* Removed only if the name still holds the file just inspected. */
+    int rc = shmring_unlink_inspected(s->name, &s->info);
+    if (rc == -ESTALE || rc == -ENOENT)
+        return 0;
     if (rc < 0) {
         cli_fail("gc", "%s: %s", s->name, shmring_strerror(rc));
         gc->failed++;
@@ -84,7 +101,7 @@ static int gc_run(int argc, char **argv)
     if (fflush(stdout) != 0)
         return cli_fail("gc", "write error");
     if (rc < 0)
-        return cli_fail("gc", "%s: %s", shmring__shm_dir(), shmring_strerror(rc));
+        return cli_fail("gc", "%s: %s", shmring_shm_dir(), shmring_strerror(rc));
     return gc.failed > 0 ? CLI_FAIL : CLI_OK;
 }
 

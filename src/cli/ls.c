@@ -15,7 +15,9 @@ static const char ls_help[] =
     "\n"
     "List every shmring segment in the shm directory ($SHMRING_SHM_DIR, or /dev/shm):\n"
     "rings first, then state tables, each with columns of their own. Files that are\n"
-    "not shmring segments are skipped.\n"
+    "not shmring segments are skipped; files are read, never mapped. In the table,\n"
+    "name bytes >= 0x80 and '\\' are escaped as \\xHH and \\\\; in JSON, a name that\n"
+    "is not valid UTF-8 has each byte >= 0x80 written as \\u00XX.\n"
     "\n"
     "Ring columns: NAME, TYPE (ring, or unknown-version for a segment of another\n"
     "layout version), SIZE, OWNER, CREATOR (pid and whether it lives), PRODUCER (pid\n"
@@ -118,6 +120,26 @@ static int format_row(const struct cli_seg *s, char c[LS_COLUMNS][64])
     return RING_COLUMNS;
 }
 
+/* The name for the table: bytes >= 0x80 (and '\\') escaped C-style, as \xHH. */
+static char *escaped_name(const char *name)
+{
+    size_t len = strlen(name);
+    char *out = malloc(len * 4 + 1);
+    if (out == NULL)
+        return NULL;
+    char *p = out;
+    for (const unsigned char *c = (const unsigned char *)name; *c != '\0'; c++) {
+        if (*c == '\\')
+            p += sprintf(p, "\\\\");
+        else if (*c < 0x20 || *c >= 0x7f)
+            p += sprintf(p, "\\x%02x", *c);
+        else
+            *p++ = (char)*c;
+    }
+    *p = '\0';
+    return out;
+}
+
 static int grow(struct ls_rows *rows)
 {
     if (rows->n < rows->cap)
@@ -142,7 +164,7 @@ static int add_row(const struct cli_seg *s, void *ctx)
     int ncol = format_row(s, c);
     char **row = rows->cell[rows->n];
     memset(row, 0, sizeof rows->cell[0]);
-    row[0] = strdup(s->name);
+    row[0] = escaped_name(s->name);
     for (int i = 1; i < ncol; i++)
         row[i] = strdup(c[i]);
     for (int i = 0; i < ncol; i++) {
@@ -185,14 +207,23 @@ static void print_table(const struct ls_rows *rows, const char *const *titles, i
         print_line((const char *const *)rows->cell[r], width, ncol);
 }
 
-/* A JSON string: names may hold any byte but '/' and control characters. */
+/*
+ * A JSON string. Names may hold any byte but '/' and control characters: a
+ * valid UTF-8 name is written as it is; in any other, each byte >= 0x80 is
+ * written as \u00XX (its Latin-1 reading), so the output stays valid JSON.
+ */
 static void json_string(const char *s)
 {
+    int utf8 = cli_is_utf8(s, strlen(s));
     putchar('"');
     for (; *s != '\0'; s++) {
-        if (*s == '"' || *s == '\\')
-            putchar('\\');
-        putchar(*s);
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8))
+            printf("\\u%04x", c);
+        else
+            putchar(c);
     }
     putchar('"');
 }
@@ -278,7 +309,7 @@ static int ls_run(int argc, char **argv)
     if (rc > 0)
         return cli_fail("ls", "out of memory");
     if (rc < 0)
-        return cli_fail("ls", "%s: %s", shmring__shm_dir(), shmring_strerror(rc));
+        return cli_fail("ls", "%s: %s", shmring_shm_dir(), shmring_strerror(rc));
     if (fflush(stdout) != 0)
         return cli_fail("ls", "write error");
     return CLI_OK;

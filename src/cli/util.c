@@ -134,7 +134,7 @@ int cli_segment_name(const char *arg, char out[SHMRING_NAME_MAX + 1])
     int n = snprintf(out, SHMRING_NAME_MAX + 1, "%s%s", arg[0] == '/' ? "" : "/", arg);
     if (n < 0 || n > SHMRING_NAME_MAX)
         return -EINVAL;
-    return shmring__name_check(out);
+    return shmring_name_check(out);
 }
 
 int cli_take_name(const char *cmd, int argc, char **argv, char out[SHMRING_NAME_MAX + 1])
