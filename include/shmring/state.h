@@ -150,6 +150,53 @@ SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const v
 SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void *buf, size_t cap);
 
 /*
+ * Like shmring_state_read, and also store the key's version in *version
+ * (which may be NULL). The version is a number that changes with every
+ * write or delete of the key and never repeats while the key stays in its
+ * entry: it grows by 2 with each write of the key (it is 32 bits of write
+ * count, wrapping after 2^31 writes of one entry, plus the entry's place in
+ * the table in the upper bits; a key deleted and written again may land in
+ * another entry, and then its version changes but need not grow). A key
+ * that is not there has version 0, and *version is set to 0 with -ENOENT;
+ * a present key never has version 0. Pass the version to shmring_state_wait
+ * to sleep until the key changes. Same cost as shmring_state_read.
+ *
+ * Errors: those of shmring_state_read (-EINVAL, -ENOENT, -EMSGSIZE, -EAGAIN,
+ * -EPROTO). With -EMSGSIZE, *version is the version of the value that did
+ * not fit; with any other error it is left as it was, except -ENOENT (0).
+ */
+SHMRING_API ssize_t shmring_state_read_version(shmring_state_t *s, const char *key, void *buf,
+                                               size_t cap, uint64_t *version);
+
+/*
+ * Wait until key's version differs from `version`: the key was written,
+ * deleted (its version becomes 0), or appeared (when `version` is 0). Returns
+ * at once if it already differs. Read the key again afterwards (with
+ * shmring_state_read_version, for the next wait); several writes may have
+ * happened meanwhile, and a wake-up never lets a change pass unseen: the
+ * waiter announces itself in the table before it checks the version for the
+ * last time, and every writer checks for sleepers after publishing. Writers
+ * pay no syscall when nobody waits (one fence and one load of a word
+ * that no writer stores to until someone sleeps); a write of a key that
+ * shares a wait word with a watched key (keys are spread over 16 words by
+ * hash) wakes its waiters for a re-check, which costs them a spurious
+ * wake-up, never a wrong return. An entry recovered from a dead writer
+ * gets a new version too, and wakes every waiter of the table.
+ *
+ * timeout_ns < 0 waits forever, 0 only checks. Signals do not interrupt the
+ * wait (-EINTR is never returned). Works across processes (a futex on a
+ * word of the shared table, not FUTEX_PRIVATE) and between threads, on
+ * every backend.
+ *
+ * Returns 0 when the version differs. Errors: -EINVAL (NULL table or key,
+ * empty or too long key); -ETIMEDOUT (the version still equals `version`
+ * when the time ran out); -EAGAIN (the entry was rewritten during every one
+ * of about 1,000 attempts to read its version); -EPROTO (a corrupt table).
+ */
+SHMRING_API int shmring_state_wait(shmring_state_t *s, const char *key, uint64_t version,
+                                   int64_t timeout_ns);
+
+/*
  * Remove key. Its entry becomes a tombstone that the next new key reuses.
  * Errors: -EINVAL (NULL table or key, empty or too long key); -ENOENT (no
  * such key); -EAGAIN (a live writer held the entry for about 50 ms);
