@@ -64,6 +64,13 @@ extern "C" {
  */
 #define SHMRING_ALLOW_INSECURE 0x10000u
 
+/*
+ * Open or create (create flags of shmring_create and shmring_state_create):
+ * when the name exists with the same geometry and policy, open it (with the
+ * requested roles) instead of failing with -EEXIST. See shmring_create.
+ */
+#define SHMRING_OPEN_EXISTING 0x20000u
+
 /* Backends, as returned by shmring_backend(). */
 #define SHMRING_BACKEND_SHM   1 /* named POSIX shared memory */
 #define SHMRING_BACKEND_MEMFD 2 /* anonymous shared memory */
@@ -120,12 +127,24 @@ typedef struct shmring_config {
  * back from shm can still be opened by name from the creating process.
  * $SHMRING_FORCE_HEAP=1 forces the heap backend.
  *
+ * With SHMRING_OPEN_EXISTING and a name that exists, the existing ring is
+ * opened as by shmring_open with the requested roles (the producer role by
+ * default, as above) if its slots, slot_size and SHMRING_OVERWRITE policy
+ * equal the requested ones (after defaults); `mode` and the backend flags
+ * then play no part. Two processes doing this at once both succeed, with
+ * one ring: one creates it, the other opens it (waiting for its creator to
+ * finish, as shmring_open does). Not with a NULL name (nothing to open).
+ *
  * Errors: -EINVAL (NULL out, bad name, slots not a power of two in
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
- * SHMRING_ALLOW_INSECURE); -EEXIST (the name exists); -ENOSPC (the shm file
- * system is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits); any errno
- * of the last backend tried when all fail.
+ * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name); -EEXIST
+ * (the name exists; with SHMRING_OPEN_EXISTING: it exists with other slots,
+ * slot_size or policy, or is a state table); -ENOSPC (the shm file system
+ * is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits); any errno of the
+ * last backend tried when all fail. With SHMRING_OPEN_EXISTING, also the
+ * errors of shmring_open for an existing ring (-EACCES, -ELOOP, -EAGAIN,
+ * -EPROTO, -EPROTONOSUPPORT, -EBUSY, -EUSERS, ...).
  */
 SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, shmring_t **out);
 

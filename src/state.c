@@ -60,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "atomic.h"
@@ -77,7 +78,8 @@
 #define LOG_SLOTS          64u           /* entries whose recovery lines are being held back */
 
 #define CREATE_FLAGS                                                                               \
-    (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK | SHMRING_ALLOW_INSECURE)
+    (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK | SHMRING_ALLOW_INSECURE |     \
+     SHMRING_OPEN_EXISTING)
 #define OPEN_FLAGS (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
 
 #define SEQ_VERSION SHMRING__SEQ_VERSION
@@ -960,6 +962,54 @@ static int check_create_config(const shmring_state_config_t *cfg, uint32_t param
     return shmring__state_layout(param, 0, &total);
 }
 
+/*
+ * How long a create-or-open retries while the existing object is in the
+ * middle of its creation (its file may still be short: -EPROTO) or vanishes
+ * between the create and the open (-ENOENT). Then the error stands.
+ */
+#define OPEN_EXISTING_NS 1000000000ull
+
+/* 1 if open-or-create should try again after rc, at time `start`. */
+static int open_existing_retry(int rc, uint64_t start)
+{
+    if (rc != -EPROTO && rc != -ENOENT)
+        return 0;
+    if (shmring__now_ns() - start >= OPEN_EXISTING_NS)
+        return 0;
+    if (rc == -EPROTO) {
+        struct timespec ts = {0, 1000000}; /* its creator is sizing it */
+        nanosleep(&ts, NULL);
+    }
+    return 1;
+}
+
+/*
+ * SHMRING_OPEN_EXISTING: open table `name`, which a create found existing,
+ * if its geometry (param) matches. -EEXIST if it does not (or it is not a
+ * state table); -ENOENT if it vanished meanwhile (the caller creates again).
+ */
+static int open_existing(const char *name, const uint32_t param[4], uint32_t flags,
+                         shmring_state_t **out)
+{
+    struct shmring__seg *seg = NULL;
+    int rc = shmring__seg_open(name, SHMRING__TYPE_STATE,
+                               flags & (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE),
+                               shmring__state_layout, &seg);
+    if (rc == -EPROTOTYPE)
+        return -EEXIST;
+    if (rc < 0)
+        return rc;
+    /* Validated copies (shmring__seg_open checked them). */
+    if (seg->param[0] != param[0] || seg->param[1] != param[1]) {
+        shmring__seg_close(seg);
+        return -EEXIST;
+    }
+    rc = shmring__state_from_seg(seg, out);
+    if (rc < 0)
+        shmring__seg_close(seg);
+    return rc;
+}
+
 SHMRING_API int shmring_state_create(const char *name, const shmring_state_config_t *cfg,
                                      shmring_state_t **out)
 {
@@ -969,9 +1019,19 @@ SHMRING_API int shmring_state_create(const char *name, const shmring_state_confi
     int rc = check_create_config(cfg, param, &flags, &mode);
     if (rc < 0)
         return rc;
+    if (name == NULL && (flags & SHMRING_OPEN_EXISTING))
+        return -EINVAL;
     struct shmring__seg *seg;
-    rc = shmring__seg_create(name, SHMRING__TYPE_STATE, flags, 0, mode, param,
-                             shmring__state_layout, &seg);
+    uint64_t start = shmring__now_ns();
+    for (;;) {
+        rc = shmring__seg_create(name, SHMRING__TYPE_STATE, flags & ~SHMRING_OPEN_EXISTING, 0, mode,
+                                 param, shmring__state_layout, &seg);
+        if (rc != -EEXIST || !(flags & SHMRING_OPEN_EXISTING))
+            break;
+        rc = open_existing(name, param, flags, out);
+        if (!open_existing_retry(rc, start))
+            return rc;
+    }
     if (rc < 0)
         return rc;
     /* Zero-filled pages: every entry EMPTY at version 0, the insert lock free. */

@@ -63,7 +63,7 @@ typedef struct shmring_state_config {
     uint32_t entries;    /* how many keys it can hold: a power of two; 0 = default (1024) */
     uint32_t value_size; /* largest value in bytes; 0 = default (256) */
     uint32_t flags;      /* SHMRING_FORCE_HEAP, SHMRING_FORCE_MEMFD, SHMRING_NO_FALLBACK,
-                            SHMRING_ALLOW_INSECURE */
+                            SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING */
     uint32_t mode;       /* permission bits of a named table; 0 = 0600 */
 } shmring_state_config_t;
 
@@ -76,9 +76,19 @@ typedef struct shmring_state_config {
  * Errors: -EINVAL (NULL out, bad name, entries not a power of two in
  * [1, SHMRING_STATE_MAX_ENTRIES], value_size above SHMRING_STATE_MAX_VALUE,
  * a table of more than 1 TiB, unknown flag, mode with bits outside 0777 or writable by group/others
- * without SHMRING_ALLOW_INSECURE); -EEXIST (the name exists); -ENOSPC (the
- * shm file system is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits);
- * any errno of the last backend tried when all fail.
+ * without SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name);
+ * -EEXIST (the name exists; with SHMRING_OPEN_EXISTING: it exists with
+ * other entries or value_size, or is a ring); -ENOSPC (the shm file system
+ * is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits); any errno of the
+ * last backend tried when all fail.
+ *
+ * With SHMRING_OPEN_EXISTING and a name that exists, the existing table is
+ * opened as by shmring_state_open if its entries and value_size equal the
+ * requested ones (after defaults); `mode` and the backend flags then play
+ * no part, and the errors of shmring_state_open for an existing table
+ * (-EACCES, -ELOOP, -EAGAIN, -EPROTO, -EPROTONOSUPPORT, -EUSERS, ...) may
+ * be returned too. Two processes doing this at once both succeed, with one
+ * table.
  */
 SHMRING_API int shmring_state_create(const char *name, const shmring_state_config_t *cfg,
                                      shmring_state_t **out);
