@@ -291,6 +291,16 @@ SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, i
 SHMRING_API int shmring_commit(shmring_t *r, size_t len);
 
 /*
+ * Drop the open reservation instead of committing it: nothing is published,
+ * no counter moves, and the next push or reserve uses the same slot. Makes
+ * no syscall and writes nothing to shared memory (so it also works on a
+ * handle whose producer lease was taken over). Errors: -EINVAL (NULL, or no
+ * reservation open: none taken, or already committed or discarded); -EPERM
+ * (no producer role).
+ */
+SHMRING_API int shmring_discard(shmring_t *r);
+
+/*
  * Take the oldest message in place: m->data and m->len point into shared
  * memory until shmring_release(m). A handle may hold several claims and
  * release them in any order; the producer never reuses a claimed slot

@@ -512,6 +512,26 @@ SHMRING_API int shmring_commit(shmring_t *r, size_t len)
     return 0;
 }
 
+/*
+ * Drop the open reservation. Writes nothing shared: the slot stays marked
+ * as being written for position w (P1), which consumers read as "not
+ * published yet", exactly as after a producer that closed mid-reservation;
+ * the next push or reserve writes position w into it again.
+ */
+SHMRING_API int shmring_discard(shmring_t *r)
+{
+    if (r == NULL)
+        return -EINVAL;
+    if (!r->producer)
+        return -EPERM;
+    if (!r->reserved)
+        return -EINVAL;
+    r->reserved = 0;
+    r->reserved_slot = NULL;
+    r->reserved_len = 0;
+    return 0;
+}
+
 /* ---- Consumer ----------------------------------------------------------- */
 
 enum slot_state { SLOT_READY, SLOT_EMPTY, SLOT_STALE, SLOT_CORRUPT };
