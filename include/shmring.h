@@ -178,6 +178,24 @@ SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out);
 SHMRING_API int shmring_open_fd(int fd, uint32_t flags, shmring_t **out);
 
 /*
+ * Wait until ring `name` exists and is initialised, then open it as
+ * shmring_open does. The wait sleeps until something is created in the shm
+ * directory (inotify on it, not a polling loop); on the heap backend
+ * (SHMRING_FORCE_HEAP in flags or $SHMRING_FORCE_HEAP) it waits for a
+ * shmring_create of this process. A segment caught while its creator sets
+ * it up is tried again every millisecond for up to about two seconds.
+ * timeout_ns < 0 waits forever, 0 tries once. Signals do not end it.
+ *
+ * Errors: -EINVAL (NULL out, bad name, flags as for shmring_open);
+ * -ETIMEDOUT (no such ring when the time ran out); -ENOENT (the shm
+ * directory does not exist); -EMFILE, -ENOSPC, -ENOMEM (inotify limits or
+ * memory); and the errors of shmring_open for the ring that appeared
+ * (-EPROTOTYPE for a state table, -EACCES, -EBUSY, -EPROTO, ...).
+ */
+SHMRING_API int shmring_open_wait(const char *name, uint32_t flags, int64_t timeout_ns,
+                                  shmring_t **out);
+
+/*
  * The descriptor of the ring's segment, for passing to another process.
  * Owned by the handle: do not close it. -ENOTSUP on the heap backend,
  * -EINVAL for NULL.

@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "appear.h"
 #include "atomic.h"
 #include "fault.h"
 #include "wait.h"
@@ -1253,6 +1254,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
         shmring__seg_close(seg);
         if (name != NULL)
             shmring__seg_unlink(name);
+    } else if (name != NULL) {
+        shmring__appear_notify(); /* waiters in shmring_open_wait */
     }
     return rc;
 }
@@ -1284,6 +1287,19 @@ SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out)
     struct shmring__seg *seg = NULL;
     int rc = shmring__seg_open(name, SHMRING__TYPE_RING, flags, shmring__ring_layout, &seg);
     return attach_opened(rc, seg, flags, out);
+}
+
+static int try_open_ring(const char *name, uint32_t flags, void *out)
+{
+    return shmring_open(name, flags, out);
+}
+
+SHMRING_API int shmring_open_wait(const char *name, uint32_t flags, int64_t timeout_ns,
+                                  shmring_t **out)
+{
+    if (out == NULL || check_open_flags(flags) < 0)
+        return -EINVAL;
+    return shmring__appear_wait(name, flags, timeout_ns, try_open_ring, out);
 }
 
 SHMRING_API int shmring_open_fd(int fd, uint32_t flags, shmring_t **out)

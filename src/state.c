@@ -63,6 +63,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "appear.h"
 #include "atomic.h"
 #include "fault.h"
 #include "wait.h"
@@ -1041,6 +1042,8 @@ SHMRING_API int shmring_state_create(const char *name, const shmring_state_confi
         shmring__seg_close(seg);
         if (name != NULL)
             shmring__seg_unlink(name);
+    } else if (name != NULL) {
+        shmring__appear_notify(); /* waiters in shmring_state_open_wait */
     }
     return rc;
 }
@@ -1057,6 +1060,19 @@ SHMRING_API int shmring_state_open(const char *name, uint32_t flags, shmring_sta
     if (rc < 0)
         shmring__seg_close(seg);
     return rc;
+}
+
+static int try_open_state(const char *name, uint32_t flags, void *out)
+{
+    return shmring_state_open(name, flags, out);
+}
+
+SHMRING_API int shmring_state_open_wait(const char *name, uint32_t flags, int64_t timeout_ns,
+                                        shmring_state_t **out)
+{
+    if (out == NULL || (flags & ~OPEN_FLAGS))
+        return -EINVAL;
+    return shmring__appear_wait(name, flags, timeout_ns, try_open_state, out);
 }
 
 SHMRING_API int shmring_state_open_fd(int fd, uint32_t flags, shmring_state_t **out)

@@ -118,6 +118,20 @@ SHMRING_API int shmring_state_open(const char *name, uint32_t flags, shmring_sta
 SHMRING_API int shmring_state_open_fd(int fd, uint32_t flags, shmring_state_t **out);
 
 /*
+ * Wait until state table `name` exists and is initialised, then open it as
+ * shmring_state_open does; the wait is that of shmring_open_wait (inotify
+ * on the shm directory; on the heap backend, a shmring_state_create of this
+ * process). timeout_ns < 0 waits forever, 0 tries once.
+ *
+ * Errors: -EINVAL (NULL out, bad name, unknown flag); -ETIMEDOUT; -ENOENT
+ * (no shm directory); -EMFILE, -ENOSPC, -ENOMEM (inotify limits or
+ * memory); the errors of shmring_state_open for the table that appeared
+ * (-EPROTOTYPE for a ring, -EACCES, -EPROTO, -EUSERS, ...).
+ */
+SHMRING_API int shmring_state_open_wait(const char *name, uint32_t flags, int64_t timeout_ns,
+                                        shmring_state_t **out);
+
+/*
  * Close a handle and release its entry in the table's user list. NULL is
  * ignored. The table lives on until unlinked and unmapped by every handle.
  */
