@@ -37,7 +37,7 @@
 #include "shmring.h"
 
 #define SHMRING__MAGIC        0x474e49524d485353ull /* "SSHMRING" little-endian */
-#define SHMRING__LAYOUT       2u /* 2: state tables' wait words */
+#define SHMRING__LAYOUT       2u
 #define SHMRING__HEADER_SIZE  4096u
 #define SHMRING__LINE         64u
 #define SHMRING__OBJECT_LINES 29u
