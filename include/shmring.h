@@ -64,6 +64,13 @@ extern "C" {
  */
 #define SHMRING_ALLOW_INSECURE 0x10000u
 
+/*
+ * Open or create (create flags of shmring_create and shmring_state_create):
+ * when the name exists with the same geometry and policy, open it (with the
+ * requested roles) instead of failing with -EEXIST. See shmring_create.
+ */
+#define SHMRING_OPEN_EXISTING 0x20000u
+
 /* Backends, as returned by shmring_backend(). */
 #define SHMRING_BACKEND_SHM   1 /* named POSIX shared memory */
 #define SHMRING_BACKEND_MEMFD 2 /* anonymous shared memory */
@@ -133,13 +140,25 @@ typedef struct shmring_config {
  * others may write without the sticky bit, is refused (-EACCES, which
  * falls back to memfd like any unusable directory, with the reason logged).
  *
+ * With SHMRING_OPEN_EXISTING and a name that exists, the existing ring is
+ * opened as by shmring_open with the requested roles (the producer role by
+ * default, as above) if its slots, slot_size and SHMRING_OVERWRITE policy
+ * equal the requested ones (after defaults); `mode` and the backend flags
+ * then play no part. Two processes doing this at once both succeed, with
+ * one ring: one creates it, the other opens it (waiting for its creator to
+ * finish, as shmring_open does). Not with a NULL name (nothing to open).
+ *
  * Errors: -EINVAL (NULL out, bad name, slots not a power of two in
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
- * SHMRING_ALLOW_INSECURE); -EEXIST (the name exists); -ENOSPC (the shm file
- * system is full); -ENOMEM (out of memory, or the memory rule above);
+ * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name); -EEXIST
+ * (the name exists; with SHMRING_OPEN_EXISTING: it exists with other slots,
+ * slot_size or policy, or is a state table); -ENOSPC (the shm file system
+ * is full); -ENOMEM (out of memory, or the memory rule above);
  * -EMFILE/-ENFILE (descriptor limits); any errno of the last backend tried
- * when all fail.
+ * when all fail. With SHMRING_OPEN_EXISTING, also the errors of
+ * shmring_open for an existing ring (-EACCES, -ELOOP, -EAGAIN, -EPROTO,
+ * -EPROTONOSUPPORT, -EBUSY, -EUSERS, ...).
  */
 SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, shmring_t **out);
 
@@ -191,6 +210,24 @@ SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out);
  * is not open.
  */
 SHMRING_API int shmring_open_fd(int fd, uint32_t flags, shmring_t **out);
+
+/*
+ * Wait until ring `name` exists and is initialised, then open it as
+ * shmring_open does. The wait sleeps until something is created in the shm
+ * directory (inotify on it, not a polling loop); on the heap backend
+ * (SHMRING_FORCE_HEAP in flags or $SHMRING_FORCE_HEAP) it waits for a
+ * shmring_create of this process. A segment caught while its creator sets
+ * it up is tried again every millisecond for up to about two seconds.
+ * timeout_ns < 0 waits forever, 0 tries once. Signals do not end it.
+ *
+ * Errors: -EINVAL (NULL out, bad name, flags as for shmring_open);
+ * -ETIMEDOUT (no such ring when the time ran out); -ENOENT (the shm
+ * directory does not exist); -EMFILE, -ENOSPC, -ENOMEM (inotify limits or
+ * memory); and the errors of shmring_open for the ring that appeared
+ * (-EPROTOTYPE for a state table, -EACCES, -EBUSY, -EPROTO, ...).
+ */
+SHMRING_API int shmring_open_wait(const char *name, uint32_t flags, int64_t timeout_ns,
+                                  shmring_t **out);
 
 /*
  * The descriptor of the ring's segment, for passing to another process.
@@ -311,6 +348,16 @@ SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, i
  * than reserved).
  */
 SHMRING_API int shmring_commit(shmring_t *r, size_t len);
+
+/*
+ * Drop the open reservation instead of committing it: nothing is published,
+ * no counter moves, and the next push or reserve uses the same slot. Makes
+ * no syscall and writes nothing to shared memory (so it also works on a
+ * handle whose producer lease was taken over). Errors: -EINVAL (NULL, or no
+ * reservation open: none taken, or already committed or discarded); -EPERM
+ * (no producer role).
+ */
+SHMRING_API int shmring_discard(shmring_t *r);
 
 /*
  * Take the oldest message in place: m->data and m->len point into shared

@@ -44,8 +44,10 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "appear.h"
 #include "atomic.h"
 #include "fault.h"
 #include "wait.h"
@@ -72,8 +74,10 @@
 
 #define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
 #define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
-#define CREATE_FLAGS  (ROLE_FLAGS | BACKEND_FLAGS | SHMRING_OVERWRITE | SHMRING_ALLOW_INSECURE)
-#define OPEN_FLAGS    (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
+#define CREATE_FLAGS                                                                               \
+    (ROLE_FLAGS | BACKEND_FLAGS | SHMRING_OVERWRITE | SHMRING_ALLOW_INSECURE |                     \
+     SHMRING_OPEN_EXISTING)
+#define OPEN_FLAGS (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
 
 struct shmring {
     struct shmring__seg *seg;
@@ -621,6 +625,26 @@ SHMRING_API int shmring_commit(shmring_t *r, size_t len)
     r->reserved = 0;
     r->reserved_slot = NULL;
     write_commit(r, 1, len);
+    return 0;
+}
+
+/*
+ * Drop the open reservation. Writes nothing shared: the slot stays marked
+ * as being written for position w (P1), which consumers read as "not
+ * published yet", exactly as after a producer that closed mid-reservation;
+ * the next push or reserve writes position w into it again.
+ */
+SHMRING_API int shmring_discard(shmring_t *r)
+{
+    if (r == NULL)
+        return -EINVAL;
+    if (!r->producer)
+        return -EPERM;
+    if (!r->reserved)
+        return -EINVAL;
+    r->reserved = 0;
+    r->reserved_slot = NULL;
+    r->reserved_len = 0;
     return 0;
 }
 
@@ -1326,6 +1350,53 @@ static int check_create_config(const shmring_config_t *cfg, uint32_t *slots, uin
     return 0;
 }
 
+static int attach_opened(int rc, struct shmring__seg *seg, uint32_t flags, shmring_t **out);
+
+/*
+ * How long a create-or-open retries while the existing object is in the
+ * middle of its creation (its file may still be short: -EPROTO) or vanishes
+ * between the create and the open (-ENOENT). Then the error stands.
+ */
+#define OPEN_EXISTING_NS 1000000000ull
+
+/* 1 if open-or-create should try again after rc, at time `start`. */
+static int open_existing_retry(int rc, uint64_t start)
+{
+    if (rc != -EPROTO && rc != -ENOENT)
+        return 0;
+    if (shmring__now_ns() - start >= OPEN_EXISTING_NS)
+        return 0;
+    if (rc == -EPROTO) {
+        struct timespec ts = {0, 1000000}; /* its creator is sizing it */
+        nanosleep(&ts, NULL);
+    }
+    return 1;
+}
+
+/*
+ * SHMRING_OPEN_EXISTING: open ring `name`, which a create found existing, if
+ * its geometry (param) and policy match. -EEXIST if they do not (or it is
+ * not a ring); -ENOENT if it vanished meanwhile (the caller creates again).
+ */
+static int open_existing(const char *name, const uint32_t param[4], uint32_t flags, shmring_t **out)
+{
+    struct shmring__seg *seg = NULL;
+    int rc = shmring__seg_open(name, SHMRING__TYPE_RING,
+                               flags & (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE),
+                               shmring__ring_layout, &seg);
+    if (rc == -EPROTOTYPE)
+        return -EEXIST;
+    if (rc < 0)
+        return rc;
+    /* Validated copies (shmring__seg_open checked them). */
+    if (seg->param[0] != param[0] || seg->param[1] != param[1] ||
+        seg->flags != (flags & SHMRING_OVERWRITE)) {
+        shmring__seg_close(seg);
+        return -EEXIST;
+    }
+    return attach_opened(0, seg, flags, out);
+}
+
 SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, shmring_t **out)
 {
     if (out == NULL)
@@ -1338,10 +1409,21 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
     if (slots < 2 || slots > SHMRING_MAX_SLOTS || (slots & (slots - 1)) != 0 ||
         slot_size > SHMRING_MAX_SLOT_SIZE)
         return -EINVAL;
+    if (name == NULL && (flags & SHMRING_OPEN_EXISTING))
+        return -EINVAL;
     param[2] = (uint32_t)stride_of(slot_size);
     struct shmring__seg *seg;
-    rc = shmring__seg_create(name, SHMRING__TYPE_RING, flags, flags & SHMRING_OVERWRITE, mode,
-                             param, shmring__ring_layout, &seg);
+    uint64_t start = shmring__now_ns();
+    for (;;) {
+        rc =
+            shmring__seg_create(name, SHMRING__TYPE_RING, flags & ~SHMRING_OPEN_EXISTING,
+                                flags & SHMRING_OVERWRITE, mode, param, shmring__ring_layout, &seg);
+        if (rc != -EEXIST || !(flags & SHMRING_OPEN_EXISTING))
+            break;
+        rc = open_existing(name, param, flags, out);
+        if (!open_existing_retry(rc, start))
+            return rc;
+    }
     if (rc < 0)
         return rc;
     shmring__seg_publish(seg);
@@ -1350,6 +1432,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
         shmring__seg_close(seg);
         if (name != NULL)
             shmring__seg_unlink(name);
+    } else if (name != NULL) {
+        shmring__appear_notify(); /* waiters in shmring_open_wait */
     }
     return rc;
 }
@@ -1381,6 +1465,19 @@ SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out)
     struct shmring__seg *seg = NULL;
     int rc = shmring__seg_open(name, SHMRING__TYPE_RING, flags, shmring__ring_layout, &seg);
     return attach_opened(rc, seg, flags, out);
+}
+
+static int try_open_ring(const char *name, uint32_t flags, void *out)
+{
+    return shmring_open(name, flags, out);
+}
+
+SHMRING_API int shmring_open_wait(const char *name, uint32_t flags, int64_t timeout_ns,
+                                  shmring_t **out)
+{
+    if (out == NULL || check_open_flags(flags) < 0)
+        return -EINVAL;
+    return shmring__appear_wait(name, flags, timeout_ns, try_open_ring, out);
 }
 
 SHMRING_API int shmring_open_fd(int fd, uint32_t flags, shmring_t **out)

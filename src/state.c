@@ -32,6 +32,12 @@
  *       wins, and only while the word is still that writer's.
  *   L*  the insert lock is a lock word too: taken with W1, released with
  *       W3, recovered with D1 and X1.
+ *   K1  writer: after W3 (or X1), shmring__ec_notify on the key's wake
+ *       word: a full fence, then a load of its sleeper flag. Pairs with K2
+ *       (Dekker): either the writer sees the flag and wakes, or the waiter's
+ *       re-check sees the new word.
+ *   K2  waiter (shmring_state_wait): shmring__ec_prepare on the key's wake
+ *       word (flag set, full fence), then R1 again before it sleeps.
  *
  * Fault-injection points (src/fault_points.h, docs/hardening.md) sit right
  * after the step they name: state.W1 (entry taken for an update), state.W2
@@ -54,10 +60,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "appear.h"
 #include "atomic.h"
 #include "fault.h"
+#include "wait.h"
 
 #define DEFAULT_ENTRIES    1024u
 #define DEFAULT_VALUE_SIZE 256u
@@ -70,7 +79,8 @@
 #define LOG_SLOTS          64u           /* entries whose recovery lines are being held back */
 
 #define CREATE_FLAGS                                                                               \
-    (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK | SHMRING_ALLOW_INSECURE)
+    (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK | SHMRING_ALLOW_INSECURE |     \
+     SHMRING_OPEN_EXISTING)
 #define OPEN_FLAGS (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
 
 #define SEQ_VERSION SHMRING__SEQ_VERSION
@@ -335,6 +345,10 @@ static int recover(shmring_state_t *s, struct shmring__state_lock *l, uint64_t w
     if (!shmring__cas_64(&l->seq, &w, even))
         return 0;
     SHMRING_FAULT(STATE_X1);
+    /* K1 after X1 (seq_cst CAS): the entry's version changed; which key's
+     * word is not known here, and recoveries are rare: wake them all. */
+    for (unsigned i = 0; i < SHMRING__STATE_WAKE_WORDS; i++)
+        shmring__ec_notify_after_atomic(&s->sh->wake[i]);
     shmring__faa_64(&s->sh->recovered, 1);
     log_recovery(s, l, w);
     return 1;
@@ -662,12 +676,20 @@ static int writer_ready(shmring_state_t *s)
     return take_identity(s);
 }
 
-/* Count the outcome of a write or delete. */
-static int write_result(shmring_state_t *s, int rc, const struct op *op)
+/* The eventcount that waiters of a key with hash h sleep on. */
+static inline uint32_t *wake_word(const shmring_state_t *s, uint64_t h)
 {
-    if (rc == 0)
+    return &s->sh->wake[h & (SHMRING__STATE_WAKE_WORDS - 1)];
+}
+
+/* Count the outcome of a write or delete; K1: wake the key's waiters. */
+static int write_result(shmring_state_t *s, int rc, const struct op *op, uint64_t h)
+{
+    if (rc == 0) {
+        /* K1: fence, then the flag; pairs with K2 in shmring_state_wait(). */
+        shmring__ec_notify(wake_word(s, h));
         count(s, SHMRING__S_WRITES, 1);
-    else if (rc == -EAGAIN)
+    } else if (rc == -EAGAIN)
         count(s, SHMRING__S_EAGAIN, 1);
     if (op->waited)
         count(s, SHMRING__S_WRITE_WAITS, 1);
@@ -722,7 +744,7 @@ SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const v
     }
     if (rc > 0)
         rc = -EAGAIN; /* WRITE_TRIES passes, each told to start over */
-    return write_result(s, rc, &op);
+    return write_result(s, rc, &op, h);
 }
 
 /*
@@ -829,25 +851,56 @@ SHMRING_API int shmring_state_delete(shmring_state_t *s, const char *key)
         lock_publish(l, held, 0, 0);
         break;
     }
-    return write_result(s, rc, &op);
+    return write_result(s, rc, &op, h);
 }
 
 /* ---- Reading ------------------------------------------------------------ */
 
-SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void *buf, size_t cap)
+/*
+ * The version of a key seen under word w of entry `index`: the committed
+ * (even) part of the entry's version, with the index + 1 above it so that a
+ * key that moved to another entry never shows an old number. Never 0.
+ */
+static inline uint64_t key_version(uint32_t index, uint64_t w)
+{
+    return (uint64_t)(index + 1u) << 32 | (SEQ_VERSION(w) & ~1u);
+}
+
+/* Look key up (copying its value into want, if not NULL): enum look, <0. */
+static int find(shmring_state_t *s, const char *key, size_t klen, uint64_t h, struct want *want,
+                uint64_t *version)
+{
+    int rc = LOOK_EMPTY;
+    for (uint32_t i = 0; i < s->nslots; i++) {
+        uint64_t w;
+        uint32_t index = (uint32_t)((h + i) & s->mask);
+        rc = look(s, entry_at(s, index), key, klen, want, &w);
+        if (rc == LOOK_MATCH || (rc == -EMSGSIZE && want != NULL)) {
+            *version = key_version(index, w);
+            break;
+        }
+        if (rc != LOOK_TOMB && rc != LOOK_OTHER)
+            break;
+    }
+    if (rc == LOOK_EMPTY || rc == LOOK_TOMB || rc == LOOK_OTHER) {
+        *version = 0;
+        rc = -ENOENT;
+    }
+    return rc;
+}
+
+SHMRING_API ssize_t shmring_state_read_version(shmring_state_t *s, const char *key, void *buf,
+                                               size_t cap, uint64_t *version)
 {
     size_t klen;
     if (s == NULL || key_check(key, &klen) < 0 || (buf == NULL && cap > 0))
         return -EINVAL;
     uint64_t h = hash_key(key, klen);
     struct want want = {buf, cap, 0};
-    int rc = LOOK_EMPTY;
-    for (uint32_t i = 0; i < s->nslots; i++) {
-        uint64_t w;
-        rc = look(s, entry_at(s, h + i), key, klen, &want, &w);
-        if (rc != LOOK_TOMB && rc != LOOK_OTHER)
-            break;
-    }
+    uint64_t v = 0;
+    int rc = find(s, key, klen, h, &want, &v);
+    if (version != NULL && (rc == LOOK_MATCH || rc == -EMSGSIZE || rc == -ENOENT))
+        *version = v;
     if (rc == LOOK_MATCH) {
         count(s, SHMRING__S_READS, 1);
         return (ssize_t)want.len;
@@ -855,6 +908,44 @@ SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void
     if (rc == -EAGAIN)
         count(s, SHMRING__S_EAGAIN, 1);
     return rc < 0 ? rc : -ENOENT;
+}
+
+SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void *buf, size_t cap)
+{
+    return shmring_state_read_version(s, key, buf, cap, NULL);
+}
+
+SHMRING_API int shmring_state_wait(shmring_state_t *s, const char *key, uint64_t version,
+                                   int64_t timeout_ns)
+{
+    size_t klen;
+    if (s == NULL || key_check(key, &klen) < 0)
+        return -EINVAL;
+    uint64_t h = hash_key(key, klen);
+    uint32_t *word = wake_word(s, h);
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : shmring__now_ns() + (uint64_t)timeout_ns;
+    for (;;) {
+        uint64_t v;
+        int rc = find(s, key, klen, h, NULL, &v);
+        if (rc < 0 && rc != -ENOENT)
+            return rc;
+        if (v != version)
+            return 0;
+        uint64_t now = shmring__now_ns();
+        if (timeout_ns == 0 || now >= deadline)
+            return -ETIMEDOUT;
+        /* K2: announce the sleeper (flag + full fence), then check again:
+         * a writer that published before this sees the flag and wakes. */
+        uint32_t seen = shmring__ec_prepare(word);
+        rc = find(s, key, klen, h, NULL, &v);
+        if (rc < 0 && rc != -ENOENT)
+            return rc;
+        if (v != version)
+            return 0;
+        /* Woken by K1 of any key of this word, a signal or the time: the
+         * loop checks again in every case. */
+        shmring__ec_sleep(word, seen, deadline - now);
+    }
 }
 
 /* Validated key and value length of entry e: 1 if LIVE, 0 if not, <0. */
@@ -993,6 +1084,54 @@ static int check_create_config(const shmring_state_config_t *cfg, uint32_t param
     return shmring__state_layout(param, 0, &total);
 }
 
+/*
+ * How long a create-or-open retries while the existing object is in the
+ * middle of its creation (its file may still be short: -EPROTO) or vanishes
+ * between the create and the open (-ENOENT). Then the error stands.
+ */
+#define OPEN_EXISTING_NS 1000000000ull
+
+/* 1 if open-or-create should try again after rc, at time `start`. */
+static int open_existing_retry(int rc, uint64_t start)
+{
+    if (rc != -EPROTO && rc != -ENOENT)
+        return 0;
+    if (shmring__now_ns() - start >= OPEN_EXISTING_NS)
+        return 0;
+    if (rc == -EPROTO) {
+        struct timespec ts = {0, 1000000}; /* its creator is sizing it */
+        nanosleep(&ts, NULL);
+    }
+    return 1;
+}
+
+/*
+ * SHMRING_OPEN_EXISTING: open table `name`, which a create found existing,
+ * if its geometry (param) matches. -EEXIST if it does not (or it is not a
+ * state table); -ENOENT if it vanished meanwhile (the caller creates again).
+ */
+static int open_existing(const char *name, const uint32_t param[4], uint32_t flags,
+                         shmring_state_t **out)
+{
+    struct shmring__seg *seg = NULL;
+    int rc = shmring__seg_open(name, SHMRING__TYPE_STATE,
+                               flags & (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE),
+                               shmring__state_layout, &seg);
+    if (rc == -EPROTOTYPE)
+        return -EEXIST;
+    if (rc < 0)
+        return rc;
+    /* Validated copies (shmring__seg_open checked them). */
+    if (seg->param[0] != param[0] || seg->param[1] != param[1]) {
+        shmring__seg_close(seg);
+        return -EEXIST;
+    }
+    rc = shmring__state_from_seg(seg, out);
+    if (rc < 0)
+        shmring__seg_close(seg);
+    return rc;
+}
+
 SHMRING_API int shmring_state_create(const char *name, const shmring_state_config_t *cfg,
                                      shmring_state_t **out)
 {
@@ -1002,9 +1141,19 @@ SHMRING_API int shmring_state_create(const char *name, const shmring_state_confi
     int rc = check_create_config(cfg, param, &flags, &mode);
     if (rc < 0)
         return rc;
+    if (name == NULL && (flags & SHMRING_OPEN_EXISTING))
+        return -EINVAL;
     struct shmring__seg *seg;
-    rc = shmring__seg_create(name, SHMRING__TYPE_STATE, flags, 0, mode, param,
-                             shmring__state_layout, &seg);
+    uint64_t start = shmring__now_ns();
+    for (;;) {
+        rc = shmring__seg_create(name, SHMRING__TYPE_STATE, flags & ~SHMRING_OPEN_EXISTING, 0, mode,
+                                 param, shmring__state_layout, &seg);
+        if (rc != -EEXIST || !(flags & SHMRING_OPEN_EXISTING))
+            break;
+        rc = open_existing(name, param, flags, out);
+        if (!open_existing_retry(rc, start))
+            return rc;
+    }
     if (rc < 0)
         return rc;
     /* Zero-filled pages: every entry EMPTY at version 0, the insert lock free,
@@ -1017,6 +1166,8 @@ SHMRING_API int shmring_state_create(const char *name, const shmring_state_confi
         shmring__seg_close(seg);
         if (name != NULL)
             shmring__seg_unlink(name);
+    } else if (name != NULL) {
+        shmring__appear_notify(); /* waiters in shmring_state_open_wait */
     }
     return rc;
 }
@@ -1033,6 +1184,19 @@ SHMRING_API int shmring_state_open(const char *name, uint32_t flags, shmring_sta
     if (rc < 0)
         shmring__seg_close(seg);
     return rc;
+}
+
+static int try_open_state(const char *name, uint32_t flags, void *out)
+{
+    return shmring_state_open(name, flags, out);
+}
+
+SHMRING_API int shmring_state_open_wait(const char *name, uint32_t flags, int64_t timeout_ns,
+                                        shmring_state_t **out)
+{
+    if (out == NULL || (flags & ~OPEN_FLAGS))
+        return -EINVAL;
+    return shmring__appear_wait(name, flags, timeout_ns, try_open_state, out);
 }
 
 SHMRING_API int shmring_state_open_fd(int fd, uint32_t flags, shmring_state_t **out)

@@ -8,6 +8,9 @@
  *   line 1     rare fetch-adds: recovered, counters of users that left; the
  *              state layout version (immutable after creation)
  *   lines 2-4  handle_gen[party index]: written when a handle opens
+ *   line 5     wake[16]: eventcounts (wait.h) of shmring_state_wait, one per
+ *              class of keys (hash of the key % 16); loaded by every writer
+ *              after it publishes, stored only when someone sleeps
  *
  * Sizes (header params): param[0] entries (capacity in keys), param[1]
  * value_size, param[2] stride, param[3] index slots = 2 * entries, so that
@@ -63,6 +66,7 @@
 
 #define SHMRING__STATE_KEY_FIELD    64u
 #define SHMRING__STATE_ENTRY_HEADER 96u
+#define SHMRING__STATE_WAKE_WORDS   16u /* a power of two */
 
 /* Index slots for a capacity of `entries` keys (a load of at most 1/2). */
 #define SHMRING__STATE_SLOTS(entries) (2u * (uint32_t)(entries))
@@ -125,11 +129,13 @@ struct shmring__state_shared {
      * by each handle that takes the entry (written by that handle only) */
     uint32_t handle_gen[SHMRING__PARTIES];
     uint32_t pad2[48 - SHMRING__PARTIES];
+    /* line 5: wait words of key waiters (stores only when someone sleeps) */
+    uint32_t wake[SHMRING__STATE_WAKE_WORDS];
 };
 
 _Static_assert(sizeof(struct shmring__state_shared) <= SHMRING__OBJECT_LINES * SHMRING__LINE,
                "state lines fit the header page");
-_Static_assert(sizeof(struct shmring__state_shared) == 5 * SHMRING__LINE, "five lines");
+_Static_assert(sizeof(struct shmring__state_shared) == 6 * SHMRING__LINE, "six lines");
 
 /* User party counters (segment.h: party.counter[]), written by the owner. */
 #define SHMRING__S_WRITES      0

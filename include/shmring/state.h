@@ -67,7 +67,7 @@ typedef struct shmring_state_config {
     uint32_t entries;    /* how many keys it can hold: a power of two; 0 = default (1024) */
     uint32_t value_size; /* largest value in bytes; 0 = default (256) */
     uint32_t flags;      /* SHMRING_FORCE_HEAP, SHMRING_FORCE_MEMFD, SHMRING_NO_FALLBACK,
-                            SHMRING_ALLOW_INSECURE */
+                            SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING */
     uint32_t mode;       /* permission bits of a named table; 0 = 0600 */
 } shmring_state_config_t;
 
@@ -80,9 +80,19 @@ typedef struct shmring_state_config {
  * Errors: -EINVAL (NULL out, bad name, entries not a power of two in
  * [1, SHMRING_STATE_MAX_ENTRIES], value_size above SHMRING_STATE_MAX_VALUE,
  * a table of more than 1 TiB, unknown flag, mode with bits outside 0777 or writable by group/others
- * without SHMRING_ALLOW_INSECURE); -EEXIST (the name exists); -ENOSPC (the
- * shm file system is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits);
- * any errno of the last backend tried when all fail.
+ * without SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name);
+ * -EEXIST (the name exists; with SHMRING_OPEN_EXISTING: it exists with
+ * other entries or value_size, or is a ring); -ENOSPC (the shm file system
+ * is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits); any errno of the
+ * last backend tried when all fail.
+ *
+ * With SHMRING_OPEN_EXISTING and a name that exists, the existing table is
+ * opened as by shmring_state_open if its entries and value_size equal the
+ * requested ones (after defaults); `mode` and the backend flags then play
+ * no part, and the errors of shmring_state_open for an existing table
+ * (-EACCES, -ELOOP, -EAGAIN, -EPROTO, -EPROTONOSUPPORT, -EUSERS, ...) may
+ * be returned too. Two processes doing this at once both succeed, with one
+ * table.
  */
 SHMRING_API int shmring_state_create(const char *name, const shmring_state_config_t *cfg,
                                      shmring_state_t **out);
@@ -94,14 +104,12 @@ SHMRING_API int shmring_state_create(const char *name, const shmring_state_confi
  *
  * Errors: -EINVAL (NULL out, bad name, unknown flag); -ENOENT (no such
  * table); -EACCES (owned by another user or writable by group or others,
- * or no permission, or the shm directory is refused); -ELOOP (a symlink where the segment should be); -EAGAIN (its
- * creator has not finished initialising it within about a second);
- * -EPROTO (not a shmring segment, or a corrupt or truncated header: any
- * size field out of range, or an index that is not exactly 2 * entries);
- * -EPROTONOSUPPORT (another segment layout version, or another state-table
- * layout); -EPROTOTYPE (a ring, not a
- * state table); -EUSERS (SHMRING_MAX_CONSUMERS handles already attached);
- * -ENOSPC (a sparse table whose holes the full file system cannot back);
+ * or no permission, or the shm directory is refused); -ELOOP (a symlink where the segment should
+ * be); -EAGAIN (its creator has not finished initialising it within about a second); -EPROTO (not a
+ * shmring segment, or a corrupt or truncated header: any size field out of range, or an index that
+ * is not exactly 2 * entries); -EPROTONOSUPPORT (another segment layout version, or another
+ * state-table layout); -EPROTOTYPE (a ring, not a state table); -EUSERS (SHMRING_MAX_CONSUMERS
+ * handles already attached); -ENOSPC (a sparse table whose holes the full file system cannot back);
  * -ENOMEM (also: the memory rule of shmring_create); -EMFILE/-ENFILE.
  * The checks and their order are those of shmring_open.
  */
@@ -116,6 +124,20 @@ SHMRING_API int shmring_state_open(const char *name, uint32_t flags, shmring_sta
  * SHMRING_ALLOW_INSECURE: -EACCES) apply.
  */
 SHMRING_API int shmring_state_open_fd(int fd, uint32_t flags, shmring_state_t **out);
+
+/*
+ * Wait until state table `name` exists and is initialised, then open it as
+ * shmring_state_open does; the wait is that of shmring_open_wait (inotify
+ * on the shm directory; on the heap backend, a shmring_state_create of this
+ * process). timeout_ns < 0 waits forever, 0 tries once.
+ *
+ * Errors: -EINVAL (NULL out, bad name, unknown flag); -ETIMEDOUT; -ENOENT
+ * (no shm directory); -EMFILE, -ENOSPC, -ENOMEM (inotify limits or
+ * memory); the errors of shmring_state_open for the table that appeared
+ * (-EPROTOTYPE for a ring, -EACCES, -EPROTO, -EUSERS, ...).
+ */
+SHMRING_API int shmring_state_open_wait(const char *name, uint32_t flags, int64_t timeout_ns,
+                                        shmring_state_t **out);
 
 /*
  * Close a handle and release its entry in the table's user list. NULL is
@@ -158,6 +180,53 @@ SHMRING_API int shmring_state_write(shmring_state_t *s, const char *key, const v
  * corrupt entry).
  */
 SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void *buf, size_t cap);
+
+/*
+ * Like shmring_state_read, and also store the key's version in *version
+ * (which may be NULL). The version is a number that changes with every
+ * write or delete of the key and never repeats while the key stays in its
+ * entry: it grows by 2 with each write of the key (it is 32 bits of write
+ * count, wrapping after 2^31 writes of one entry, plus the entry's place in
+ * the table in the upper bits; a key deleted and written again may land in
+ * another entry, and then its version changes but need not grow). A key
+ * that is not there has version 0, and *version is set to 0 with -ENOENT;
+ * a present key never has version 0. Pass the version to shmring_state_wait
+ * to sleep until the key changes. Same cost as shmring_state_read.
+ *
+ * Errors: those of shmring_state_read (-EINVAL, -ENOENT, -EMSGSIZE, -EAGAIN,
+ * -EPROTO). With -EMSGSIZE, *version is the version of the value that did
+ * not fit; with any other error it is left as it was, except -ENOENT (0).
+ */
+SHMRING_API ssize_t shmring_state_read_version(shmring_state_t *s, const char *key, void *buf,
+                                               size_t cap, uint64_t *version);
+
+/*
+ * Wait until key's version differs from `version`: the key was written,
+ * deleted (its version becomes 0), or appeared (when `version` is 0). Returns
+ * at once if it already differs. Read the key again afterwards (with
+ * shmring_state_read_version, for the next wait); several writes may have
+ * happened meanwhile, and a wake-up never lets a change pass unseen: the
+ * waiter announces itself in the table before it checks the version for the
+ * last time, and every writer checks for sleepers after publishing. Writers
+ * pay no syscall when nobody waits (one fence and one load of a word
+ * that no writer stores to until someone sleeps); a write of a key that
+ * shares a wait word with a watched key (keys are spread over 16 words by
+ * hash) wakes its waiters for a re-check, which costs them a spurious
+ * wake-up, never a wrong return. An entry recovered from a dead writer
+ * gets a new version too, and wakes every waiter of the table.
+ *
+ * timeout_ns < 0 waits forever, 0 only checks. Signals do not interrupt the
+ * wait (-EINTR is never returned). Works across processes (a futex on a
+ * word of the shared table, not FUTEX_PRIVATE) and between threads, on
+ * every backend.
+ *
+ * Returns 0 when the version differs. Errors: -EINVAL (NULL table or key,
+ * empty or too long key); -ETIMEDOUT (the version still equals `version`
+ * when the time ran out); -EAGAIN (the entry was rewritten during every one
+ * of about 1,000 attempts to read its version); -EPROTO (a corrupt table).
+ */
+SHMRING_API int shmring_state_wait(shmring_state_t *s, const char *key, uint64_t version,
+                                   int64_t timeout_ns);
 
 /*
  * Remove key (under the insert lock); the table has room for one more key.

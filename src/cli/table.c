@@ -53,20 +53,21 @@ static const char watch_help[] =
     "Usage: shmring watch NAME KEY [-n COUNT] [--interval SECONDS]\n"
     "\n"
     "Print the value of KEY in state table NAME, then each new value as it changes,\n"
-    "one per line, escaped as by shmring dump. The table is polled: a value that is\n"
-    "replaced again before the next look is not seen, nor a write of the same bytes.\n"
-    "While the key is absent nothing is printed; after it was deleted, its next value\n"
-    "is printed even if it equals the one before.\n"
+    "one per line, escaped as by shmring dump. watch sleeps until a writer changes\n"
+    "the key (no polling): every write is printed, a write of the same bytes too,\n"
+    "except that a value replaced again before watch has read it is skipped (watch\n"
+    "shows the latest value). While the key is absent nothing is printed.\n"
     "\n"
     "Ends with status 0 on SIGINT or SIGTERM, after COUNT values, or when the table\n"
     "is removed.\n"
     "\n"
     "Options:\n"
     "  -n COUNT             stop after printing COUNT values\n"
-    "  --interval SECONDS   time between two looks (default 0.05, at least 0.001)\n"
+    "  --interval SECONDS   how often to check for a signal or a removed table while\n"
+    "                       no write comes (default 0.05, at least 0.001)\n"
     "  --help               show this help\n";
 
-/* Default poll period of watch. */
+/* Default period of watch's checks for a stop request and a removed table. */
 #define WATCH_INTERVAL_NS 50000000LL /* 50 ms */
 
 /* ---- Arguments ----------------------------------------------------------- */
@@ -423,29 +424,18 @@ static int dump_run(int argc, char **argv)
 
 /* The value last printed. */
 struct watched {
-    char *prev, *cur;
-    size_t cap, prev_len;
-    int have_prev; /* prev holds a value (not after an absence) */
+    char *buf;
+    size_t cap;
+    uint64_t version; /* of the value printed last; 0: none, or the key is absent */
     uint64_t printed;
 };
 
-/* 1 when cur[0..n) differs from what was printed last. */
-static int changed(const struct watched *w, size_t n)
-{
-    return !w->have_prev || n != w->prev_len || memcmp(w->cur, w->prev, n) != 0;
-}
-
 static int print_value(struct watched *w, size_t n)
 {
-    cli_put_escaped(stdout, w->cur, n, 0);
+    cli_put_escaped(stdout, w->buf, n, 0);
     putchar('\n');
     if (fflush(stdout) != 0)
         return cli_fail("watch", "write error: %s", strerror(errno));
-    char *t = w->prev;
-    w->prev = w->cur;
-    w->cur = t;
-    w->prev_len = n;
-    w->have_prev = 1;
     w->printed++;
     return CLI_OK;
 }
@@ -453,22 +443,26 @@ static int print_value(struct watched *w, size_t n)
 /* One look at the key: CLI_OK to go on, or an exit status. */
 static int watch_once(const struct table_args *a, shmring_state_t *s, struct watched *w)
 {
-    ssize_t n = shmring_state_read(s, a->key, w->cur, w->cap);
+    uint64_t version = 0;
+    ssize_t n = shmring_state_read_version(s, a->key, w->buf, w->cap, &version);
     if (n == -ENOENT) {
-        w->have_prev = 0;
+        w->version = 0;
         return CLI_OK;
     }
     if (n == -EAGAIN)
-        return CLI_OK; /* rewritten all the time: look again next time */
+        return CLI_OK; /* rewritten all the time: look again */
     if (n < 0)
         return key_failed("watch", a, (int)n);
-    return changed(w, (size_t)n) ? print_value(w, (size_t)n) : CLI_OK;
+    if (version == w->version)
+        return CLI_OK;
+    w->version = version;
+    return print_value(w, (size_t)n);
 }
 
 /*
- * Poll the key every interval. The state table has no key-change wait yet;
- * once it has one (a futex per entry, woken by writers), watch should sleep
- * on it instead of polling, and would then also see every write.
+ * Print the key, then sleep until its version changes (woken by the writer)
+ * and print it again. The wait ends every interval to check for a stop
+ * request and a removed table: signals do not end it.
  */
 static int watch_loop(const struct table_args *a, shmring_state_t *s, struct watched *w)
 {
@@ -485,7 +479,9 @@ static int watch_loop(const struct table_args *a, shmring_state_t *s, struct wat
             fprintf(stderr, "shmring: watch: %s: the table was removed\n", a->name);
             return CLI_OK;
         }
-        cli_sleep_ns(a->interval_ns);
+        rc = shmring_state_wait(s, a->key, w->version, a->interval_ns);
+        if (rc < 0 && rc != -ETIMEDOUT && rc != -EAGAIN)
+            return key_failed("watch", a, rc);
         if (cli_stop_requested)
             return CLI_OK;
     }
@@ -504,14 +500,12 @@ static int watch_run(int argc, char **argv)
         return rc;
     struct watched w = {0};
     w.cap = shmring_state_value_size(s);
-    w.prev = malloc(w.cap ? w.cap : 1);
-    w.cur = malloc(w.cap ? w.cap : 1);
-    if (w.prev == NULL || w.cur == NULL)
+    w.buf = malloc(w.cap ? w.cap : 1);
+    if (w.buf == NULL)
         rc = cli_fail("watch", "out of memory");
     else
         rc = watch_loop(&a, s, &w);
-    free(w.prev);
-    free(w.cur);
+    free(w.buf);
     shmring_state_close(s);
     return rc;
 }
