@@ -57,6 +57,14 @@ extern "C" {
 
 /* Ring policy (given at creation, fixed for the ring's life). */
 #define SHMRING_OVERWRITE 0x1000u /* full ring: drop the oldest messages */
+/*
+ * Wake-ups without membarrier(): every push pays a locked exchange so that
+ * sleepers can be woken, instead of sleepers paying a membarrier() call
+ * (docs/design.md, "Wake-ups"). Also chosen when SHMRING_NO_MEMBARRIER is
+ * set in the environment (any value but empty or "0") or membarrier() is
+ * not available. Create only; not stored in shmring_stats_t.flags.
+ */
+#define SHMRING_NO_MEMBARRIER 0x2000u
 
 /*
  * Security relaxations: allow opening a segment owned by another user or
@@ -354,7 +362,13 @@ typedef struct shmring_stats {
     int32_t creator_pid;
     uint64_t created_ns;     /* CLOCK_REALTIME at creation */
     uint64_t producer_epoch; /* how many producers have held the lease */
+    uint32_t wake;           /* SHMRING_WAKE_*: how pushes wake sleepers */
+    uint32_t reserved;
 } shmring_stats_t;
+
+/* shmring_stats_t.wake */
+#define SHMRING_WAKE_MEMBARRIER 1 /* plain store and load; sleepers call membarrier() */
+#define SHMRING_WAKE_EXCHANGE   2 /* locked exchange on push and release (the fallback) */
 
 /*
  * Fill *st. Counters are read without stopping the ring, so they are each

@@ -114,6 +114,12 @@ SHMRING_INLINE void shmring__fence_after_atomic(void)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
+/* Compiler barrier: no instruction; memory accesses are not moved across it
+ * by the compiler (the CPU may still reorder them). */
+SHMRING_INLINE void shmring__compiler_barrier(void)
+{
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
 SHMRING_INLINE void shmring__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -233,6 +239,10 @@ SHMRING_INLINE void shmring__fence_seq_cst(void)
 }
 /* The wrappers above already end every RMW with a full barrier. */
 SHMRING_INLINE void shmring__fence_after_atomic(void)
+{
+    ck_pr_barrier();
+}
+SHMRING_INLINE void shmring__compiler_barrier(void)
 {
     ck_pr_barrier();
 }

@@ -21,6 +21,19 @@
  *       (counted as dropped) before P1; a consumer racing with it fails C2
  *       or C3 and retries, so it never returns a torn message.
  *   W*  wake-ups: see wait.h (Dekker between publishing and the sleep flag).
+ *       Symmetric on rings that cannot use membarrier (an exchange or CAS
+ *       before the notifier's load of the flag, a fence after the waiter's
+ *       CAS); asymmetric otherwise:
+ *   M1  notifier: P2 / Z3 as plain release stores, a compiler barrier, then a
+ *       relaxed load of the flag. No locked instruction on the fast path.
+ *   M2  waiter: set the flag (CAS), membarrier(), re-check, sleep. Pairs with
+ *       M1: the barrier it forces on the notifier's CPU falls either after
+ *       the notifier's store (the re-check sees it) or before its load of the
+ *       flag (the notifier sees the flag and wakes).
+ *   D1  a party that cannot use membarrier() sets FENCED in both eventcounts
+ *       at attach; F1: a notifier that sees FENCED fences from then on;
+ *       F2: the producer then sets ACK, after which a fenced waiter may rely
+ *       on it (docs/design.md, "Wake-ups", proves each case).
  *
  * Everything read from the shared segment is treated as untrusted: slot
  * indices are masked, lengths checked against the validated slot size,
@@ -51,8 +64,10 @@
 
 #define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
 #define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
-#define CREATE_FLAGS  (ROLE_FLAGS | BACKEND_FLAGS | SHMRING_OVERWRITE | SHMRING_ALLOW_INSECURE)
-#define OPEN_FLAGS    (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
+#define CREATE_FLAGS                                                                               \
+    (ROLE_FLAGS | BACKEND_FLAGS | SHMRING_OVERWRITE | SHMRING_ALLOW_INSECURE |                     \
+     SHMRING_NO_MEMBARRIER)
+#define OPEN_FLAGS (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
 
 struct shmring {
     struct shmring__seg *seg;
@@ -80,7 +95,15 @@ struct shmring {
     /* waiting */
     int wait_strategy;
     uint32_t spins;
+    /* wake-ups (W, M1, M2, D1, F1, F2) */
+    int fenced_notify;   /* notifies are symmetric (exchange or fence) */
+    int membarrier_wait; /* sleeps are announced with membarrier() (M2) */
+    int ring_fenced;     /* created without membarrier: every party is symmetric */
+    enum shmring__barrier barrier;
 };
+
+/* Longest sleep of a waiter that cannot rely on being woken (D1). */
+#define SLICE_NS 1000000ull
 
 /* ---- Layout ------------------------------------------------------------- */
 
@@ -321,11 +344,19 @@ static inline void write_commit(shmring_t *r, uint64_t n, uint64_t bytes)
     r->w += n;
     count(&r->sh->pushed, n);
     count(&r->sh->bytes_pushed, bytes);
-    /* Exchange: write_index is for stats and for a successor producer (the
-     * consumers poll slots, not this line); as a full barrier it also orders
-     * P2 before the load of the sleep flag (W: pairs with ec_prepare). */
-    shmring__xchg_64(&r->sh->write_index, r->w);
-    shmring__ec_notify_after_atomic(&r->sh->data_ec);
+    if (r->fenced_notify) {
+        /* Exchange: write_index is for stats and for a successor producer
+         * (the consumers poll slots, not this line); as a full barrier it
+         * also orders P2 before the load of the sleep flag (W: pairs with
+         * ec_prepare). */
+        shmring__xchg_64(&r->sh->write_index, r->w);
+        shmring__ec_notify_after_atomic(&r->sh->data_ec);
+        return;
+    }
+    /* Release: for stats and a successor producer (resume_position). */
+    shmring__store_release_64(&r->sh->write_index, r->w);
+    /* M1: no barrier; pairs with M2 of a waiting consumer. With ACK (F2). */
+    shmring__ec_notify_asym(&r->sh->data_ec, &r->fenced_notify, 1);
 }
 
 static int producer_check(const shmring_t *r)
@@ -777,6 +808,24 @@ SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
     return (int)pop_result(r, rc == CONTENDED ? -EAGAIN : rc);
 }
 
+/* Z3 and the wake-up of a producer waiting for room. */
+static void release_claim(shmring_t *r, struct shmring__slot *s)
+{
+    if (r->fenced_notify) {
+        /* Z3: exchange (a full barrier, so at least release), pairs with Z2
+         * in room_for(): our reads of the payload happen before the
+         * producer rewrites the slot; and it orders the release before the
+         * load of the sleep flag (W, symmetric). */
+        shmring__xchg_64(&s->claim, 0);
+        shmring__ec_notify_after_atomic(&r->sh->space_ec);
+        return;
+    }
+    /* Z3: release, pairs with Z2 in room_for(). */
+    shmring__store_release_64(&s->claim, 0);
+    /* M1: no barrier; pairs with M2 of a producer waiting for room. */
+    shmring__ec_notify_asym(&r->sh->space_ec, &r->fenced_notify, 0);
+}
+
 SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
 {
     if (r == NULL || m == NULL || r->party < 0 || !(r->roles & SHMRING_CONSUMER))
@@ -795,12 +844,7 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
         /* Relaxed: our own claim word; only we (or a reclaimer) change it. */
         if (shmring__load_relaxed_64(&s->claim) != c)
             return -EINVAL;
-        /* Z3: exchange (a full barrier, so at least release), pairs with Z2
-         * in room_for(): our reads of the payload happen before the producer
-         * rewrites the slot; and it orders the release before the load of the
-         * sleep flag (W), which a plain store would need a fence for. */
-        shmring__xchg_64(&s->claim, 0);
-        shmring__ec_notify_after_atomic(&r->sh->space_ec);
+        release_claim(r, s);
     }
     /* Relaxed: our own counter line. */
     if (shmring__load_relaxed_64(held) > 0)
@@ -896,6 +940,29 @@ static uint64_t deadline_of(int64_t timeout_ns)
     return shmring__now_ns() + (uint64_t)timeout_ns;
 }
 
+/*
+ * Announce a waiter on ec (W). *cap: how long it may sleep before it
+ * re-checks by itself, if a notifier might not see it (D1).
+ */
+static uint32_t wait_prepare(shmring_t *r, uint32_t *ec, uint64_t *cap)
+{
+    if (r->membarrier_wait) {
+        int covered;
+        /* M2: pairs with M1 (and with the symmetric notifiers' barriers). */
+        uint32_t v = shmring__ec_prepare_mb(ec, r->barrier, &covered);
+        if (!covered)
+            *cap = SLICE_NS;
+        return v;
+    }
+    /* W: symmetric; pairs with the notifiers' exchange, CAS or fence. */
+    uint32_t v = shmring__ec_prepare(ec);
+    /* On a ring created for membarrier a notifier may be asymmetric, unless
+     * it is the producer and has acknowledged FENCED (F2). */
+    if (!r->ring_fenced && !(ec == &r->sh->data_ec && (v & SHMRING__EC_ACK)))
+        *cap = SLICE_NS;
+    return v;
+}
+
 static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int64_t timeout_ns)
 {
     ssize_t rc = op_try(r, op, a, 0);
@@ -910,7 +977,8 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
     uint64_t next_check = shmring__now_ns() + SHMRING_DEAD_PEER_NS;
     for (uint64_t spin = 0;; spin++) {
         int may_sleep = r->wait_strategy == SHMRING_WAIT_SLEEP && spin >= r->spins;
-        uint32_t v = may_sleep ? shmring__ec_prepare(ec) : 0;
+        uint64_t cap = UINT64_MAX;
+        uint32_t v = may_sleep ? wait_prepare(r, ec, &cap) : 0;
         rc = op_try(r, op, a, may_sleep);
         if (rc == CONTENDED) {
             /* Not empty: another consumer is mid-claim. Let it run. */
@@ -942,7 +1010,8 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
         if (may_sleep) {
             uint64_t left = deadline - now;
             uint64_t until_check = next_check > now ? next_check - now : 1;
-            shmring__ec_sleep(ec, v, left < until_check ? left : until_check);
+            uint64_t ns = left < until_check ? left : until_check;
+            shmring__ec_sleep(ec, v, ns < cap ? ns : cap);
         } else if (r->wait_strategy == SHMRING_WAIT_YIELD) {
             sched_yield();
         }
@@ -1046,6 +1115,80 @@ static int attach_roles(shmring_t *r, uint32_t roles)
     return 0;
 }
 
+/* ---- Wake-ups ----------------------------------------------------------- */
+
+static int no_membarrier_env(void)
+{
+    const char *v = secure_getenv("SHMRING_NO_MEMBARRIER");
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+static enum shmring__barrier barrier_of(const struct shmring__seg *seg)
+{
+    return seg->backend == SHMRING_BACKEND_HEAP ? SHMRING__BARRIER_PRIVATE
+                                                : SHMRING__BARRIER_GLOBAL;
+}
+
+static const char *seg_label(const struct shmring__seg *seg)
+{
+    return seg->name[0] ? seg->name : "(anonymous)";
+}
+
+/* At creation, before the segment is ready: the ring's wake-up path. */
+static void wake_init(struct shmring__seg *seg, uint32_t flags)
+{
+    struct shmring__ring_shared *sh = (struct shmring__ring_shared *)(void *)seg->hdr->object;
+    int rc = 0;
+    if (!(flags & SHMRING_NO_MEMBARRIER) && !no_membarrier_env()) {
+        rc = shmring__membarrier_register(barrier_of(seg));
+        if (rc < 0)
+            shmring__log("%s: membarrier() not available (%s): pushes wake with an exchange",
+                         seg_label(seg), shmring_strerror(rc));
+    }
+    int fenced = (flags & SHMRING_NO_MEMBARRIER) || no_membarrier_env() || rc < 0;
+    /* Relaxed: published by the release store of `ready`. */
+    shmring__store_relaxed_32(&sh->wake_created, fenced ? SHMRING__WAKE_CREATED_FENCED
+                                                        : SHMRING__WAKE_CREATED_MEMBARRIER);
+}
+
+/* At attach: how this handle notifies and waits (M1, M2, D1, F2). */
+static void wake_attach(shmring_t *r)
+{
+    r->fenced_notify = 1;
+    r->ring_fenced = 1;
+    if (!(r->roles & (SHMRING_PRODUCER | SHMRING_CONSUMER)))
+        return; /* observers never notify nor wait */
+    /* Relaxed: immutable since the segment became ready (acquire at open).
+     * Peer-written: any value but MEMBARRIER means fenced. */
+    if (shmring__load_relaxed_32(&r->sh->wake_created) != SHMRING__WAKE_CREATED_MEMBARRIER)
+        return;
+    r->ring_fenced = 0;
+    r->barrier = barrier_of(r->seg);
+    int rc = no_membarrier_env() ? -ECANCELED : shmring__membarrier_register(r->barrier);
+    if (rc < 0) {
+        /* D1: CAS, before this handle notifies or waits: every notifier's
+         * next load of a word sees FENCED (F1). */
+        shmring__ec_set_flags(&r->sh->data_ec, SHMRING__EC_FENCED);
+        shmring__ec_set_flags(&r->sh->space_ec, SHMRING__EC_FENCED);
+        shmring__log("%s: %s: this ring's pushes wake with an exchange from now on",
+                     seg_label(r->seg),
+                     rc == -ECANCELED ? "SHMRING_NO_MEMBARRIER is set"
+                                      : "membarrier() not available in this process");
+    } else {
+        r->membarrier_wait = 1;
+    }
+    if (r->producer) {
+        /* F2: a CAS reads the latest value of the word: if FENCED is set,
+         * this producer is symmetric from its first push and says so. */
+        uint32_t v = shmring__ec_set_flags(&r->sh->data_ec, 0);
+        if (v & SHMRING__EC_FENCED) {
+            shmring__ec_set_flags(&r->sh->data_ec, SHMRING__EC_ACK);
+            return;
+        }
+    }
+    r->fenced_notify = rc < 0;
+}
+
 int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t **out)
 {
     shmring_t *r = calloc(1, sizeof *r);
@@ -1071,6 +1214,7 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
         free(r);
         return rc;
     }
+    wake_attach(r);
     *out = r;
     return 0;
 }
@@ -1114,6 +1258,7 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
                              param, shmring__ring_layout, &seg);
     if (rc < 0)
         return rc;
+    wake_init(seg, flags);
     shmring__seg_publish(seg);
     rc = shmring__ring_from_seg(seg, flags & ROLE_FLAGS, out);
     if (rc < 0) {
@@ -1235,6 +1380,18 @@ static void stats_parties(shmring_t *r, shmring_stats_t *st)
     }
 }
 
+/* The ring's wake-up path: exchange if created so or downgraded (D1). */
+static uint32_t wake_of(const shmring_t *r)
+{
+    /* Relaxed: a report, not synchronisation. */
+    uint32_t f =
+        shmring__load_relaxed_32(&r->sh->data_ec) | shmring__load_relaxed_32(&r->sh->space_ec);
+    if (shmring__load_relaxed_32(&r->sh->wake_created) != SHMRING__WAKE_CREATED_MEMBARRIER ||
+        (f & SHMRING__EC_FENCED))
+        return SHMRING_WAKE_EXCHANGE;
+    return SHMRING_WAKE_MEMBARRIER;
+}
+
 SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st)
 {
     if (r == NULL || st == NULL)
@@ -1266,5 +1423,6 @@ SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st)
     st->producer_epoch = shmring__load_relaxed_32(&h->party[0].generation);
     st->creator_pid = h->creator_pid;
     st->created_ns = h->created_ns;
+    st->wake = wake_of(r);
     return 0;
 }
