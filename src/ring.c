@@ -288,7 +288,7 @@ static int overwrite_room(shmring_t *r, uint64_t w)
  * Find room for the slot of position w: -EAGAIN if full (never in overwrite
  * mode). No syscall unless the slot is held by a claim.
  */
-static int room_for(shmring_t *r, uint64_t w, int slow)
+static __attribute__((noinline)) int room_slow(shmring_t *r, uint64_t w, int slow)
 {
     if (w - r->cached_read >= r->nslots) {
         /* P3: acquire, pairs with C3 (and Z1 through it). */
@@ -315,6 +315,20 @@ static int room_for(shmring_t *r, uint64_t w, int slow)
         shmring__load_acquire_64(&s->claim) == 0)
         return 0;
     return -EAGAIN;
+}
+
+/* The common case of room_slow(), inlined: the cached read_index says there
+ * is room, and the slot is not claimed. */
+static inline __attribute__((always_inline)) int room_for(shmring_t *r, uint64_t w, int slow)
+{
+    if (w - r->cached_read < r->nslots) {
+        if (r->overwrite)
+            return 0;
+        /* Z2: acquire, pairs with Z3 (release) and Z1. */
+        if (shmring__load_acquire_64(&slot_at(r, w)->claim) == 0)
+            return 0;
+    }
+    return room_slow(r, w, slow);
 }
 
 /* P1: mark the slot of w as being written. */
@@ -379,7 +393,8 @@ static int lease_lost(const shmring_t *r)
            shmring__load_relaxed_32(&p->generation) != r->lease_generation;
 }
 
-static int push_try(shmring_t *r, const void *msg, size_t len, int slow)
+static inline __attribute__((always_inline)) int push_try(shmring_t *r, const void *msg, size_t len,
+                                                          int slow)
 {
     int rc = room_for(r, r->w, slow);
     if (rc < 0)
@@ -507,7 +522,7 @@ enum slot_state { SLOT_READY, SLOT_EMPTY, SLOT_STALE, SLOT_CORRUPT };
  * C1: is position r published in its slot? STALE: read_index moved (retry);
  * CORRUPT: the slot claims a later position while read_index has not moved.
  */
-static enum slot_state read_slot(const shmring_t *r, uint64_t pos, uint64_t *seq)
+static inline enum slot_state read_slot(const shmring_t *r, uint64_t pos, uint64_t *seq)
 {
     struct shmring__slot *s = slot_at(r, pos);
     /* C1: acquire, pairs with P2. */
