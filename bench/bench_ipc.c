@@ -80,6 +80,7 @@ enum kind {
     K_SHM_SPIN,
     K_SHM_ZC,
     K_SHM_BATCH,
+    K_SHM_SINGLE,
     K_CKRING,
     K_DPDK,
     K_IOX,
@@ -102,6 +103,8 @@ static const struct transport transports[K_COUNT] = {
     {K_SHM_SPIN, "shm-wait-spin", "shmring push_wait/pop_wait, SHMRING_WAIT_SPIN"},
     {K_SHM_ZC, "shm-zerocopy", "shmring reserve/commit + claim/release, busy polling"},
     {K_SHM_BATCH, "shm-batch32", "shmring push_batch/pop_batch of 32, busy polling"},
+    {K_SHM_SINGLE, "shm-single",
+     "shmring push/pop on a SHMRING_SINGLE_CONSUMER ring (no CAS on pop), busy polling"},
     {K_CKRING, "ck_ring", "ck_ring SPSC of indices into a shared payload array, busy polling"},
     {K_DPDK, "dpdk-ring",
      "DPDK rte_ring (elements of the message size, SP enqueue, SC/MC dequeue), busy polling"},
@@ -498,7 +501,7 @@ struct chan {
 
 static int is_shm(enum kind k)
 {
-    return k <= K_SHM_BATCH;
+    return k <= K_SHM_SINGLE;
 }
 
 static void chan_setup(struct chan *c, const struct transport *t, size_t len, unsigned slots,
@@ -516,7 +519,8 @@ static void chan_setup(struct chan *c, const struct transport *t, size_t len, un
         snprintf(c->name, sizeof c->name, "/bench-ipc-%d-%u", (int)getpid(), counter++);
         shmring_config_t cfg = {.slots = slots,
                                 .slot_size = (uint32_t)len,
-                                .flags = SHMRING_OBSERVER | SHMRING_NO_FALLBACK};
+                                .flags = SHMRING_OBSERVER | SHMRING_NO_FALLBACK |
+                                         (t->kind == K_SHM_SINGLE ? SHMRING_SINGLE_CONSUMER : 0)};
         int rc = shmring_create(c->name, &cfg, &c->keeper);
         if (rc < 0)
             die("shmring_create(%s): %s", c->name, shmring_strerror(rc));
@@ -878,6 +882,7 @@ static void tx_end(struct chan *c, size_t len)
     struct spin s = {0, 0};
     switch (c->t->kind) {
     case K_SHM_COPY:
+    case K_SHM_SINGLE:
         while ((rc = shmring_push(c->h, c->buf, len)) == -EAGAIN)
             spin_pause(&s, "shmring_push");
         break;
@@ -966,6 +971,7 @@ static const unsigned char *rx_begin(struct chan *c, size_t *len)
     *len = c->len;
     switch (c->t->kind) {
     case K_SHM_COPY:
+    case K_SHM_SINGLE:
         while ((n = shmring_pop(c->h, c->buf, c->bufsz)) == -EAGAIN)
             spin_pause(&s, "shmring_pop");
         break;
@@ -1454,6 +1460,10 @@ static int applies(const struct figure *f, const struct transport *t, const char
     case FIG_TPUT:
         if (t->kind == K_FLOOR)
             return 0;
+        if (f->nconsumers > 1 && t->kind == K_SHM_SINGLE) {
+            *why = "a SHMRING_SINGLE_CONSUMER ring has one consumer by construction";
+            return -1;
+        }
         if (f->nconsumers > 1 && t->kind == K_CKRING) {
             *why = "ck_ring SPSC has one consumer by construction";
             return -1;

@@ -65,6 +65,14 @@ extern "C" {
  * not available. Create only; not stored in shmring_stats_t.flags.
  */
 #define SHMRING_NO_MEMBARRIER 0x2000u
+/*
+ * At most one consumer handle at a time (observers as usual): it owns the
+ * read index and takes each message with a plain store instead of a
+ * compare-and-swap. A second consumer gets -EBUSY while the first lives; a
+ * dead one is replaced. Not with SHMRING_OVERWRITE. Stored with the ring
+ * (shmring_stats_t.flags).
+ */
+#define SHMRING_SINGLE_CONSUMER 0x4000u
 
 /*
  * Security relaxations: allow opening a segment owned by another user or
@@ -131,7 +139,8 @@ typedef struct shmring_config {
  * Errors: -EINVAL (NULL out, bad name, slots not a power of two in
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
- * SHMRING_ALLOW_INSECURE); -EEXIST (the name exists); -ENOSPC (the shm file
+ * SHMRING_ALLOW_INSECURE, SHMRING_SINGLE_CONSUMER with SHMRING_OVERWRITE);
+ * -EEXIST (the name exists); -ENOSPC (the shm file
  * system is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits); any errno
  * of the last backend tried when all fail.
  */
@@ -152,7 +161,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
  * creator has not finished initialising it within about a second);
  * -EPROTO (not a shmring segment, or a corrupt or truncated header);
  * -EPROTONOSUPPORT (another layout version); -EPROTOTYPE (not a ring);
- * -EBUSY (SHMRING_PRODUCER and a live producer holds the lease);
+ * -EBUSY (SHMRING_PRODUCER and a live producer holds the lease, or
+ * SHMRING_CONSUMER on a SHMRING_SINGLE_CONSUMER ring whose consumer lives);
  * -EUSERS (SHMRING_MAX_CONSUMERS handles already attached); -ENOMEM;
  * -EMFILE/-ENFILE.
  */

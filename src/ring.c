@@ -64,9 +64,9 @@
 
 #define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
 #define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
+#define RING_FLAGS    (SHMRING_OVERWRITE | SHMRING_SINGLE_CONSUMER) /* stored with the ring */
 #define CREATE_FLAGS                                                                               \
-    (ROLE_FLAGS | BACKEND_FLAGS | SHMRING_OVERWRITE | SHMRING_ALLOW_INSECURE |                     \
-     SHMRING_NO_MEMBARRIER)
+    (ROLE_FLAGS | BACKEND_FLAGS | RING_FLAGS | SHMRING_ALLOW_INSECURE | SHMRING_NO_MEMBARRIER)
 #define OPEN_FLAGS (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
 
 struct shmring {
@@ -79,7 +79,8 @@ struct shmring {
     uint32_t slot_size;
     uint32_t roles;
     int overwrite;
-    int party; /* consumer/observer entry, or -1 */
+    int single; /* SHMRING_SINGLE_CONSUMER: C3 is a store */
+    int party;  /* consumer/observer entry, or -1 */
     int producer;
     uint32_t lease_generation;
     uint32_t cookie;
@@ -122,7 +123,7 @@ int shmring__ring_layout(const uint32_t param[4], uint32_t flags, uint64_t *tota
         return -EINVAL;
     if (param[2] != stride_of(slot_size) || param[3] != 0)
         return -EINVAL;
-    if (flags & ~SHMRING_OVERWRITE)
+    if ((flags & ~RING_FLAGS) || (flags & RING_FLAGS) == RING_FLAGS)
         return -EINVAL;
     uint64_t t = SHMRING__HEADER_SIZE + (uint64_t)slots * param[2];
     if (t > SHMRING__MAX_TOTAL)
@@ -574,11 +575,39 @@ static int consumer_check(const shmring_t *r)
     return 0;
 }
 
+/*
+ * C3: take positions [*pos, *pos + n), the step that delivers them.
+ * Competing consumers CAS read_index (0 if another consumer moved it). The
+ * consumer of a SHMRING_SINGLE_CONSUMER ring is the only writer of
+ * read_index (no overwrite, so no O1; one consumer entry, so no other
+ * consumer): a store.
+ */
+static inline int take(shmring_t *r, uint64_t *pos, uint64_t n)
+{
+    if (!r->single)
+        /* C3: CAS, seq_cst; pairs with P3 and with other consumers' C3. */
+        return shmring__cas_64(&r->sh->read_index, pos, *pos + n);
+    if (r->fenced_notify)
+        /* C3: exchange (at least release, pairs with P3); a full barrier
+         * before consumed()'s load of the sleep flag (W, symmetric). */
+        shmring__xchg_64(&r->sh->read_index, *pos + n);
+    else
+        /* C3: release, pairs with P3: our reads of the slots happen before
+         * the producer rewrites them. M1 in consumed(). */
+        shmring__store_release_64(&r->sh->read_index, *pos + n);
+    return 1;
+}
+
 static inline void consumed(shmring_t *r, uint64_t n, uint64_t bytes)
 {
     struct shmring__party *p = my_party(r);
     count(&p->counter[SHMRING__C_POPPED], n);
     count(&p->counter[SHMRING__C_BYTES], bytes);
+    if (r->single && !r->fenced_notify) {
+        /* M1: C3 was a plain store; pairs with M2 of a waiting producer. */
+        shmring__ec_notify_asym(&r->sh->space_ec, &r->fenced_notify, 0);
+        return;
+    }
     /* C3 was an atomic RMW: wake a producer waiting for space (W). */
     shmring__ec_notify_after_atomic(&r->sh->space_ec);
 }
@@ -624,8 +653,8 @@ static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
         shmring__copy_from_shared(buf, payload_of(s), len);
         if (!seq_unchanged(s, seq))
             continue;
-        /* C3: CAS, the delivering step; pairs with P3 and other consumers. */
-        if (shmring__cas_64(&r->sh->read_index, &pos, pos + 1)) {
+        /* C3: the delivering step. */
+        if (take(r, &pos, 1)) {
             consumed(r, 1, len);
             return (ssize_t)len;
         }
@@ -714,7 +743,7 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
             return err;
         }
         /* C3 for the whole batch: one index update. */
-        if (shmring__cas_64(&r->sh->read_index, &pos, pos + k)) {
+        if (take(r, &pos, k)) {
             uint64_t bytes = 0;
             for (size_t i = 0; i < k; i++) {
                 iov[i].iov_len = lens[i];
@@ -747,7 +776,7 @@ static int claim_overwrite(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_
     if (bad < 0)
         return seq_unchanged(s, seq) ? bad : -ESTALE;
     /* C3. */
-    if (!shmring__cas_64(&r->sh->read_index, &pos, pos + 1))
+    if (!take(r, &pos, 1))
         return -ESTALE;
     fill_msg(r, m, pos, len);
     count(&my_party(r)->counter[SHMRING__C_CLAIMS], 1);
@@ -775,8 +804,8 @@ static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t s
     int bad = slot_len(r, s, &len);
     if (bad == 0 && !seq_unchanged(s, seq))
         bad = -ESTALE;
-    /* C3. */
-    if (bad == 0 && shmring__cas_64(&r->sh->read_index, &pos, pos + 1)) {
+    /* C3, after Z1: the producer's P3 then Z2 see the claim. */
+    if (bad == 0 && take(r, &pos, 1)) {
         fill_msg(r, m, pos, len);
         count(&my_party(r)->counter[SHMRING__C_CLAIMS], 1);
         consumed(r, 1, len);
@@ -1101,7 +1130,12 @@ static int attach_roles(shmring_t *r, uint32_t roles)
     if (roles & (SHMRING_CONSUMER | SHMRING_OBSERVER)) {
         uint32_t role =
             (roles & SHMRING_CONSUMER) ? SHMRING__ROLE_CONSUMER : SHMRING__ROLE_OBSERVER;
-        int idx = shmring__party_take(r->seg, 1, SHMRING__PARTIES - 1, role, reclaim_entry, r);
+        /* A single-consumer ring keeps entry 1 for its consumer. */
+        unsigned first = r->single && role == SHMRING__ROLE_OBSERVER ? 2 : 1;
+        unsigned last = r->single && role == SHMRING__ROLE_CONSUMER ? 1 : SHMRING__PARTIES - 1;
+        int idx = shmring__party_take(r->seg, first, last, role, reclaim_entry, r);
+        if (idx == -EUSERS && r->single && role == SHMRING__ROLE_CONSUMER)
+            return -EBUSY; /* the one consumer lives */
         if (idx < 0)
             return idx;
         r->party = idx;
@@ -1219,6 +1253,7 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     r->stride = seg->param[2];
     r->mask = (uint64_t)r->nslots - 1;
     r->overwrite = (seg->flags & SHMRING_OVERWRITE) != 0;
+    r->single = (seg->flags & SHMRING_SINGLE_CONSUMER) != 0;
     r->roles = roles;
     r->wait_strategy = SHMRING_WAIT_SLEEP;
     r->spins = SHMRING_DEFAULT_SPINS;
@@ -1269,8 +1304,10 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
         return -EINVAL;
     param[2] = (uint32_t)stride_of(slot_size);
     struct shmring__seg *seg;
-    rc = shmring__seg_create(name, SHMRING__TYPE_RING, flags, flags & SHMRING_OVERWRITE, mode,
-                             param, shmring__ring_layout, &seg);
+    if ((flags & RING_FLAGS) == RING_FLAGS)
+        return -EINVAL;
+    rc = shmring__seg_create(name, SHMRING__TYPE_RING, flags, flags & RING_FLAGS, mode, param,
+                             shmring__ring_layout, &seg);
     if (rc < 0)
         return rc;
     wake_init(seg, flags);
