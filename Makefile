@@ -64,7 +64,7 @@ test: test-release test-tsan test-asan fuzz-smoke
 # The peers' packages come first, so that the build finds them (bench_ipc
 # skips the rows of a peer it was built without).
 bench:
-	@sh scripts/deps.sh gnuplot-nox libdpdk-dev iceoryx libiceoryx-binding-c-dev
+	@sh scripts/deps.sh gnuplot-nox libdpdk-dev iceoryx libiceoryx-binding-c-dev valgrind
 	$(MAKE) build
 	sh bench/run.sh $(BUILD)/release
 

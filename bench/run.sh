@@ -96,6 +96,15 @@ stop_roudi
 mv "$csv.new" "$csv"
 echo "run.sh: $ran benchmark(s); rows in $csv, tables in $txt"
 
+# Locked instructions per message, counted by callgrind (not a timing: the
+# same on a busy machine as on a quiet one).
+if command -v valgrind >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 &&
+    command -v objdump >/dev/null 2>&1; then
+    python3 "$src/locked.py" "$build" | tee -a "$txt"
+else
+    echo "run.sh: valgrind, python3 or objdump missing: no count of locked instructions"
+fi
+
 if ! command -v gnuplot >/dev/null 2>&1; then
     echo "run.sh: gnuplot not found: no plots (make bench installs it)"
     exit 0
