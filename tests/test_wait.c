@@ -6,11 +6,14 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "harness.h"
+#include "ring.h"
 #include "wait.h"
 
 #define MS 1000000LL
@@ -918,6 +921,79 @@ Test(wait, fenced_opener_turns_the_ring)
     /* Still the exchange path after the fenced consumer left. */
     cr_assert_eq(wake_of(p), SHMRING_WAKE_EXCHANGE);
     shmring_close(c1);
+    shmring_close(p);
+    shmring_unlink(name);
+}
+
+/* ---- The switch to the exchange path, seen in the segment ---------------- */
+
+/* A read-only view of a named ring's shared lines. */
+static const struct shmring__ring_shared *map_ring(const char *name, void **map)
+{
+    const char *dir = getenv("SHMRING_SHM_DIR");
+    int fd = open(test_seg_path(dir != NULL && dir[0] ? dir : "/dev/shm", name), O_RDONLY);
+    cr_assert_geq(fd, 0);
+    *map = mmap(NULL, SHMRING__HEADER_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    cr_assert_neq(*map, MAP_FAILED);
+    return (const struct shmring__ring_shared *)(const void *)((const struct shmring__hdr *)*map)
+        ->object;
+}
+
+static uint32_t word_of(const uint32_t *w)
+{
+    return __atomic_load_n(w, __ATOMIC_ACQUIRE);
+}
+
+/* D1, F1, F2: a fenced opener sets FENCED in both words; the producer's next
+ * push fences and sets ACK; a later producer finds FENCED at once. */
+Test(wait, fenced_opener_flags_and_producer_ack)
+{
+    if (test_heap_forced() || env_forces_exchange() ||
+        shmring__membarrier_register(SHMRING__BARRIER_GLOBAL) < 0)
+        cr_skip_test("needs named shm and membarrier");
+    const char *name = test_name("wack");
+    shmring_t *p = test_make(name, 8, 64, 0);
+    void *map;
+    const struct shmring__ring_shared *sh = map_ring(name, &map);
+    const uint32_t flags = SHMRING__EC_FENCED | SHMRING__EC_ACK;
+    cr_assert_eq(word_of(&sh->wake_created), SHMRING__WAKE_CREATED_MEMBARRIER);
+    cr_assert_eq(word_of(&sh->data_ec) & flags, 0);
+    cr_assert_eq(word_of(&sh->space_ec) & flags, 0);
+    test_push_id(p, 1, 32);
+    cr_assert_eq(word_of(&sh->data_ec) & flags, 0, "a push on the membarrier path sets nothing");
+
+    test_quiet_log();
+    setenv("SHMRING_NO_MEMBARRIER", "1", 1);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
+    unsetenv("SHMRING_NO_MEMBARRIER");
+    cr_assert_eq(word_of(&sh->data_ec) & flags, SHMRING__EC_FENCED);
+    cr_assert_eq(word_of(&sh->space_ec) & flags, SHMRING__EC_FENCED);
+    test_push_id(p, 2, 32);
+    cr_assert_eq(word_of(&sh->data_ec) & flags, flags, "the producer acknowledges at its push");
+    cr_assert_eq(word_of(&sh->space_ec) & SHMRING__EC_ACK, 0, "no ACK on the space word");
+
+    /* A new producer: FENCED at attach, so ACK stays and it fences. */
+    shmring_close(p);
+    p = test_open_as(name, SHMRING_PRODUCER);
+    cr_assert_eq(word_of(&sh->data_ec) & flags, flags);
+    test_push_id(p, 3, 32);
+    unsigned char buf[64];
+    for (uint64_t id = 1; id <= 3; id++)
+        test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 100 * MS), id);
+    cr_assert_eq(word_of(&sh->wake_created), SHMRING__WAKE_CREATED_MEMBARRIER,
+                 "the creation record never changes");
+    munmap(map, SHMRING__HEADER_SIZE);
+    shmring_close(c);
+    shmring_close(p);
+    shmring_unlink(name);
+
+    /* A ring created for the exchange path says so in its header. */
+    name = test_name("wack2");
+    p = test_make(name, 8, 64, SHMRING_NO_MEMBARRIER);
+    sh = map_ring(name, &map);
+    cr_assert_eq(word_of(&sh->wake_created), SHMRING__WAKE_CREATED_FENCED);
+    munmap(map, SHMRING__HEADER_SIZE);
     shmring_close(p);
     shmring_unlink(name);
 }
