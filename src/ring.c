@@ -356,22 +356,25 @@ static inline void write_end(struct shmring__slot *s, uint64_t w, uint32_t len)
 /* After one or more write_end: advance write_index and wake sleepers. */
 static inline void write_commit(shmring_t *r, uint64_t n, uint64_t bytes)
 {
-    r->w += n;
-    count(&r->sh->pushed, n);
-    count(&r->sh->bytes_pushed, bytes);
+    /* Locals: the counters' stores could alias the handle for the compiler. */
+    struct shmring__ring_shared *sh = r->sh;
+    uint64_t w = r->w + n;
+    r->w = w;
+    count(&sh->pushed, n);
+    count(&sh->bytes_pushed, bytes);
     if (r->fenced_notify) {
         /* Exchange: write_index is for stats and for a successor producer
          * (the consumers poll slots, not this line); as a full barrier it
          * also orders P2 before the load of the sleep flag (W: pairs with
          * ec_prepare). */
-        shmring__xchg_64(&r->sh->write_index, r->w);
-        shmring__ec_notify_after_atomic(&r->sh->data_ec);
+        shmring__xchg_64(&sh->write_index, w);
+        shmring__ec_notify_after_atomic(&sh->data_ec);
         return;
     }
     /* Release: for stats and a successor producer (resume_position). */
-    shmring__store_release_64(&r->sh->write_index, r->w);
+    shmring__store_release_64(&sh->write_index, w);
     /* M1: no barrier; pairs with M2 of a waiting consumer. With ACK (F2). */
-    shmring__ec_notify_asym(&r->sh->data_ec, &r->fenced_notify, 1);
+    shmring__ec_notify_asym(&sh->data_ec, &r->fenced_notify, 1);
 }
 
 static int producer_check(const shmring_t *r)
@@ -664,7 +667,7 @@ static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
 
 static ssize_t pop_result(shmring_t *r, ssize_t rc)
 {
-    if (rc == -EAGAIN || rc == -EPIPE || rc == -ETIMEDOUT)
+    if (rc < 0 && (rc == -EAGAIN || rc == -EPIPE || rc == -ETIMEDOUT))
         count(&my_party(r)->counter[SHMRING__C_EMPTY], 1);
     return rc;
 }
