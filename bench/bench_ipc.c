@@ -1,4 +1,5 @@
-/* Benchmark: shmring against pipes, Unix sockets, POSIX mqueues, ck_ring and a raw cache line. */
+/* Benchmark: shmring against pipes, Unix sockets, POSIX mqueues, ck_ring, DPDK's rte_ring,
+ * iceoryx and a raw cache line. */
 /*
  * Two or more processes, pinned to two cores; every transport in the same run.
  * Figures:
@@ -43,6 +44,18 @@
 #include "atomic.h"
 #include "shmring.h"
 
+/* Optional peers: built when found (bench/CMakeLists.txt), else skipped. */
+#if defined(BENCH_HAVE_DPDK)
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+#endif
+#if defined(BENCH_HAVE_IOX)
+#include "iceoryx_binding_c/log.h"
+#include "iceoryx_binding_c/publisher.h"
+#include "iceoryx_binding_c/runtime.h"
+#include "iceoryx_binding_c/subscriber.h"
+#endif
+
 #define NSEC           1000000000ull
 #define OP_TIMEOUT_NS  (10ull * NSEC)  /* one wait that makes no progress */
 #define RUN_TIMEOUT_NS (120ull * NSEC) /* one measurement, all children */
@@ -67,7 +80,10 @@ enum kind {
     K_SHM_SPIN,
     K_SHM_ZC,
     K_SHM_BATCH,
+    K_SHM_SINGLE,
     K_CKRING,
+    K_DPDK,
+    K_IOX,
     K_PIPE,
     K_UNIX,
     K_MQ,
@@ -87,7 +103,13 @@ static const struct transport transports[K_COUNT] = {
     {K_SHM_SPIN, "shm-wait-spin", "shmring push_wait/pop_wait, SHMRING_WAIT_SPIN"},
     {K_SHM_ZC, "shm-zerocopy", "shmring reserve/commit + claim/release, busy polling"},
     {K_SHM_BATCH, "shm-batch32", "shmring push_batch/pop_batch of 32, busy polling"},
+    {K_SHM_SINGLE, "shm-single",
+     "shmring push/pop on a SHMRING_SINGLE_CONSUMER ring (no CAS on pop), busy polling"},
     {K_CKRING, "ck_ring", "ck_ring SPSC of indices into a shared payload array, busy polling"},
+    {K_DPDK, "dpdk-ring",
+     "DPDK rte_ring (elements of the message size, SP enqueue, SC/MC dequeue), busy polling"},
+    {K_IOX, "iceoryx",
+     "iceoryx 2 C binding: loan/publish, take/release, blocking producer, busy polling"},
     {K_PIPE, "pipe", "pipe(2), one message per write/read"},
     {K_UNIX, "unix-seqpacket", "socketpair(AF_UNIX, SOCK_SEQPACKET)"},
     {K_MQ, "mq", "POSIX message queue (mq_send/mq_receive)"},
@@ -166,6 +188,8 @@ static int in_child;
 static int in_child_index = -1;
 static FILE *csv;
 static char mq_unusable[160];
+static char dpdk_unusable[160];
+static char iox_unusable[160];
 static long pipe_max_size = 1 << 20;
 
 /* Shared between the parent and the children of one measurement. */
@@ -452,6 +476,11 @@ struct chan {
     ck_ring_buffer_t *ck_buf;
     unsigned char *ck_payload;
     size_t ck_stride, ck_bytes;
+#if defined(BENCH_HAVE_DPDK)
+    struct rte_ring *dr;
+    size_t dr_bytes;
+    unsigned dr_esize;
+#endif
     /* per process */
     shmring_t *h;
     shmring_msg_t msg;
@@ -460,11 +489,19 @@ struct chan {
     struct iovec iov[BATCH];
     size_t nb, have, next;
     uint64_t ck_pos;
+#if defined(BENCH_HAVE_IOX)
+    iox_pub_storage_t pub_storage;
+    iox_sub_storage_t sub_storage;
+    iox_pub_t pub;
+    iox_sub_t sub;
+    void *chunk;
+    const void *rx_chunk;
+#endif
 };
 
 static int is_shm(enum kind k)
 {
-    return k <= K_SHM_BATCH;
+    return k <= K_SHM_SINGLE;
 }
 
 static void chan_setup(struct chan *c, const struct transport *t, size_t len, unsigned slots,
@@ -482,7 +519,8 @@ static void chan_setup(struct chan *c, const struct transport *t, size_t len, un
         snprintf(c->name, sizeof c->name, "/bench-ipc-%d-%u", (int)getpid(), counter++);
         shmring_config_t cfg = {.slots = slots,
                                 .slot_size = (uint32_t)len,
-                                .flags = SHMRING_OBSERVER | SHMRING_NO_FALLBACK};
+                                .flags = SHMRING_OBSERVER | SHMRING_NO_FALLBACK |
+                                         (t->kind == K_SHM_SINGLE ? SHMRING_SINGLE_CONSUMER : 0)};
         int rc = shmring_create(c->name, &cfg, &c->keeper);
         if (rc < 0)
             die("shmring_create(%s): %s", c->name, shmring_strerror(rc));
@@ -544,6 +582,33 @@ static void chan_setup(struct chan *c, const struct transport *t, size_t len, un
         ck_ring_init(&c->ck->ring, slots);
         break;
     }
+#if defined(BENCH_HAVE_DPDK)
+    case K_DPDK: {
+        /* The message itself is the ring's element (a multiple of 4 bytes),
+         * so several consumers can dequeue safely; capacity slots - 1. */
+        c->dr_esize = (unsigned)round_up(len ? len : 8, 8);
+        ssize_t sz = rte_ring_get_memsize_elem(c->dr_esize, slots);
+        if (sz < 0)
+            die("rte_ring_get_memsize_elem(%u, %u): %s", c->dr_esize, slots, strerror((int)-sz));
+        c->dr_bytes = (size_t)sz;
+        void *m =
+            mmap(NULL, c->dr_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            die("mmap: %s", strerror(errno));
+        c->dr = m;
+        unsigned flags = RING_F_SP_ENQ | (nconsumers == 1 ? RING_F_SC_DEQ : 0);
+        int rc = rte_ring_init(c->dr, "bench-ipc", slots, flags);
+        if (rc != 0)
+            die("rte_ring_init: %s", strerror(-rc));
+        break;
+    }
+#endif
+#if defined(BENCH_HAVE_IOX)
+    case K_IOX:
+        /* The service name; publisher and subscriber are made in the children. */
+        snprintf(c->name, sizeof c->name, "ipc%d-%u", (int)getpid(), counter++);
+        break;
+#endif
     default:
         break;
     }
@@ -577,7 +642,83 @@ static void chan_teardown(struct chan *c)
         munmap(c->ck, c->ck_bytes);
         c->ck = NULL;
     }
+#if defined(BENCH_HAVE_DPDK)
+    if (c->dr != NULL) {
+        munmap(c->dr, c->dr_bytes);
+        c->dr = NULL;
+    }
+#endif
 }
+
+#if defined(BENCH_HAVE_IOX)
+/* ---- iceoryx: one runtime per process, made on first use ----------------- */
+
+static int iox_endpoints;
+
+static void iox_need_runtime(void)
+{
+    if (iox_endpoints++ > 0)
+        return;
+    char name[64];
+    snprintf(name, sizeof name, "bench-ipc-%d", (int)getpid());
+    iox_set_loglevel(Iceoryx_LogLevel_Warn); /* no debug lines in the tables */
+    iox_runtime_init(name);
+}
+
+static void iox_drop_runtime(void)
+{
+    if (--iox_endpoints == 0)
+        iox_runtime_shutdown();
+}
+
+/* Wait (at most OP_TIMEOUT_NS) until a publisher sees its subscribers, or a
+ * subscriber is subscribed: messages sent before that are not delivered. */
+static void iox_connect(struct chan *c, enum role role)
+{
+    uint64_t deadline = now_ns() + OP_TIMEOUT_NS;
+    iox_need_runtime();
+    if (role == TX) {
+        iox_pub_options_t o;
+        iox_pub_options_init(&o);
+        o.subscriberTooSlowPolicy = ConsumerTooSlowPolicy_WAIT_FOR_CONSUMER;
+        c->pub = iox_pub_init(&c->pub_storage, "shmring-bench", c->name, "data", &o);
+        while (!iox_pub_has_subscribers(c->pub))
+            if (now_ns() > deadline)
+                die("iceoryx: no subscriber for %s", c->name);
+            else
+                usleep(200);
+        return;
+    }
+    iox_sub_options_t o;
+    iox_sub_options_init(&o);
+    o.queueFullPolicy = QueueFullPolicy_BLOCK_PRODUCER;
+    c->sub = iox_sub_init(&c->sub_storage, "shmring-bench", c->name, "data", &o);
+    while (iox_sub_get_subscription_state(c->sub) != SubscribeState_SUBSCRIBED)
+        if (now_ns() > deadline)
+            die("iceoryx: not subscribed to %s", c->name);
+        else
+            usleep(200);
+}
+
+/* A publisher leaves only after its subscribers did, so that the queued
+ * messages (and the end marker) reach them. */
+static void iox_disconnect(struct chan *c)
+{
+    if (c->pub != NULL) {
+        uint64_t deadline = now_ns() + OP_TIMEOUT_NS;
+        while (iox_pub_has_subscribers(c->pub) && now_ns() < deadline)
+            usleep(200);
+        iox_pub_deinit(c->pub);
+        c->pub = NULL;
+        iox_drop_runtime();
+    }
+    if (c->sub != NULL) {
+        iox_sub_deinit(c->sub);
+        c->sub = NULL;
+        iox_drop_runtime();
+    }
+}
+#endif
 
 static void chan_open(struct chan *c, enum role role)
 {
@@ -599,6 +740,12 @@ static void chan_open(struct chan *c, enum role role)
             die("shmring_set_wait: %s", shmring_strerror(rc));
         return;
     }
+#if defined(BENCH_HAVE_IOX)
+    if (c->t->kind == K_IOX) {
+        iox_connect(c, role);
+        return;
+    }
+#endif
     if (c->t->kind == K_PIPE || c->t->kind == K_UNIX) {
         /* pipe: fd[1] writes, fd[0] reads; socket pair: fd[0] sends. */
         int keep = (c->t->kind == K_PIPE) == (role == TX) ? 1 : 0;
@@ -609,6 +756,9 @@ static void chan_open(struct chan *c, enum role role)
 
 static void chan_close(struct chan *c)
 {
+#if defined(BENCH_HAVE_IOX)
+    iox_disconnect(c);
+#endif
     if (c->h != NULL) {
         shmring_close(c->h); /* a producer's close ends the stream */
         c->h = NULL;
@@ -697,6 +847,21 @@ static unsigned char *tx_begin(struct chan *c)
     }
     if (c->t->kind == K_SHM_BATCH)
         return c->buf + c->nb * c->bufsz;
+#if defined(BENCH_HAVE_IOX)
+    if (c->t->kind == K_IOX) {
+        /* Loaned in place, like shm-zerocopy; RUNNING_OUT_OF_CHUNKS while
+         * the subscriber holds them all. */
+        struct spin s = {0, 0};
+        for (;;) {
+            int rc = iox_pub_loan_chunk(c->pub, &c->chunk, (uint32_t)c->len);
+            if (rc == AllocationResult_SUCCESS)
+                return c->chunk;
+            if (rc != AllocationResult_RUNNING_OUT_OF_CHUNKS)
+                die("iox_pub_loan_chunk(%zu bytes): result %d", c->len, rc);
+            spin_pause(&s, "iox_pub_loan_chunk");
+        }
+    }
+#endif
     return c->buf;
 }
 
@@ -717,6 +882,7 @@ static void tx_end(struct chan *c, size_t len)
     struct spin s = {0, 0};
     switch (c->t->kind) {
     case K_SHM_COPY:
+    case K_SHM_SINGLE:
         while ((rc = shmring_push(c->h, c->buf, len)) == -EAGAIN)
             spin_pause(&s, "shmring_push");
         break;
@@ -747,6 +913,19 @@ static void tx_end(struct chan *c, size_t len)
     case K_CKRING:
         ck_send(c, len);
         break;
+#if defined(BENCH_HAVE_DPDK)
+    case K_DPDK:
+        while (rte_ring_sp_enqueue_elem(c->dr, c->buf, c->dr_esize) != 0)
+            spin_pause(&s, "rte_ring_sp_enqueue_elem");
+        break;
+#endif
+#if defined(BENCH_HAVE_IOX)
+    case K_IOX:
+        /* Blocks (yielding) while the subscriber's queue is full. */
+        iox_pub_publish_chunk(c->pub, c->chunk);
+        c->chunk = NULL;
+        break;
+#endif
     default:
         die("no such channel");
     }
@@ -764,7 +943,8 @@ static void tx_flush(struct chan *c)
 static void tx_finish(struct chan *c)
 {
     tx_flush(c);
-    if (c->t->kind == K_MQ || c->t->kind == K_CKRING) {
+    if (c->t->kind == K_MQ || c->t->kind == K_CKRING || c->t->kind == K_DPDK ||
+        c->t->kind == K_IOX) {
         /* No end-of-stream of their own: one marker per consumer. */
         for (int i = 0; i < c->nconsumers; i++) {
             fill(tx_begin(c), c->len, END_SEQ);
@@ -791,6 +971,7 @@ static const unsigned char *rx_begin(struct chan *c, size_t *len)
     *len = c->len;
     switch (c->t->kind) {
     case K_SHM_COPY:
+    case K_SHM_SINGLE:
         while ((n = shmring_pop(c->h, c->buf, c->bufsz)) == -EAGAIN)
             spin_pause(&s, "shmring_pop");
         break;
@@ -852,6 +1033,35 @@ static const unsigned char *rx_begin(struct chan *c, size_t *len)
         memcpy(c->buf, c->ck_payload + idx * c->ck_stride, c->len);
         return end_marker(c);
     }
+#if defined(BENCH_HAVE_DPDK)
+    case K_DPDK:
+        if (c->nconsumers == 1)
+            while (rte_ring_sc_dequeue_elem(c->dr, c->buf, c->dr_esize) != 0)
+                spin_pause(&s, "rte_ring_sc_dequeue_elem");
+        else
+            while (rte_ring_mc_dequeue_elem(c->dr, c->buf, c->dr_esize) != 0)
+                spin_pause(&s, "rte_ring_mc_dequeue_elem");
+        return end_marker(c);
+#endif
+#if defined(BENCH_HAVE_IOX)
+    case K_IOX: {
+        int rc;
+        while ((rc = iox_sub_take_chunk(c->sub, &c->rx_chunk)) ==
+               ChunkReceiveResult_NO_CHUNK_AVAILABLE)
+            spin_pause(&s, "iox_sub_take_chunk");
+        if (rc != ChunkReceiveResult_SUCCESS)
+            die("iox_sub_take_chunk: result %d", rc);
+        const unsigned char *q = c->rx_chunk;
+        if (seq_of(q) == END_SEQ) {
+            if (!intact(q, c->len, END_SEQ))
+                die("corrupt end-of-stream marker");
+            iox_sub_release_chunk(c->sub, c->rx_chunk);
+            c->rx_chunk = NULL;
+            return NULL;
+        }
+        return q;
+    }
+#endif
     default:
         die("no such channel");
     }
@@ -871,6 +1081,12 @@ static void rx_end(struct chan *c)
         if (rc < 0)
             die("shmring_release: %s", shmring_strerror(rc));
     }
+#if defined(BENCH_HAVE_IOX)
+    if (c->t->kind == K_IOX && c->rx_chunk != NULL) {
+        iox_sub_release_chunk(c->sub, c->rx_chunk);
+        c->rx_chunk = NULL;
+    }
+#endif
 }
 
 /* ---- Running children ---------------------------------------------------- */
@@ -1244,13 +1460,22 @@ static int applies(const struct figure *f, const struct transport *t, const char
     case FIG_TPUT:
         if (t->kind == K_FLOOR)
             return 0;
+        if (f->nconsumers > 1 && t->kind == K_SHM_SINGLE) {
+            *why = "a SHMRING_SINGLE_CONSUMER ring has one consumer by construction";
+            return -1;
+        }
         if (f->nconsumers > 1 && t->kind == K_CKRING) {
             *why = "ck_ring SPSC has one consumer by construction";
             return -1;
         }
+        if (f->nconsumers > 1 && t->kind == K_IOX) {
+            *why = "iceoryx is publish/subscribe: every subscriber gets every message";
+            return -1;
+        }
         return 1;
     case FIG_HANDOVER:
-        return t->kind == K_SHM_ZC || t->kind == K_SHM_COPY || t->kind == K_PIPE;
+        return t->kind == K_SHM_ZC || t->kind == K_SHM_COPY || t->kind == K_PIPE ||
+               t->kind == K_CKRING || t->kind == K_DPDK || t->kind == K_IOX;
     }
     return 0;
 }
@@ -1629,6 +1854,25 @@ static void probe_mq(void)
     mq_unlink(name);
 }
 
+/* Why the optional peers are skipped, if they are. */
+static void probe_peers(void)
+{
+#if !defined(BENCH_HAVE_DPDK)
+    snprintf(dpdk_unusable, sizeof dpdk_unusable,
+             "built without DPDK (pkg-config libdpdk not found; make bench installs libdpdk-dev)");
+#endif
+#if defined(BENCH_HAVE_IOX)
+    const char *v = getenv("BENCH_IOX_ROUDI");
+    if (v == NULL || strcmp(v, "1") != 0)
+        snprintf(iox_unusable, sizeof iox_unusable,
+                 "iox-roudi not running (bench/run.sh starts it and sets BENCH_IOX_ROUDI=1)");
+#else
+    snprintf(iox_unusable, sizeof iox_unusable,
+             "built without iceoryx (no iceoryx_binding_c; make bench installs "
+             "libiceoryx-binding-c-dev)");
+#endif
+}
+
 static void choose_cpus(void)
 {
     cpu_set_t s;
@@ -1764,6 +2008,14 @@ static void run_figure(size_t fi)
                 a = -1;
                 why = mq_unusable;
             }
+            if (a > 0 && t->kind == K_DPDK && dpdk_unusable[0] != '\0') {
+                a = -1;
+                why = dpdk_unusable;
+            }
+            if (a > 0 && t->kind == K_IOX && iox_unusable[0] != '\0') {
+                a = -1;
+                why = iox_unusable;
+            }
             if (a < 0) {
                 res->skipped = 1;
                 snprintf(res->note, sizeof res->note, "%s", why);
@@ -1804,6 +2056,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     pipe_max_size = read_long("/proc/sys/fs/pipe-max-size", 1 << 20);
     probe_mq();
+    probe_peers();
     if (opt.csv_path != NULL) {
         csv = fopen(opt.csv_path, "w");
         if (csv == NULL)

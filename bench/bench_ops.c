@@ -74,11 +74,11 @@ struct pair {
     shmring_t *p, *c;
 };
 
-static void pair_open(struct pair *x)
+static void pair_open(struct pair *x, uint32_t flags)
 {
     static unsigned n;
     snprintf(x->name, sizeof x->name, "/bench-ops-%d-%u", (int)getpid(), n++);
-    shmring_config_t cfg = {.slots = SLOTS, .slot_size = LEN, .flags = SHMRING_NO_FALLBACK};
+    shmring_config_t cfg = {.slots = SLOTS, .slot_size = LEN, .flags = SHMRING_NO_FALLBACK | flags};
     int rc = shmring_create(x->name, &cfg, &x->p);
     if (rc < 0)
         die("shmring_create", rc);
@@ -242,6 +242,7 @@ static const struct op ops[] = {
     {"shm-copy", "push + pop of 64 bytes", run_copy},
     {"shm-zerocopy", "reserve/commit + claim/release of 64 bytes", run_zerocopy},
     {"shm-batch32", "push_batch + pop_batch of 32 x 64 bytes (per message)", run_batch},
+    {"shm-single", "push + pop of 64 bytes, SHMRING_SINGLE_CONSUMER ring", run_copy},
     {"ck_ring", "enqueue + dequeue of an index, 64-byte payload copied in and out", run_ck},
     {"mfence", "a store then shmring__fence_seq_cst", run_mfence},
     {"xchg", "a store then shmring__xchg_64", run_xchg},
@@ -310,9 +311,9 @@ int main(int argc, char **argv)
         if (!selected(ops[k].name))
             continue;
         struct pair x;
-        int ring = k < 3;
+        int ring = k < 4;
         if (ring)
-            pair_open(&x);
+            pair_open(&x, strcmp(ops[k].name, "shm-single") == 0 ? SHMRING_SINGLE_CONSUMER : 0);
         double best = 1e30;
         for (unsigned t = 0; t < trials; t++) {
             uint64_t t0 = now_ns();

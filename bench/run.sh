@@ -34,6 +34,40 @@ rm -f "$dist"/*.dat "$out"/*.svg "$part"
 : >"$txt"
 : >"$csv.new"
 
+# iceoryx needs its broker: start iox-roudi for the iceoryx rows of bench_ipc
+# and stop it, by its pid, when the benchmarks end.
+roudi_pid=""
+stop_roudi() {
+    if [ -n "$roudi_pid" ]; then
+        kill "$roudi_pid" 2>/dev/null || true
+        wait "$roudi_pid" 2>/dev/null || true
+        roudi_pid=""
+    fi
+}
+trap stop_roudi EXIT
+trap 'stop_roudi; exit 130' INT TERM
+if [ -x "$out/bench_ipc" ] && command -v iox-roudi >/dev/null 2>&1; then
+    roudi_log=$out/iox-roudi.log
+    iox-roudi >"$roudi_log" 2>&1 &
+    roudi_pid=$!
+    i=0
+    while [ "$i" -lt 600 ] && ! grep -q "RouDi is ready for clients" "$roudi_log"; do
+        kill -0 "$roudi_pid" 2>/dev/null || break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if grep -q "RouDi is ready for clients" "$roudi_log"; then
+        BENCH_IOX_ROUDI=1
+        export BENCH_IOX_ROUDI
+        echo "run.sh: iox-roudi started (pid $roudi_pid) for the iceoryx rows"
+    else
+        echo "run.sh: iox-roudi did not become ready (see $roudi_log): iceoryx rows skipped"
+        stop_roudi
+    fi
+else
+    echo "run.sh: iox-roudi not found: iceoryx rows skipped (make bench installs iceoryx)"
+fi
+
 ran=0
 for c in "$src"/*.c; do
     name=$(basename "$c" .c)
@@ -86,8 +120,18 @@ if "$build/shmring" bridge --help >/dev/null 2>&1 && command -v nats-server >/de
 else
     echo "run.sh: no shmring bridge (libnats) or no nats-server: no bridge benchmark"
 fi
+stop_roudi
 mv "$csv.new" "$csv"
 echo "run.sh: $ran benchmark(s); rows in $csv, tables in $txt"
+
+# Locked instructions per message, counted by callgrind (not a timing: the
+# same on a busy machine as on a quiet one).
+if command -v valgrind >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 &&
+    command -v objdump >/dev/null 2>&1; then
+    python3 "$src/locked.py" "$build" | tee -a "$txt"
+else
+    echo "run.sh: valgrind, python3 or objdump missing: no count of locked instructions"
+fi
 
 if ! command -v gnuplot >/dev/null 2>&1; then
     echo "run.sh: gnuplot not found: no plots (make bench installs it)"

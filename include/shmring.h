@@ -57,6 +57,22 @@ extern "C" {
 
 /* Ring policy (given at creation, fixed for the ring's life). */
 #define SHMRING_OVERWRITE 0x1000u /* full ring: drop the oldest messages */
+/*
+ * Wake-ups without membarrier(): every push pays a locked exchange so that
+ * sleepers can be woken, instead of sleepers paying a membarrier() call
+ * (docs/design.md, "Wake-ups"). Also chosen when SHMRING_NO_MEMBARRIER is
+ * set in the environment (any value but empty or "0") or membarrier() is
+ * not available. Create only; not stored in shmring_stats_t.flags.
+ */
+#define SHMRING_NO_MEMBARRIER 0x2000u
+/*
+ * At most one consumer handle at a time (observers as usual): it owns the
+ * read index and takes each message with a plain store instead of a
+ * compare-and-swap. A second consumer gets -EBUSY while the first lives; a
+ * dead one is replaced. Not with SHMRING_OVERWRITE. Stored with the ring
+ * (shmring_stats_t.flags).
+ */
+#define SHMRING_SINGLE_CONSUMER 0x4000u
 
 /*
  * Security relaxations: allow opening a segment owned by another user or
@@ -151,14 +167,15 @@ typedef struct shmring_config {
  * Errors: -EINVAL (NULL out, bad name, slots not a power of two in
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
- * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name); -EEXIST
- * (the name exists; with SHMRING_OPEN_EXISTING: it exists with other slots,
- * slot_size or policy, or is a state table); -ENOSPC (the shm file system
- * is full); -ENOMEM (out of memory, or the memory rule above);
- * -EMFILE/-ENFILE (descriptor limits); any errno of the last backend tried
- * when all fail. With SHMRING_OPEN_EXISTING, also the errors of
- * shmring_open for an existing ring (-EACCES, -ELOOP, -EAGAIN, -EPROTO,
- * -EPROTONOSUPPORT, -EBUSY, -EUSERS, ...).
+ * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name,
+ * SHMRING_SINGLE_CONSUMER with SHMRING_OVERWRITE); -EEXIST (the name
+ * exists; with SHMRING_OPEN_EXISTING: it exists with other slots, slot_size
+ * or policy, or is a state table); -ENOSPC (the shm file system is full);
+ * -ENOMEM (out of memory, or the memory rule above); -EMFILE/-ENFILE
+ * (descriptor limits); any errno of the last backend tried when all fail.
+ * With SHMRING_OPEN_EXISTING, also the errors of shmring_open for an
+ * existing ring (-EACCES, -ELOOP, -EAGAIN, -EPROTO, -EPROTONOSUPPORT,
+ * -EBUSY, -EUSERS, ...).
  */
 SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, shmring_t **out);
 
@@ -189,7 +206,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
  * shmring_create);
  * -EPROTO (not a shmring segment, or a corrupt or truncated header);
  * -EPROTONOSUPPORT (another layout version); -EPROTOTYPE (not a ring);
- * -EBUSY (SHMRING_PRODUCER and a live producer holds the lease);
+ * -EBUSY (SHMRING_PRODUCER and a live producer holds the lease, or
+ * SHMRING_CONSUMER on a SHMRING_SINGLE_CONSUMER ring whose consumer lives);
  * -EUSERS (SHMRING_MAX_CONSUMERS handles already attached); -ENOMEM;
  * -EMFILE/-ENFILE.
  */
@@ -448,7 +466,13 @@ typedef struct shmring_stats {
     int32_t creator_pid;
     uint64_t created_ns;     /* CLOCK_REALTIME at creation */
     uint64_t producer_epoch; /* how many producers have held the lease */
+    uint32_t wake;           /* SHMRING_WAKE_*: how pushes wake sleepers */
+    uint32_t reserved;
 } shmring_stats_t;
+
+/* shmring_stats_t.wake */
+#define SHMRING_WAKE_MEMBARRIER 1 /* plain store and load; sleepers call membarrier() */
+#define SHMRING_WAKE_EXCHANGE   2 /* locked exchange on push and release (the fallback) */
 
 /*
  * Fill *st. Counters are read without stopping the ring, so they are each

@@ -114,6 +114,12 @@ SHMRING_INLINE void shmring__fence_after_atomic(void)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
+/* Compiler barrier: no instruction; memory accesses are not moved across it
+ * by the compiler (the CPU may still reorder them). */
+SHMRING_INLINE void shmring__compiler_barrier(void)
+{
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
 SHMRING_INLINE void shmring__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -236,6 +242,10 @@ SHMRING_INLINE void shmring__fence_after_atomic(void)
 {
     ck_pr_barrier();
 }
+SHMRING_INLINE void shmring__compiler_barrier(void)
+{
+    ck_pr_barrier();
+}
 SHMRING_INLINE void shmring__cpu_relax(void)
 {
     ck_pr_stall();
@@ -243,20 +253,36 @@ SHMRING_INLINE void shmring__cpu_relax(void)
 
 #endif
 
-/* memcpy, inlined for small messages (a call costs more than the copy). */
+/*
+ * memcpy, inlined for small messages (a call costs more than the copy): at
+ * most four possibly overlapping moves of 16, 8, 4 or 1 bytes each, as
+ * libc's memcpy does for small sizes, instead of a loop.
+ */
 SHMRING_INLINE void shmring__copy_small(void *dst, const void *src, size_t n)
 {
     unsigned char *d = (unsigned char *)dst;
     const unsigned char *s = (const unsigned char *)src;
     if (n > 64) {
         memcpy(d, s, n);
-        return;
+    } else if (n > 32) {
+        memcpy(d, s, 16);
+        memcpy(d + 16, s + 16, 16);
+        memcpy(d + n - 32, s + n - 32, 16);
+        memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 16) {
+        memcpy(d, s, 16);
+        memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(d, s, 8);
+        memcpy(d + n - 8, s + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(d, s, 4);
+        memcpy(d + n - 4, s + n - 4, 4);
+    } else if (n > 0) {
+        d[0] = s[0];
+        d[n / 2] = s[n / 2];
+        d[n - 1] = s[n - 1];
     }
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        memcpy(d + i, s + i, 8);
-    for (; i < n; i++)
-        d[i] = s[i];
 }
 
 /*

@@ -31,6 +31,19 @@
  *       (counted as dropped) before P1; a consumer racing with it fails C2
  *       or C3 and retries, so it never returns a torn message.
  *   W*  wake-ups: see wait.h (Dekker between publishing and the sleep flag).
+ *       Symmetric on rings that cannot use membarrier (an exchange or CAS
+ *       before the notifier's load of the flag, a fence after the waiter's
+ *       CAS); asymmetric otherwise:
+ *   M1  notifier: P2 / Z3 as plain release stores, a compiler barrier, then a
+ *       relaxed load of the flag. No locked instruction on the fast path.
+ *   M2  waiter: set the flag (CAS), membarrier(), re-check, sleep. Pairs with
+ *       M1: the barrier it forces on the notifier's CPU falls either after
+ *       the notifier's store (the re-check sees it) or before its load of the
+ *       flag (the notifier sees the flag and wakes).
+ *   D1  a party that cannot use membarrier() sets FENCED in both eventcounts
+ *       at attach; F1: a notifier that sees FENCED fences from then on;
+ *       F2: the producer then sets ACK, after which a fenced waiter may rely
+ *       on it (docs/design.md, "Wake-ups", proves each case).
  *
  * Everything read from the shared segment is treated as untrusted: slot
  * indices are masked, lengths checked against the validated slot size,
@@ -74,8 +87,9 @@
 
 #define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
 #define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
+#define RING_FLAGS    (SHMRING_OVERWRITE | SHMRING_SINGLE_CONSUMER) /* stored with the ring */
 #define CREATE_FLAGS                                                                               \
-    (ROLE_FLAGS | BACKEND_FLAGS | SHMRING_OVERWRITE | SHMRING_ALLOW_INSECURE |                     \
+    (ROLE_FLAGS | BACKEND_FLAGS | RING_FLAGS | SHMRING_ALLOW_INSECURE | SHMRING_NO_MEMBARRIER |    \
      SHMRING_OPEN_EXISTING)
 #define OPEN_FLAGS (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
 
@@ -89,7 +103,8 @@ struct shmring {
     uint32_t slot_size;
     uint32_t roles;
     int overwrite;
-    int party; /* consumer/observer entry, or -1 */
+    int single; /* SHMRING_SINGLE_CONSUMER: C3 is a store */
+    int party;  /* consumer/observer entry, or -1 */
     int producer;
     int lease_gone;      /* this handle learned that it lost the lease: it never writes again */
     uint64_t lease_word; /* the lease's owner word while this handle holds it */
@@ -107,7 +122,15 @@ struct shmring {
     /* waiting */
     int wait_strategy;
     uint32_t spins;
+    /* wake-ups (W, M1, M2, D1, F1, F2) */
+    int fenced_notify;   /* notifies are symmetric (exchange or fence) */
+    int membarrier_wait; /* sleeps are announced with membarrier() (M2) */
+    int ring_fenced;     /* created without membarrier: every party is symmetric */
+    enum shmring__barrier barrier;
 };
+
+/* Longest sleep of a waiter that cannot rely on being woken (D1). */
+#define SLICE_NS 1000000ull
 
 /* ---- Layout ------------------------------------------------------------- */
 
@@ -126,7 +149,7 @@ int shmring__ring_layout(const uint32_t param[4], uint32_t flags, uint64_t *tota
         return -EINVAL;
     if (param[2] != stride_of(slot_size) || param[3] != 0)
         return -EINVAL;
-    if (flags & ~SHMRING_OVERWRITE)
+    if ((flags & ~RING_FLAGS) || (flags & RING_FLAGS) == RING_FLAGS)
         return -EINVAL;
     uint64_t t = SHMRING__HEADER_SIZE + (uint64_t)slots * param[2];
     if (t > SHMRING__MAX_TOTAL)
@@ -421,7 +444,7 @@ static int room_from_claims(shmring_t *r, uint64_t w, int slow)
  * mode), CONTENDED if a claim part-way through pins the slot. No syscall
  * unless the slot is claimed and slow allows it.
  */
-static int room_for(shmring_t *r, uint64_t w, int slow)
+static __attribute__((noinline)) int room_slow(shmring_t *r, uint64_t w, int slow)
 {
     if (w - r->cached_read >= r->nslots) {
         /* P3: acquire, pairs with C3 (and Z1 through it). */
@@ -440,6 +463,20 @@ static int room_for(shmring_t *r, uint64_t w, int slow)
     if (r->overwrite)
         return 0;
     return room_from_claims(r, w, slow);
+}
+
+/* The common case of room_slow(), inlined: the cached read_index says there
+ * is room, and the slot is not claimed. */
+static inline __attribute__((always_inline)) int room_for(shmring_t *r, uint64_t w, int slow)
+{
+    if (w - r->cached_read < r->nslots) {
+        if (r->overwrite)
+            return 0;
+        /* Z2: acquire, pairs with Z3 (release) and Z1. */
+        if (shmring__load_acquire_64(&slot_at(r, w)->claim) == 0)
+            return 0;
+    }
+    return room_slow(r, w, slow);
 }
 
 /* P1: mark the slot of w as being written. */
@@ -468,15 +505,27 @@ static inline void write_end(struct shmring__slot *s, uint64_t w, uint32_t len)
 /* After one or more write_end: advance write_index and wake sleepers. */
 static inline void write_commit(shmring_t *r, uint64_t n, uint64_t bytes)
 {
-    r->w += n;
-    count(&r->sh->pushed, n);
-    count(&r->sh->bytes_pushed, bytes);
-    /* Exchange: write_index is for stats and for a successor producer (the
-     * consumers poll slots, not this line); as a full barrier it also orders
-     * P2 before the load of the sleep flag (W: pairs with ec_prepare). */
-    shmring__xchg_64(&r->sh->write_index, r->w);
+    /* Locals: the counters' stores could alias the handle for the compiler. */
+    struct shmring__ring_shared *sh = r->sh;
+    uint64_t w = r->w + n;
+    r->w = w;
+    count(&sh->pushed, n);
+    count(&sh->bytes_pushed, bytes);
+    if (r->fenced_notify) {
+        /* Exchange: write_index is for stats and for a successor producer
+         * (the consumers poll slots, not this line); as a full barrier it
+         * also orders P2 before the load of the sleep flag (W: pairs with
+         * ec_prepare). */
+        shmring__xchg_64(&sh->write_index, w);
+        SHMRING_FAULT(RING_W);
+        shmring__ec_notify_after_atomic(&sh->data_ec);
+        return;
+    }
+    /* Release: for stats and a successor producer (resume_position). */
+    shmring__store_release_64(&sh->write_index, w);
     SHMRING_FAULT(RING_W);
-    shmring__ec_notify_after_atomic(&r->sh->data_ec);
+    /* M1: no barrier; pairs with M2 of a waiting consumer. With ACK (F2). */
+    shmring__ec_notify_asym(&sh->data_ec, &r->fenced_notify, 1);
 }
 
 static int producer_check(const shmring_t *r)
@@ -507,7 +556,8 @@ static int lease_lost(shmring_t *r)
     return 1;
 }
 
-static int push_try(shmring_t *r, const void *msg, size_t len, int slow)
+static inline __attribute__((always_inline)) int push_try(shmring_t *r, const void *msg, size_t len,
+                                                          int slow)
 {
     int rc = room_for(r, r->w, slow);
     if (rc < 0)
@@ -656,7 +706,7 @@ enum slot_state { SLOT_READY, SLOT_EMPTY, SLOT_STALE, SLOT_CORRUPT };
  * C1: is position r published in its slot? STALE: read_index moved (retry);
  * CORRUPT: the slot claims a later position while read_index has not moved.
  */
-static enum slot_state read_slot(const shmring_t *r, uint64_t pos, uint64_t *seq)
+static inline enum slot_state read_slot(const shmring_t *r, uint64_t pos, uint64_t *seq)
 {
     struct shmring__slot *s = slot_at(r, pos);
     /* C1: acquire, pairs with P2. */
@@ -708,11 +758,39 @@ static int consumer_check(const shmring_t *r)
     return 0;
 }
 
+/*
+ * C3: take positions [*pos, *pos + n), the step that delivers them.
+ * Competing consumers CAS read_index (0 if another consumer moved it). The
+ * consumer of a SHMRING_SINGLE_CONSUMER ring is the only writer of
+ * read_index (no overwrite, so no O1; one consumer entry, so no other
+ * consumer): a store.
+ */
+static inline int take(shmring_t *r, uint64_t *pos, uint64_t n)
+{
+    if (!r->single)
+        /* C3: CAS, seq_cst; pairs with P3 and with other consumers' C3. */
+        return shmring__cas_64(&r->sh->read_index, pos, *pos + n);
+    if (r->fenced_notify)
+        /* C3: exchange (at least release, pairs with P3); a full barrier
+         * before consumed()'s load of the sleep flag (W, symmetric). */
+        shmring__xchg_64(&r->sh->read_index, *pos + n);
+    else
+        /* C3: release, pairs with P3: our reads of the slots happen before
+         * the producer rewrites them. M1 in consumed(). */
+        shmring__store_release_64(&r->sh->read_index, *pos + n);
+    return 1;
+}
+
 static inline void consumed(shmring_t *r, uint64_t n, uint64_t bytes)
 {
     struct shmring__party *p = my_party(r);
     count(&p->counter[SHMRING__C_POPPED], n);
     count(&p->counter[SHMRING__C_BYTES], bytes);
+    if (r->single && !r->fenced_notify) {
+        /* M1: C3 was a plain store; pairs with M2 of a waiting producer. */
+        shmring__ec_notify_asym(&r->sh->space_ec, &r->fenced_notify, 0);
+        return;
+    }
     /* C3 was an atomic RMW: wake a producer waiting for space (W). */
     shmring__ec_notify_after_atomic(&r->sh->space_ec);
 }
@@ -761,8 +839,8 @@ static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
         if (!seq_unchanged(s, seq))
             continue;
         SHMRING_FAULT(RING_C3);
-        /* C3: CAS, the delivering step; pairs with P3 and other consumers. */
-        if (shmring__cas_64(&r->sh->read_index, &pos, pos + 1)) {
+        /* C3: the delivering step. */
+        if (take(r, &pos, 1)) {
             consumed(r, 1, len);
             return (ssize_t)len;
         }
@@ -854,7 +932,7 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
         }
         SHMRING_FAULT(RING_POP_BATCH);
         /* C3 for the whole batch: one index update. */
-        if (shmring__cas_64(&r->sh->read_index, &pos, pos + k)) {
+        if (take(r, &pos, k)) {
             uint64_t bytes = 0;
             for (size_t i = 0; i < k; i++) {
                 iov[i].iov_len = lens[i];
@@ -887,7 +965,7 @@ static int claim_overwrite(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_
     if (bad < 0)
         return seq_unchanged(s, seq) ? bad : -ESTALE;
     /* C3. */
-    if (!shmring__cas_64(&r->sh->read_index, &pos, pos + 1))
+    if (!take(r, &pos, 1))
         return -ESTALE;
     fill_msg(r, m, pos, len);
     count(&my_party(r)->counter[SHMRING__C_CLAIMS], 1);
@@ -944,8 +1022,8 @@ static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t s
     if (bad == 0 && !seq_unchanged(s, seq))
         bad = -ESTALE;
     SHMRING_FAULT(CLAIM_C3);
-    /* C3. */
-    if (bad == 0 && shmring__cas_64(&r->sh->read_index, &pos, pos + 1)) {
+    /* C3, after Z1: the producer's P3 then Z2 see the claim. */
+    if (bad == 0 && take(r, &pos, 1)) {
         /* Z4: release, pairs with Z2: the claim is held. A plain store: no
          * one else writes a pending claim of a live owner at its position. */
         shmring__store_release_64(&s->claim, mine | CLAIM_HELD);
@@ -1000,6 +1078,24 @@ SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
     return (int)pop_result(r, claim_try(r, m, SLOW_YIELD));
 }
 
+/* Z3 and the wake-up of a producer waiting for room. */
+static void release_claim(shmring_t *r, struct shmring__slot *s)
+{
+    if (r->fenced_notify) {
+        /* Z3: exchange (a full barrier, so at least release), pairs with Z2
+         * in room_for(): our reads of the payload happen before the
+         * producer rewrites the slot; and it orders the release before the
+         * load of the sleep flag (W, symmetric). */
+        shmring__xchg_64(&s->claim, 0);
+        shmring__ec_notify_after_atomic(&r->sh->space_ec);
+        return;
+    }
+    /* Z3: release, pairs with Z2 in room_for(). */
+    shmring__store_release_64(&s->claim, 0);
+    /* M1: no barrier; pairs with M2 of a producer waiting for room. */
+    shmring__ec_notify_asym(&r->sh->space_ec, &r->fenced_notify, 0);
+}
+
 SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
 {
     if (r == NULL || m == NULL || r->party < 0 || !(r->roles & SHMRING_CONSUMER))
@@ -1018,13 +1114,8 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
         /* Relaxed: our own claim word; only we (or a reclaimer) change it. */
         if (shmring__load_relaxed_64(&s->claim) != c)
             return -EINVAL;
-        /* Z3: exchange (a full barrier, so at least release), pairs with Z2
-         * in room_for(): our reads of the payload happen before the producer
-         * rewrites the slot; and it orders the release before the load of the
-         * sleep flag (W), which a plain store would need a fence for. */
         SHMRING_FAULT(CLAIM_Z3);
-        shmring__xchg_64(&s->claim, 0);
-        shmring__ec_notify_after_atomic(&r->sh->space_ec);
+        release_claim(r, s);
     }
     /* Relaxed: our own counter line. */
     if (shmring__load_relaxed_64(held) > 0)
@@ -1134,6 +1225,29 @@ static uint64_t nap_of(uint64_t now, uint64_t deadline, uint64_t next_check, ssi
 }
 
 /*
+ * Announce a waiter on ec (W). *cap: how long it may sleep before it
+ * re-checks by itself, if a notifier might not see it (D1).
+ */
+static uint32_t wait_prepare(shmring_t *r, uint32_t *ec, uint64_t *cap)
+{
+    if (r->membarrier_wait) {
+        int covered;
+        /* M2: pairs with M1 (and with the symmetric notifiers' barriers). */
+        uint32_t v = shmring__ec_prepare_mb(ec, r->barrier, &covered);
+        if (!covered)
+            *cap = SLICE_NS;
+        return v;
+    }
+    /* W: symmetric; pairs with the notifiers' exchange, CAS or fence. */
+    uint32_t v = shmring__ec_prepare(ec);
+    /* On a ring created for membarrier a notifier may be asymmetric, unless
+     * it is the producer and has acknowledged FENCED (F2). */
+    if (!r->ring_fenced && !(ec == &r->sh->data_ec && (v & SHMRING__EC_ACK)))
+        *cap = SLICE_NS;
+    return v;
+}
+
+/*
  * The waiting calls. Every pass that looks at the clock checks the deadline,
  * and every PEER_CHECK_NS the peers. A pass that comes more than STARVED_NS
  * after the previous one means the CPU went elsewhere (a busy process on
@@ -1157,7 +1271,8 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
     int starved = 0;
     for (uint64_t spin = 0;; spin++) {
         int may_sleep = starved || (r->wait_strategy == SHMRING_WAIT_SLEEP && spin >= r->spins);
-        uint32_t v = may_sleep ? shmring__ec_prepare(ec) : 0;
+        uint64_t cap = UINT64_MAX;
+        uint32_t v = may_sleep ? wait_prepare(r, ec, &cap) : 0;
         rc = op_try(r, op, a, may_sleep ? SLOW_CHECK : SLOW_NONE);
         if (rc != -EAGAIN && rc != CONTENDED)
             return rc;
@@ -1185,12 +1300,14 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
             }
             next_check = now + PEER_CHECK_NS;
         }
-        if (may_sleep)
-            shmring__ec_sleep(ec, v, nap_of(now, deadline, next_check, rc, &contended_nap));
-        else if (r->wait_strategy == SHMRING_WAIT_YIELD)
+        if (may_sleep) {
+            uint64_t ns = nap_of(now, deadline, next_check, rc, &contended_nap);
+            shmring__ec_sleep(ec, v, ns < cap ? ns : cap);
+        } else if (r->wait_strategy == SHMRING_WAIT_YIELD) {
             sched_yield();
-        else
+        } else {
             shmring__cpu_relax();
+        }
     }
 }
 
@@ -1266,8 +1383,13 @@ static int attach_roles(shmring_t *r, uint32_t roles)
     if (roles & (SHMRING_CONSUMER | SHMRING_OBSERVER)) {
         uint32_t role =
             (roles & SHMRING_CONSUMER) ? SHMRING__ROLE_CONSUMER : SHMRING__ROLE_OBSERVER;
-        int idx = shmring__party_take(r->seg, 1, SHMRING__PARTIES - 1,
-                                      role | SHMRING__ROLE_KEEP_COUNTERS, reclaim_entry, r);
+        /* A single-consumer ring keeps entry 1 for its consumer. */
+        unsigned first = r->single && role == SHMRING__ROLE_OBSERVER ? 2 : 1;
+        unsigned last = r->single && role == SHMRING__ROLE_CONSUMER ? 1 : SHMRING__PARTIES - 1;
+        int idx = shmring__party_take(r->seg, first, last, role | SHMRING__ROLE_KEEP_COUNTERS,
+                                      reclaim_entry, r);
+        if (idx == -EUSERS && r->single && role == SHMRING__ROLE_CONSUMER)
+            return -EBUSY; /* the one consumer lives */
         if (idx < 0)
             return idx;
         r->party = idx;
@@ -1300,6 +1422,80 @@ static int attach_roles(shmring_t *r, uint32_t roles)
     return 0;
 }
 
+/* ---- Wake-ups ----------------------------------------------------------- */
+
+static int no_membarrier_env(void)
+{
+    const char *v = secure_getenv("SHMRING_NO_MEMBARRIER");
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+static enum shmring__barrier barrier_of(const struct shmring__seg *seg)
+{
+    return seg->backend == SHMRING_BACKEND_HEAP ? SHMRING__BARRIER_PRIVATE
+                                                : SHMRING__BARRIER_GLOBAL;
+}
+
+static const char *seg_label(const struct shmring__seg *seg)
+{
+    return seg->name[0] ? seg->name : "(anonymous)";
+}
+
+/* At creation, before the segment is ready: the ring's wake-up path. */
+static void wake_init(struct shmring__seg *seg, uint32_t flags)
+{
+    struct shmring__ring_shared *sh = (struct shmring__ring_shared *)(void *)seg->hdr->object;
+    int rc = 0;
+    if (!(flags & SHMRING_NO_MEMBARRIER) && !no_membarrier_env()) {
+        rc = shmring__membarrier_register(barrier_of(seg));
+        if (rc < 0)
+            shmring__log("%s: membarrier() not available (%s): pushes wake with an exchange",
+                         seg_label(seg), shmring_strerror(rc));
+    }
+    int fenced = (flags & SHMRING_NO_MEMBARRIER) || no_membarrier_env() || rc < 0;
+    /* Relaxed: published by the release store of `ready`. */
+    shmring__store_relaxed_32(&sh->wake_created, fenced ? SHMRING__WAKE_CREATED_FENCED
+                                                        : SHMRING__WAKE_CREATED_MEMBARRIER);
+}
+
+/* At attach: how this handle notifies and waits (M1, M2, D1, F2). */
+static void wake_attach(shmring_t *r)
+{
+    r->fenced_notify = 1;
+    r->ring_fenced = 1;
+    if (!(r->roles & (SHMRING_PRODUCER | SHMRING_CONSUMER)))
+        return; /* observers never notify nor wait */
+    /* Relaxed: immutable since the segment became ready (acquire at open).
+     * Peer-written: any value but MEMBARRIER means fenced. */
+    if (shmring__load_relaxed_32(&r->sh->wake_created) != SHMRING__WAKE_CREATED_MEMBARRIER)
+        return;
+    r->ring_fenced = 0;
+    r->barrier = barrier_of(r->seg);
+    int rc = no_membarrier_env() ? -ECANCELED : shmring__membarrier_register(r->barrier);
+    if (rc < 0) {
+        /* D1: CAS, before this handle notifies or waits: every notifier's
+         * next load of a word sees FENCED (F1). */
+        shmring__ec_set_flags(&r->sh->data_ec, SHMRING__EC_FENCED);
+        shmring__ec_set_flags(&r->sh->space_ec, SHMRING__EC_FENCED);
+        shmring__log("%s: %s: this ring's pushes wake with an exchange from now on",
+                     seg_label(r->seg),
+                     rc == -ECANCELED ? "SHMRING_NO_MEMBARRIER is set"
+                                      : "membarrier() not available in this process");
+    } else {
+        r->membarrier_wait = 1;
+    }
+    if (r->producer) {
+        /* F2: a CAS reads the latest value of the word: if FENCED is set,
+         * this producer is symmetric from its first push and says so. */
+        uint32_t v = shmring__ec_set_flags(&r->sh->data_ec, 0);
+        if (v & SHMRING__EC_FENCED) {
+            shmring__ec_set_flags(&r->sh->data_ec, SHMRING__EC_ACK);
+            return;
+        }
+    }
+    r->fenced_notify = rc < 0;
+}
+
 int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t **out)
 {
     shmring_t *r = calloc(1, sizeof *r);
@@ -1315,6 +1511,7 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     r->stride = seg->param[2];
     r->mask = (uint64_t)r->nslots - 1;
     r->overwrite = (seg->flags & SHMRING_OVERWRITE) != 0;
+    r->single = (seg->flags & SHMRING_SINGLE_CONSUMER) != 0;
     r->roles = roles;
     r->wait_strategy = SHMRING_WAIT_SLEEP;
     r->spins = SHMRING_DEFAULT_SPINS;
@@ -1325,6 +1522,7 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
         free(r);
         return rc;
     }
+    wake_attach(r);
     *out = r;
     return 0;
 }
@@ -1390,7 +1588,7 @@ static int open_existing(const char *name, const uint32_t param[4], uint32_t fla
         return rc;
     /* Validated copies (shmring__seg_open checked them). */
     if (seg->param[0] != param[0] || seg->param[1] != param[1] ||
-        seg->flags != (flags & SHMRING_OVERWRITE)) {
+        seg->flags != (flags & RING_FLAGS)) {
         shmring__seg_close(seg);
         return -EEXIST;
     }
@@ -1413,11 +1611,12 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
         return -EINVAL;
     param[2] = (uint32_t)stride_of(slot_size);
     struct shmring__seg *seg;
+    if ((flags & RING_FLAGS) == RING_FLAGS)
+        return -EINVAL;
     uint64_t start = shmring__now_ns();
     for (;;) {
-        rc =
-            shmring__seg_create(name, SHMRING__TYPE_RING, flags & ~SHMRING_OPEN_EXISTING,
-                                flags & SHMRING_OVERWRITE, mode, param, shmring__ring_layout, &seg);
+        rc = shmring__seg_create(name, SHMRING__TYPE_RING, flags & ~SHMRING_OPEN_EXISTING,
+                                 flags & RING_FLAGS, mode, param, shmring__ring_layout, &seg);
         if (rc != -EEXIST || !(flags & SHMRING_OPEN_EXISTING))
             break;
         rc = open_existing(name, param, flags, out);
@@ -1426,6 +1625,7 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
     }
     if (rc < 0)
         return rc;
+    wake_init(seg, flags);
     shmring__seg_publish(seg);
     rc = shmring__ring_from_seg(seg, flags & ROLE_FLAGS, out);
     if (rc < 0) {
@@ -1560,6 +1760,18 @@ static void stats_parties(shmring_t *r, shmring_stats_t *st)
     }
 }
 
+/* The ring's wake-up path: exchange if created so or downgraded (D1). */
+static uint32_t wake_of(const shmring_t *r)
+{
+    /* Relaxed: a report, not synchronisation. */
+    uint32_t f =
+        shmring__load_relaxed_32(&r->sh->data_ec) | shmring__load_relaxed_32(&r->sh->space_ec);
+    if (shmring__load_relaxed_32(&r->sh->wake_created) != SHMRING__WAKE_CREATED_MEMBARRIER ||
+        (f & SHMRING__EC_FENCED))
+        return SHMRING_WAKE_EXCHANGE;
+    return SHMRING_WAKE_MEMBARRIER;
+}
+
 SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st)
 {
     if (r == NULL || st == NULL)
@@ -1591,5 +1803,6 @@ SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st)
     st->producer_epoch = shmring__load_relaxed_32(&h->party[0].generation);
     st->creator_pid = h->creator_pid;
     st->created_ns = h->created_ns;
+    st->wake = wake_of(r);
     return 0;
 }

@@ -9,6 +9,7 @@
  *   line 3  space eventcount (the producer sleeps on it, consumers wake)
  *   line 4  rare writes: abandoned (retired_*: never written any more, zero;
  *           consumers' counters stay in their party entries, see ring.c)
+ *   line 5  wake_created: the wake-up path chosen at creation (immutable)
  *
  * Data: `slots` slots of `stride` bytes (a multiple of 64) after the page:
  *
@@ -55,7 +56,15 @@ struct shmring__ring_shared {
     uint64_t retired_bytes;
     uint64_t retired_empty;
     uint64_t pad4[4];
+    /* line 5: written by the creator before the segment is ready, then
+     * read-only (docs/design.md, "Wake-ups") */
+    uint32_t wake_created; /* SHMRING__WAKE_CREATED_* */
+    uint32_t pad5[15];
 };
+
+/* wake_created: every party may use membarrier (0), or none does. */
+#define SHMRING__WAKE_CREATED_MEMBARRIER 0u
+#define SHMRING__WAKE_CREATED_FENCED     1u
 
 _Static_assert(sizeof(struct shmring__ring_shared) <= SHMRING__OBJECT_LINES * SHMRING__LINE,
                "ring lines fit the header page");

@@ -635,6 +635,34 @@ Test(cli, stat_prints_counters)
     remove_dir();
 }
 
+Test(cli, stat_prints_the_wake_path)
+{
+    setup(1);
+    shmring_t *m = NULL, *x = NULL;
+    shmring_config_t cfg = {.slots = 16, .slot_size = 64};
+    cr_assert_eq(shmring_create("/wm", &cfg, &m), 0);
+    cfg.flags = SHMRING_NO_MEMBARRIER;
+    cr_assert_eq(shmring_create("/wx", &cfg, &x), 0);
+    shmring_stats_t st;
+    cr_assert_eq(shmring_stats(m, &st), 0);
+    struct proc r;
+    RUN(&r, "stat", "wm");
+    assert_status(&r, 0, "stat");
+    /* The library's own choice (membarrier where this kernel has it). */
+    assert_contains(r.o.data, st.wake == SHMRING_WAKE_MEMBARRIER ? "wake-ups:        membarrier"
+                                                                 : "wake-ups:        exchange");
+    proc_free(&r);
+    RUN(&r, "stat", "wx");
+    assert_status(&r, 0, "stat");
+    assert_contains(r.o.data, "wake-ups:        exchange (membarrier not used)\n");
+    proc_free(&r);
+    shmring_close(x);
+    shmring_close(m);
+    cr_assert_eq(shmring_unlink("/wm"), 0);
+    cr_assert_eq(shmring_unlink("/wx"), 0);
+    remove_dir();
+}
+
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};

@@ -6,11 +6,15 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "harness.h"
+#include "ring.h"
+#include "wait.h"
 
 #define MS 1000000LL
 
@@ -536,6 +540,7 @@ Test(wait, strategy_sleep_100)
 
 struct sleeper {
     const char *name; /* opened by the consumer itself */
+    int fenced;       /* open with SHMRING_NO_MEMBARRIER set (processes only) */
     uint32_t *seen;
     uint64_t n;
     uint64_t got, bad;
@@ -547,6 +552,10 @@ struct sleeper {
 static void sleeper_run(struct sleeper *s)
 {
     shmring_t *c = NULL;
+    if (s->fenced) {
+        test_quiet_log();
+        setenv("SHMRING_NO_MEMBARRIER", "1", 1);
+    }
     int rc = shmring_open(s->name, SHMRING_CONSUMER, &c);
     if (rc < 0) {
         s->last_rc = rc;
@@ -639,7 +648,8 @@ Test(wait, no_lost_wakeup_threads)
     shmring_unlink(name);
 }
 
-Test(wait, no_lost_wakeup_processes)
+/* Consumers in processes; the first `fenced` of them cannot use membarrier. */
+static void lost_wakeup_processes(int fenced)
 {
     if (test_heap_forced())
         cr_skip_test("needs processes");
@@ -652,7 +662,7 @@ Test(wait, no_lost_wakeup_processes)
     pid_t pid[NCONS];
     h_arm_deadline(60);
     for (int i = 0; i < NCONS; i++) {
-        s[i] = (struct sleeper){.name = name, .seen = seen, .n = n};
+        s[i] = (struct sleeper){.name = name, .fenced = i < fenced, .seen = seen, .n = n};
         pid[i] = fork();
         cr_assert_geq(pid[i], 0);
         if (pid[i] == 0) {
@@ -674,17 +684,48 @@ Test(wait, no_lost_wakeup_processes)
     h_check_exactly_once(seen, n);
     test_shared_free(seen, seen_size);
     test_shared_free(s, NCONS * sizeof *s);
+    if (fenced > 0) {
+        shmring_stats_t st;
+        cr_assert_eq(shmring_stats(p, &st), 0);
+        cr_assert_eq(st.wake, SHMRING_WAKE_EXCHANGE);
+    }
     shmring_close(p);
     shmring_unlink(name);
+}
+
+Test(wait, no_lost_wakeup_processes)
+{
+    lost_wakeup_processes(0);
+}
+
+/* One consumer cannot use membarrier (it opens with SHMRING_NO_MEMBARRIER):
+ * the ring turns to the exchange path while the producer pushes. */
+Test(wait, no_lost_wakeup_processes_one_fenced)
+{
+    lost_wakeup_processes(1);
 }
 
 /* Producer side: a slow, bursty consumer keeps the producer asleep on a
  * full ring; every wake-up must arrive. */
 struct slow_consumer {
     shmring_t *r;
+    int zerocopy; /* claim_wait + release instead of pop_wait */
     uint64_t n, next, bad;
     long last_rc;
 };
+
+static ssize_t slow_take(struct slow_consumer *sc, unsigned char *buf, size_t cap)
+{
+    if (!sc->zerocopy)
+        return shmring_pop_wait(sc->r, buf, cap, -1);
+    shmring_msg_t m;
+    int rc = shmring_claim_wait(sc->r, &m, -1);
+    if (rc < 0)
+        return rc;
+    ssize_t len = shmring_msg_copy(&m, buf, cap);
+    rc = shmring_release(sc->r, &m);
+    return rc < 0 ? rc : len;
+}
 
 static void *slow_consume(void *arg)
 {
@@ -694,7 +735,7 @@ static void *slow_consume(void *arg)
     while (sc->next < sc->n) {
         uint64_t burst = 1 + h_rand(&seed) % 16;
         for (uint64_t k = 0; k < burst && sc->next < sc->n; k++) {
-            ssize_t len = shmring_pop_wait(sc->r, buf, sizeof buf, -1);
+            ssize_t len = slow_take(sc, buf, sizeof buf);
             uint64_t id;
             if (len < 0) {
                 sc->last_rc = (long)len;
@@ -711,12 +752,27 @@ static void *slow_consume(void *arg)
     return NULL;
 }
 
-Test(wait, no_lost_wakeup_producer_side)
+/*
+ * fenced_producer: the ring is created by its consumer and the producer
+ * opens it with SHMRING_NO_MEMBARRIER set, so the producer cannot use
+ * membarrier while the consumer's releases start on the asymmetric path.
+ */
+static void lost_wakeup_producer_side(int zerocopy, int fenced_producer)
 {
     const char *name = test_name("wlostw");
-    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *p, *c;
+    if (fenced_producer) {
+        c = test_make(name, 8, 64, SHMRING_CONSUMER);
+        test_quiet_log();
+        setenv("SHMRING_NO_MEMBARRIER", "1", 1);
+        p = test_open_as(name, SHMRING_PRODUCER);
+        unsetenv("SHMRING_NO_MEMBARRIER");
+    } else {
+        p = test_make(name, 8, 64, 0);
+        c = test_open_as(name, SHMRING_CONSUMER);
+    }
     cr_assert_eq(shmring_set_wait(p, SHMRING_WAIT_SLEEP, 0), 0);
-    struct slow_consumer sc = {.r = test_open_as(name, SHMRING_CONSUMER), .n = h_count(50000)};
+    struct slow_consumer sc = {.r = c, .zerocopy = zerocopy, .n = h_count(50000)};
     cr_assert_eq(shmring_set_wait(sc.r, SHMRING_WAIT_SLEEP, 0), 0);
     h_arm_deadline(60);
     pthread_t t;
@@ -737,7 +793,207 @@ Test(wait, no_lost_wakeup_producer_side)
     cr_assert_eq(shmring_stats(p, &st), 0);
     cr_assert_eq(st.pushed, sc.n);
     cr_assert_eq(st.popped, sc.n);
+    if (fenced_producer)
+        cr_assert_eq(st.wake, SHMRING_WAKE_EXCHANGE);
     shmring_close(sc.r);
+    shmring_close(p);
+    shmring_unlink(name);
+}
+
+Test(wait, no_lost_wakeup_producer_side)
+{
+    lost_wakeup_producer_side(0, 0);
+}
+
+/* Woken by release (Z3) instead of pop (C3). */
+Test(wait, no_lost_wakeup_producer_side_release)
+{
+    lost_wakeup_producer_side(1, 0);
+}
+
+Test(wait, no_lost_wakeup_producer_side_fenced_producer)
+{
+    lost_wakeup_producer_side(1, 1);
+}
+
+/* ---- Which wake-up path a ring uses -------------------------------------- */
+
+static int env_forces_exchange(void)
+{
+    const char *v = getenv("SHMRING_NO_MEMBARRIER");
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+static uint32_t wake_of(shmring_t *r)
+{
+    shmring_stats_t st;
+    cr_assert_eq(shmring_stats(r, &st), 0);
+    return st.wake;
+}
+
+Test(wait, wake_path_of_a_new_ring)
+{
+    const char *name = test_name("wpath");
+    shmring_t *p = test_make(name, 8, 64, 0);
+    uint32_t want = SHMRING_WAKE_MEMBARRIER;
+    if (env_forces_exchange() ||
+        shmring__membarrier_register(test_heap_forced() ? SHMRING__BARRIER_PRIVATE
+                                                        : SHMRING__BARRIER_GLOBAL) < 0)
+        want = SHMRING_WAKE_EXCHANGE;
+    cr_assert_eq(wake_of(p), want);
+    /* An observer never changes it, even one that could not use membarrier. */
+    setenv("SHMRING_NO_MEMBARRIER", "1", 1);
+    shmring_t *o = test_open_as(name, SHMRING_OBSERVER);
+    unsetenv("SHMRING_NO_MEMBARRIER");
+    cr_assert_eq(wake_of(o), want);
+    shmring_close(o);
+    shmring_close(p);
+    shmring_unlink(name);
+}
+
+Test(wait, create_flag_forces_the_exchange_path)
+{
+    const char *name = test_name("wflag");
+    shmring_t *p = test_make(name, 8, 64, SHMRING_NO_MEMBARRIER);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
+    cr_assert_eq(wake_of(p), SHMRING_WAKE_EXCHANGE);
+    cr_assert_eq(wake_of(c), SHMRING_WAKE_EXCHANGE);
+    /* The flag is not one of the ring's stored flags. */
+    shmring_stats_t st;
+    cr_assert_eq(shmring_stats(c, &st), 0);
+    cr_assert_eq(st.flags & SHMRING_NO_MEMBARRIER, 0);
+    /* It is a create flag only. */
+    shmring_t *x = NULL;
+    cr_assert_eq(shmring_open(name, SHMRING_CONSUMER | SHMRING_NO_MEMBARRIER, &x), -EINVAL);
+    cr_assert_null(x);
+    shmring_close(c);
+    shmring_close(p);
+    shmring_unlink(name);
+}
+
+Test(wait, env_forces_the_exchange_path_at_create)
+{
+    const char *name = test_name("wenv");
+    setenv("SHMRING_NO_MEMBARRIER", "1", 1);
+    shmring_t *p = test_make(name, 8, 64, 0);
+    unsetenv("SHMRING_NO_MEMBARRIER");
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
+    cr_assert_eq(wake_of(c), SHMRING_WAKE_EXCHANGE);
+    shmring_close(c);
+    shmring_close(p);
+    shmring_unlink(name);
+    /* "0" and "" do not force it. */
+    const char *vals[] = {"0", ""};
+    for (int i = 0; i < 2; i++) {
+        if (env_forces_exchange() || shmring__membarrier_register(SHMRING__BARRIER_GLOBAL) < 0)
+            break;
+        name = test_name("wenv0");
+        setenv("SHMRING_NO_MEMBARRIER", vals[i], 1);
+        p = test_make(name, 8, 64, SHMRING_FORCE_MEMFD);
+        unsetenv("SHMRING_NO_MEMBARRIER");
+        cr_assert_eq(wake_of(p), SHMRING_WAKE_MEMBARRIER, "value \"%s\"", vals[i]);
+        shmring_close(p);
+        shmring_unlink(name);
+    }
+}
+
+/* A consumer that cannot use membarrier turns the ring to the exchange path
+ * for good; messages keep flowing both ways across the switch. */
+Test(wait, fenced_opener_turns_the_ring)
+{
+    const char *name = test_name("wturn");
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c1 = test_open_as(name, SHMRING_CONSUMER);
+    uint32_t before = wake_of(p);
+    test_push_id(p, 1, 32);
+    test_quiet_log();
+    setenv("SHMRING_NO_MEMBARRIER", "1", 1);
+    shmring_t *c2 = test_open_as(name, SHMRING_CONSUMER);
+    unsetenv("SHMRING_NO_MEMBARRIER");
+    cr_assert(before == SHMRING_WAKE_MEMBARRIER || before == SHMRING_WAKE_EXCHANGE);
+    cr_assert_eq(wake_of(p), SHMRING_WAKE_EXCHANGE);
+    cr_assert_eq(wake_of(c1), SHMRING_WAKE_EXCHANGE);
+    test_push_id(p, 2, 32);
+    unsigned char buf[64];
+    test_expect_id(buf, shmring_pop_wait(c2, buf, sizeof buf, 100 * MS), 1);
+    test_expect_id(buf, shmring_pop_wait(c1, buf, sizeof buf, 100 * MS), 2);
+    shmring_close(c2);
+    /* Still the exchange path after the fenced consumer left. */
+    cr_assert_eq(wake_of(p), SHMRING_WAKE_EXCHANGE);
+    shmring_close(c1);
+    shmring_close(p);
+    shmring_unlink(name);
+}
+
+/* ---- The switch to the exchange path, seen in the segment ---------------- */
+
+/* A read-only view of a named ring's shared lines. */
+static const struct shmring__ring_shared *map_ring(const char *name, void **map)
+{
+    const char *dir = getenv("SHMRING_SHM_DIR");
+    int fd = open(test_seg_path(dir != NULL && dir[0] ? dir : "/dev/shm", name), O_RDONLY);
+    cr_assert_geq(fd, 0);
+    *map = mmap(NULL, SHMRING__HEADER_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    cr_assert_neq(*map, MAP_FAILED);
+    return (const struct shmring__ring_shared *)(const void *)((const struct shmring__hdr *)*map)
+        ->object;
+}
+
+static uint32_t word_of(const uint32_t *w)
+{
+    return __atomic_load_n(w, __ATOMIC_ACQUIRE);
+}
+
+/* D1, F1, F2: a fenced opener sets FENCED in both words; the producer's next
+ * push fences and sets ACK; a later producer finds FENCED at once. */
+Test(wait, fenced_opener_flags_and_producer_ack)
+{
+    if (test_heap_forced() || env_forces_exchange() ||
+        shmring__membarrier_register(SHMRING__BARRIER_GLOBAL) < 0)
+        cr_skip_test("needs named shm and membarrier");
+    const char *name = test_name("wack");
+    shmring_t *p = test_make(name, 8, 64, 0);
+    void *map;
+    const struct shmring__ring_shared *sh = map_ring(name, &map);
+    const uint32_t flags = SHMRING__EC_FENCED | SHMRING__EC_ACK;
+    cr_assert_eq(word_of(&sh->wake_created), SHMRING__WAKE_CREATED_MEMBARRIER);
+    cr_assert_eq(word_of(&sh->data_ec) & flags, 0);
+    cr_assert_eq(word_of(&sh->space_ec) & flags, 0);
+    test_push_id(p, 1, 32);
+    cr_assert_eq(word_of(&sh->data_ec) & flags, 0, "a push on the membarrier path sets nothing");
+
+    test_quiet_log();
+    setenv("SHMRING_NO_MEMBARRIER", "1", 1);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
+    unsetenv("SHMRING_NO_MEMBARRIER");
+    cr_assert_eq(word_of(&sh->data_ec) & flags, SHMRING__EC_FENCED);
+    cr_assert_eq(word_of(&sh->space_ec) & flags, SHMRING__EC_FENCED);
+    test_push_id(p, 2, 32);
+    cr_assert_eq(word_of(&sh->data_ec) & flags, flags, "the producer acknowledges at its push");
+    cr_assert_eq(word_of(&sh->space_ec) & SHMRING__EC_ACK, 0, "no ACK on the space word");
+
+    /* A new producer: FENCED at attach, so ACK stays and it fences. */
+    shmring_close(p);
+    p = test_open_as(name, SHMRING_PRODUCER);
+    cr_assert_eq(word_of(&sh->data_ec) & flags, flags);
+    test_push_id(p, 3, 32);
+    unsigned char buf[64];
+    for (uint64_t id = 1; id <= 3; id++)
+        test_expect_id(buf, shmring_pop_wait(c, buf, sizeof buf, 100 * MS), id);
+    cr_assert_eq(word_of(&sh->wake_created), SHMRING__WAKE_CREATED_MEMBARRIER,
+                 "the creation record never changes");
+    munmap(map, SHMRING__HEADER_SIZE);
+    shmring_close(c);
+    shmring_close(p);
+    shmring_unlink(name);
+
+    /* A ring created for the exchange path says so in its header. */
+    name = test_name("wack2");
+    p = test_make(name, 8, 64, SHMRING_NO_MEMBARRIER);
+    sh = map_ring(name, &map);
+    cr_assert_eq(word_of(&sh->wake_created), SHMRING__WAKE_CREATED_FENCED);
+    munmap(map, SHMRING__HEADER_SIZE);
     shmring_close(p);
     shmring_unlink(name);
 }

@@ -52,6 +52,10 @@ static void print_stats(const char *name, const shmring_stats_t *st)
     printf("name:            %s\n", name);
     printf("type:            ring%s\n", (st->flags & SHMRING_OVERWRITE) ? " (overwrite)" : "");
     printf("backend:         %s\n", cli_backend_name(st->backend));
+    printf("wake-ups:        %s\n",
+           st->wake == SHMRING_WAKE_MEMBARRIER ? "membarrier (no locked instruction on push)"
+           : st->wake == SHMRING_WAKE_EXCHANGE ? "exchange (membarrier not used)"
+                                               : "?");
     printf("slots:           %u x %u bytes\n", st->slots, st->slot_size);
     printf("count:           %llu\n", (unsigned long long)st->count);
     printf("pushed:          %llu messages, %llu bytes\n", (unsigned long long)st->pushed,
