@@ -230,14 +230,28 @@ Test(state_wait, a_delete_wakes_a_sleeping_waiter)
 struct stress {
     uint64_t n;
     int stop_noise;
-    uint64_t waits[8];  /* waits that ended with a change, per waiter */
-    uint64_t errors[8]; /* wrong results, per waiter */
+    int waiters;         /* how many waiters run */
+    uint32_t at_last[8]; /* waiter i has read n - 1: the writer withholds n until all have */
+    uint64_t waits[8];   /* waits that ended with a change, per waiter */
+    uint64_t errors[8];  /* wrong results, per waiter */
 };
 
-static void stress_writer(shmring_state_t *s, uint64_t n)
+/* Every waiter reads n - 1 before the writer writes n, so that each of
+ * them waits at least once, however the threads are scheduled. */
+static void await_waiters_at_last(struct stress *st)
 {
+    for (int i = 0; i < st->waiters; i++)
+        while (!__atomic_load_n(&st->at_last[i], __ATOMIC_ACQUIRE))
+            sched_yield(); /* bounded by the test's deadline */
+}
+
+static void stress_writer(shmring_state_t *s, struct stress *st)
+{
+    uint64_t n = st->n;
     for (uint64_t i = 1; i <= n; i++) {
         int rc;
+        if (i == n)
+            await_waiters_at_last(st);
         while ((rc = shmring_state_write(s, "k", &i, sizeof i)) == -EAGAIN)
             ;
         if (rc != 0)
@@ -277,6 +291,8 @@ static void stress_waiter(shmring_state_t *s, struct stress *st, int id)
         version = ver;
         if (have >= st->n)
             return;
+        if (have == st->n - 1)
+            __atomic_store_n(&st->at_last[id], 1, __ATOMIC_RELEASE);
         int rc = shmring_state_wait(s, "k", version, -1);
         if (rc != 0) {
             st->errors[id]++;
@@ -325,7 +341,7 @@ Test(state_wait, no_lost_wake_ups_threads, .timeout = 120)
     enum { WAITERS = 3 };
     const char *name = test_name("sthr");
     shmring_state_t *s = make(name, 64, 16);
-    struct stress st = {.n = h_count(20000)};
+    struct stress st = {.n = h_count(20000), .waiters = WAITERS};
     h_arm_deadline(60);
     pthread_t w[WAITERS], noise;
     struct stress_thread args[WAITERS + 1];
@@ -335,7 +351,7 @@ Test(state_wait, no_lost_wake_ups_threads, .timeout = 120)
     }
     args[WAITERS] = (struct stress_thread){s, &st, 0};
     cr_assert_eq(pthread_create(&noise, NULL, noise_thread, &args[WAITERS]), 0);
-    stress_writer(s, st.n);
+    stress_writer(s, &st);
     for (int i = 0; i < WAITERS; i++)
         pthread_join(w[i], NULL);
     __atomic_store_n(&st.stop_noise, 1, __ATOMIC_RELEASE);
@@ -358,7 +374,7 @@ static pid_t spawn(const char *name, struct stress *st, int role, int id)
     if (shmring_state_open(name, 0, &s) != 0)
         _exit(2);
     if (role == 0)
-        stress_writer(s, st->n);
+        stress_writer(s, st);
     else if (role == 1)
         stress_waiter(s, st, id);
     else
@@ -377,6 +393,7 @@ Test(state_wait, no_lost_wake_ups_processes, .timeout = 240)
     shmring_state_t *s = make(name, 64, 16);
     struct stress *st = test_shared_alloc(sizeof *st);
     st->n = h_count(20000);
+    st->waiters = WAITERS;
     h_arm_deadline(90);
     pid_t waiters[WAITERS];
     for (int i = 0; i < WAITERS; i++)
