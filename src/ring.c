@@ -473,7 +473,9 @@ static inline __attribute__((always_inline)) int room_for(shmring_t *r, uint64_t
         if (r->overwrite)
             return 0;
         /* Z2: acquire, pairs with Z3 (release) and Z1. */
-        if (shmring__load_acquire_64(&slot_at(r, w)->claim) == 0)
+        uint64_t c = shmring__load_acquire_64(&slot_at(r, w)->claim);
+        SHMRING_FAULT(CLAIM_Z2);
+        if (c == 0)
             return 0;
     }
     return room_slow(r, w, slow);
