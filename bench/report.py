@@ -58,20 +58,20 @@ def targets(v):
     for s in ("shm-copy", "shm-single"):
         a = get(v, "ops", s, "ns_per_msg")
         if a and ck:
-            out.append("| one core, push + pop of 64 B: at most 2x ck_ring | %s %.2f ns, ck_ring %.2f ns | %.2fx | %s |"
+            out.append("| one core, push + pop of 64 B: at most 2x ck_ring | %s %.2f ns, ck_ring %.2f ns | %.3fx | %s |"
                        % (s, a, ck, a / ck, "yes" if a / ck <= 2 else "no"))
     for s in ("shm-copy", "shm-single", "shm-batch32"):
         a = get(v, "tput_64_1c", s, "msgs_per_s")
         for p in ("ck_ring", "dpdk-ring"):
             b = get(v, "tput_64_1c", p, "msgs_per_s")
             if a and b:
-                out.append("| 64 B one-way, 1 -> 1: at least 1.5x %s | %s %.3g msg/s, %s %.3g | %.2fx | %s |"
+                out.append("| 64 B one-way, 1 -> 1: at least 1.5x %s | %s %.3g msg/s, %s %.3g | %.3fx | %s |"
                            % (p, s, a, p, b, a / b, "yes" if a / b >= 1.5 else "no"))
     fl = get(v, "rtt_8", "raw-floor", "p50_ns")
     for s in ("shm-copy", "shm-single", "shm-zerocopy"):
         a = get(v, "rtt_8", s, "p50_ns")
         if a and fl:
-            out.append("| 8 B round trip p50: at most 1.3x the raw cache-line round trip | %s %.0f ns, floor %.0f ns | %.2fx | %s |"
+            out.append("| 8 B round trip p50: at most 1.3x the raw cache-line round trip | %s %.0f ns, floor %.0f ns | %.3fx | %s |"
                        % (s, a, fl, a / fl, "yes" if a / fl <= 1.3 else "no"))
     best, bp = None, None
     for p in PEERS:
@@ -81,7 +81,7 @@ def targets(v):
     for s in ("shm-copy", "shm-single", "shm-zerocopy", "shm-batch32"):
         a = get(v, "tput_4096_1c", s, "msgs_per_s")
         if a and best:
-            out.append("| 4 KiB one-way, 1 -> 1: at least 1.2x the best peer | %s %.3g msg/s, best peer %s %.3g | %.2fx | %s |"
+            out.append("| 4 KiB one-way, 1 -> 1: at least 1.2x the best peer | %s %.3g msg/s, best peer %s %.3g | %.3fx | %s |"
                        % (s, a, bp, best, a / best, "yes" if a / best >= 1.2 else "no"))
     return "\n".join(out) + "\n"
 
