@@ -375,6 +375,7 @@ static void run_chunk_shared(shmring_pool_t *p, unsigned w, uint32_t gen, uint32
         if (st == POOL_DONE)
             done = end - start;
     }
+    /* Relaxed: as in run_items() (the item in progress, read after a death). */
     shmring__store_relaxed_64(cur, POOL_NO_ITEM);
     /* Relaxed: published by the release below. */
     shmring__store_relaxed_64(&ctl->chunk_err[c], err);
