@@ -33,7 +33,7 @@
     X(CLAIM_Z3, "claim.Z3", "release: the claim is still held, the slot not yet given back")       \
     X(CLAIM_STALE, "claim.stale", "a stale claim found, not yet cleared: it still pins the slot")
 
-/* ---- Parties and the producer lease (src/segment.c) -------------------- */
+/* ---- Parties and the producer lease (src/party.c) ---------------------- */
 #define SHMRING__FAULT_POINTS_PARTY(X)                                                             \
     X(PARTY_TAKE, "party.take", "entry CAS'd from FREE to TAKING by its taker, not yet ACTIVE")    \
     X(PARTY_RELEASE, "party.release", "a leaving party, its claims swept, entry not yet FREE")     \

@@ -1,9 +1,13 @@
 /*
- * Segments: creation, validation, backends and fallback, the registry of
- * process-local named segments, and the party table (liveness of peers).
+ * Segments: creation with its backends and fallback, validation, opening,
+ * closing and unlinking. The rest of what segment.h declares lives in
+ * trust.c (what is accepted from the machine), registry.c (process-local
+ * names), forkfix.c (descriptors across fork), party.c (the party table)
+ * and proc.c (clocks, processes, logging).
  */
 #define _GNU_SOURCE
 #include "segment.h"
+#include "registry.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,295 +25,6 @@
 
 #include "atomic.h"
 #include "fault.h"
-
-/* ---- Clocks and processes ---------------------------------------------- */
-
-uint64_t shmring__now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t shmring__realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/*
- * Read a process's state letter and start time (clock ticks since boot)
- * from /proc/PID/stat. Returns 0, or -1 if unknown.
- */
-static int proc_stat(pid_t pid, char *state, uint64_t *start)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    /* The command name may hold spaces and ')': fields resume after the last ')'. */
-    char *p = strrchr(buf, ')');
-    if (p == NULL || p[1] != ' ' || p[2] == '\0')
-        return -1;
-    *state = p[2];
-    /* Field 3 (state) follows; starttime is field 22. */
-    int field = 2;
-    for (p++; *p != '\0' && field < 21; p++)
-        if (*p == ' ')
-            field++;
-    *start = strtoull(p, NULL, 10);
-    return 0;
-}
-
-uint64_t shmring__proc_start_time(pid_t pid)
-{
-    char state;
-    uint64_t start;
-    return proc_stat(pid, &state, &start) == 0 ? start : 0;
-}
-
-int shmring__pid_alive(pid_t pid, uint64_t start)
-{
-    if (pid <= 0)
-        return 0;
-    if (kill(pid, 0) != 0 && errno == ESRCH)
-        return 0;
-    char state;
-    uint64_t now;
-    /* Unknown (no /proc): trust the pid. */
-    if (proc_stat(pid, &state, &now) != 0)
-        return 1;
-    /* A zombie is dead, even if its parent has not reaped it yet. */
-    if (state == 'Z' || state == 'X')
-        return 0;
-    /* A different start time: the pid was reused. */
-    return start == 0 || now == start;
-}
-
-/* Start time of this process, cached per pid (a fork gets its own). */
-static uint64_t self_start_time(void)
-{
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    static pid_t cached_pid;
-    static uint64_t cached_start;
-    pid_t me = getpid();
-    pthread_mutex_lock(&lock);
-    if (cached_pid != me) {
-        cached_start = shmring__proc_start_time(me);
-        cached_pid = me;
-    }
-    uint64_t s = cached_start;
-    pthread_mutex_unlock(&lock);
-    return s;
-}
-
-/* ---- Names and directories --------------------------------------------- */
-
-int shmring__name_check(const char *name)
-{
-    if (name == NULL || name[0] != '/')
-        return -EINVAL;
-    size_t len = strnlen(name, SHMRING_NAME_MAX + 1);
-    if (len < 2 || len > SHMRING_NAME_MAX)
-        return -EINVAL;
-    for (size_t i = 1; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c == '/' || c < 0x20 || c == 0x7f)
-            return -EINVAL;
-    }
-    if (strcmp(name, "/.") == 0 || strcmp(name, "/..") == 0)
-        return -EINVAL;
-    return 0;
-}
-
-const char *shmring__shm_dir(void)
-{
-    /* secure_getenv: a setuid or setcap program does not take it from its caller. */
-    const char *d = secure_getenv("SHMRING_SHM_DIR");
-    return (d != NULL && d[0] != '\0') ? d : "/dev/shm";
-}
-
-static int force_heap_env(void)
-{
-    const char *v = secure_getenv("SHMRING_FORCE_HEAP");
-    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
-}
-
-int shmring__dir_trusted(const struct stat *st)
-{
-    if (!S_ISDIR(st->st_mode))
-        return -ENOTDIR;
-    /* Someone else's directory: they could rename our segments into each other. */
-    if (st->st_uid != geteuid() && st->st_uid != 0)
-        return -EACCES;
-    /* Writable by others: only the sticky bit keeps them from renaming our files. */
-    if ((st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISVTX))
-        return -EACCES;
-    return 0;
-}
-
-int shmring__shm_dir_lookup(void)
-{
-    int dfd = shmring__shm_dir_open();
-    return dfd == -ENOTDIR ? -ENOENT : dfd;
-}
-
-int shmring__shm_dir_open(void)
-{
-    const char *path = shmring__shm_dir();
-    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -errno;
-    struct stat st = {0};
-    int rc = fstat(dfd, &st) == 0 ? shmring__dir_trusted(&st) : -errno;
-    if (rc < 0) {
-        shmring__log("%s: shm directory refused: owned by uid %u, mode %04o (must be owned by "
-                     "this user or root, and not writable by others without the sticky bit)",
-                     path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
-        close(dfd);
-        return rc;
-    }
-    return dfd;
-}
-
-/* ---- Registry of process-local named segments (memfd and heap) --------- */
-
-struct shmring__reg {
-    struct shmring__reg *next;
-    char name[SHMRING_NAME_MAX + 1];
-    int backend;
-    int fd;     /* memfd, or -1 */
-    void *heap; /* heap memory, or NULL */
-    size_t size;
-    unsigned refs; /* open handles */
-    int linked;    /* still reachable by name */
-};
-
-static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct shmring__reg *reg_head;
-
-static struct shmring__reg *reg_find_locked(const char *name)
-{
-    for (struct shmring__reg *e = reg_head; e != NULL; e = e->next)
-        if (e->linked && strcmp(e->name, name) == 0)
-            return e;
-    return NULL;
-}
-
-static void reg_unlink_locked(struct shmring__reg *e)
-{
-    struct shmring__reg **pp = &reg_head;
-    while (*pp != NULL && *pp != e)
-        pp = &(*pp)->next;
-    if (*pp == e)
-        *pp = e->next;
-    e->linked = 0;
-}
-
-static void reg_put_locked(struct shmring__reg *e)
-{
-    if (--e->refs > 0 || e->linked)
-        return;
-    if (e->fd >= 0)
-        close(e->fd);
-    free(e->heap);
-    free(e);
-}
-
-/* ---- Descriptors across fork() ----------------------------------------- */
-
-/*
- * A child of fork() shares its parent's open file descriptions, and with
- * them the parent's OFD liveness locks: as long as the child keeps them, a
- * dead parent would look alive. So the child replaces the descriptor of every
- * open segment with a fresh open file description (no locks) under the same
- * number and maps it over the inherited mapping (which also references the
- * description); the inherited description then dies with the parent.
- */
-static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct shmring__seg *open_head;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static int reopen_fd(int fd);
-
-static void atfork_prepare(void)
-{
-    pthread_mutex_lock(&open_lock);
-}
-
-static void atfork_parent(void)
-{
-    pthread_mutex_unlock(&open_lock);
-}
-
-static void atfork_child(void)
-{
-    for (struct shmring__seg *s = open_head; s != NULL; s = s->next_open) {
-        int nfd = reopen_fd(s->fd);
-        if (nfd < 0)
-            continue;
-        /* The mapping holds a reference to the description too: map the
-         * fresh one over it (same pages, same address). */
-        if (s->base != NULL && s->size > 0)
-            mmap(s->base, s->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, nfd, 0);
-        if (nfd != s->fd) {
-            dup3(nfd, s->fd, O_CLOEXEC);
-            close(nfd);
-        }
-    }
-    pthread_mutex_unlock(&open_lock);
-}
-
-static void atfork_register(void)
-{
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-}
-
-static void track_open(struct shmring__seg *s)
-{
-    if (s->fd < 0)
-        return;
-    pthread_once(&atfork_once, atfork_register);
-    pthread_mutex_lock(&open_lock);
-    s->next_open = open_head;
-    open_head = s;
-    pthread_mutex_unlock(&open_lock);
-}
-
-static void untrack_open(struct shmring__seg *s)
-{
-    if (s->fd < 0)
-        return;
-    pthread_mutex_lock(&open_lock);
-    struct shmring__seg **pp = &open_head;
-    while (*pp != NULL && *pp != s)
-        pp = &(*pp)->next_open;
-    if (*pp == s)
-        *pp = s->next_open;
-    pthread_mutex_unlock(&open_lock);
-}
-
-/* ---- Logging ------------------------------------------------------------ */
-
-/* Defined in error.c. */
-void shmring__log_line(const char *line);
-
-void shmring__log(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    shmring__log_line(line);
-}
 
 /* ---- Header validation -------------------------------------------------- */
 
@@ -346,63 +61,6 @@ static int map_fd(int fd, size_t size, unsigned char **out)
     return 0;
 }
 
-/*
- * A descriptor with its own open file description (own OFD locks), on the
- * same file as fd. The file type is checked before anything is opened (a
- * FIFO or a device could block or act on open), and the access mode is fd's
- * own: a read-only descriptor never becomes a writable one.
- */
-static int reopen_fd(int fd)
-{
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return -errno;
-    if (!S_ISREG(st.st_mode))
-        return -EPROTO;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0)
-        return -errno;
-    int acc = (!(fl & O_PATH) && (fl & O_ACCMODE) == O_RDWR) ? O_RDWR : O_RDONLY;
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    int nfd = open(path, acc | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-    if (nfd >= 0)
-        return nfd;
-    if (errno == EMFILE || errno == ENFILE)
-        return -errno;
-    if (errno == EWOULDBLOCK)
-        return -EAGAIN;
-    if (fl & O_PATH)
-        return -EBADF;
-    nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    return nfd >= 0 ? nfd : -errno;
-}
-
-static int ofd_lock(int fd, unsigned index, short type)
-{
-    struct flock fl;
-    memset(&fl, 0, sizeof fl);
-    fl.l_type = type;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = (off_t)index;
-    fl.l_len = 1;
-    return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
-}
-
-/* 1: someone (other than this descriptor) holds the lock; 0: nobody; <0: error. */
-static int ofd_held(int fd, unsigned index)
-{
-    struct flock fl;
-    memset(&fl, 0, sizeof fl);
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = (off_t)index;
-    fl.l_len = 1;
-    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
-        return -errno;
-    return fl.l_type != F_UNLCK;
-}
-
 static struct shmring__seg *seg_new(void)
 {
     struct shmring__seg *s = calloc(1, sizeof *s);
@@ -436,7 +94,7 @@ static void hdr_fill(struct shmring__hdr *h, uint32_t type, uint32_t object_flag
     h->total_size = total;
     memcpy(h->param, param, sizeof h->param);
     h->creator_pid = (int32_t)getpid();
-    h->creator_start = self_start_time();
+    h->creator_start = shmring__self_start_time();
     h->created_ns = shmring__realtime_ns();
 }
 
@@ -555,59 +213,9 @@ static int create_heap(size_t total, struct shmring__seg *s)
     return 0;
 }
 
-/* Make a named memfd or heap segment reachable by name in this process. */
-static int registry_add(const char *name, struct shmring__seg *s)
-{
-    struct shmring__reg *e = calloc(1, sizeof *e);
-    if (e == NULL)
-        return -ENOMEM;
-    e->backend = s->backend;
-    e->size = s->size;
-    e->refs = 1;
-    e->linked = name != NULL;
-    e->fd = -1;
-    if (s->backend == SHMRING_BACKEND_HEAP) {
-        e->heap = s->base;
-    } else if (name != NULL) {
-        /* Its own open file description: a dup would share the creator's
-         * liveness locks with every child that inherits the registry. */
-        e->fd = reopen_fd(s->fd);
-        if (e->fd < 0) {
-            int err = e->fd;
-            free(e);
-            return err;
-        }
-    }
-    if (name != NULL)
-        snprintf(e->name, sizeof e->name, "%s", name);
-    pthread_mutex_lock(&reg_lock);
-    if (name != NULL && reg_find_locked(name) != NULL) {
-        pthread_mutex_unlock(&reg_lock);
-        if (e->fd >= 0)
-            close(e->fd);
-        free(e);
-        return -EEXIST;
-    }
-    if (e->linked) {
-        e->next = reg_head;
-        reg_head = e;
-    }
-    pthread_mutex_unlock(&reg_lock);
-    s->reg = e;
-    return 0;
-}
-
-static int name_in_registry(const char *name)
-{
-    pthread_mutex_lock(&reg_lock);
-    int found = reg_find_locked(name) != NULL;
-    pthread_mutex_unlock(&reg_lock);
-    return found;
-}
-
 static int choose_first_backend(uint32_t flags)
 {
-    if ((flags & SHMRING_FORCE_HEAP) || force_heap_env())
+    if ((flags & SHMRING_FORCE_HEAP) || shmring__force_heap_env())
         return SHMRING_BACKEND_HEAP;
     if (flags & SHMRING_FORCE_MEMFD)
         return SHMRING_BACKEND_MEMFD;
@@ -651,7 +259,7 @@ int shmring__seg_create(const char *name, uint32_t type, uint32_t flags, uint32_
     int rc = layout(param, object_flags, &total);
     if (rc < 0)
         return rc;
-    if (name != NULL && name_in_registry(name))
+    if (name != NULL && shmring__reg_contains(name))
         return -EEXIST;
     /* Refused before any page is backed: an OOM kill is no error code. */
     rc = shmring__mem_check(total);
@@ -671,7 +279,7 @@ int shmring__seg_create(const char *name, uint32_t type, uint32_t flags, uint32_
     if (name != NULL)
         snprintf(s->name, sizeof s->name, "%s", name);
     if (s->backend != SHMRING_BACKEND_SHM) {
-        rc = registry_add(name, s);
+        rc = shmring__reg_add(name, s);
         if (rc < 0) {
             if (s->backend == SHMRING_BACKEND_HEAP)
                 free(s->base);
@@ -683,7 +291,7 @@ int shmring__seg_create(const char *name, uint32_t type, uint32_t flags, uint32_
             return rc;
         }
     }
-    track_open(s);
+    shmring__seg_track(s);
     *out = s;
     return 0;
 }
@@ -734,18 +342,6 @@ static int back_fully(int fd, const struct stat *st)
     return e == 0 ? 0 : -e;
 }
 
-static int check_owner(const struct stat *st, uint32_t flags)
-{
-    if (flags & SHMRING_ALLOW_INSECURE)
-        return 0;
-    if (st->st_uid != geteuid())
-        return -EACCES;
-    /* Group and others alike, as at creation. */
-    if (st->st_mode & (S_IWGRP | S_IWOTH))
-        return -EACCES;
-    return 0;
-}
-
 /*
  * A creator makes its named file (O_EXCL, size 0) before it sizes it: an
  * empty file found by name is a segment not initialised yet, waited for like
@@ -776,7 +372,7 @@ static int open_mapped(int fd, uint32_t type, uint32_t flags, shmring__layout_fn
         return -errno;
     if (!S_ISREG(st.st_mode))
         return -EPROTO;
-    int rc = check_owner(&st, flags);
+    int rc = shmring__check_owner(&st, flags);
     if (rc < 0)
         return rc;
     if (st.st_size < (off_t)SHMRING__HEADER_SIZE || (uint64_t)st.st_size > SHMRING__MAX_TOTAL)
@@ -828,7 +424,7 @@ static int open_named(int dfd, const char *name, uint32_t flags)
     else if (rc == 0 && !S_ISREG(st.st_mode))
         rc = -EPROTO;
     if (rc == 0)
-        rc = check_owner(&st, flags);
+        rc = shmring__check_owner(&st, flags);
     int fd = -1;
     if (rc == 0) {
         char path[64];
@@ -848,15 +444,13 @@ static int open_named(int dfd, const char *name, uint32_t flags)
     return rc < 0 ? rc : fd;
 }
 
+/* A name of the registry: its heap memory, or its memfd reopened. */
 static int open_registry(const char *name, uint32_t type, shmring__layout_fn layout,
                          struct shmring__seg *s)
 {
-    pthread_mutex_lock(&reg_lock);
-    struct shmring__reg *e = reg_find_locked(name);
-    if (e == NULL) {
-        pthread_mutex_unlock(&reg_lock);
+    struct shmring__reg *e = shmring__reg_get(name);
+    if (e == NULL)
         return -ENOENT;
-    }
     int rc = 0;
     if (e->backend == SHMRING_BACKEND_HEAP) {
         seg_set_view(s, e->heap, e->size);
@@ -865,7 +459,7 @@ static int open_registry(const char *name, uint32_t type, shmring__layout_fn lay
         if (rc == 0)
             seg_copy_identity(s);
     } else {
-        int fd = reopen_fd(e->fd);
+        int fd = shmring__reopen_fd(e->fd);
         if (fd < 0) {
             rc = fd;
         } else {
@@ -874,14 +468,14 @@ static int open_registry(const char *name, uint32_t type, shmring__layout_fn lay
                 close(fd);
         }
     }
-    if (rc == 0) {
-        e->refs++;
-        s->reg = e;
-        s->backend = e->backend;
-        snprintf(s->name, sizeof s->name, "%s", name);
+    if (rc < 0) {
+        shmring__reg_put(e);
+        return rc;
     }
-    pthread_mutex_unlock(&reg_lock);
-    return rc;
+    s->reg = e;
+    s->backend = e->backend;
+    snprintf(s->name, sizeof s->name, "%s", name);
+    return 0;
 }
 
 int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__layout_fn layout,
@@ -897,12 +491,12 @@ int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__
         if (rc < 0) {
             free(s);
         } else {
-            track_open(s);
+            shmring__seg_track(s);
             *out = s;
         }
         return rc;
     }
-    if ((flags & SHMRING_FORCE_HEAP) || force_heap_env()) {
+    if ((flags & SHMRING_FORCE_HEAP) || shmring__force_heap_env()) {
         free(s);
         return -ENOENT;
     }
@@ -927,40 +521,9 @@ int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__
     }
     s->backend = SHMRING_BACKEND_SHM;
     snprintf(s->name, sizeof s->name, "%s", name);
-    track_open(s);
+    shmring__seg_track(s);
     *out = s;
     return 0;
-}
-
-/* 1 if fd is a memfd (its /proc link reads "/memfd:..."), 0 if not, -1 if unknown. */
-static int is_memfd(int fd)
-{
-    char path[64], target[16];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(path, target, sizeof target);
-    if (n < 0)
-        return -1;
-    return n >= 7 && memcmp(target, "/memfd:", 7) == 0;
-}
-
-/*
- * A memfd must be sealed against shrinking: its sender keeps a descriptor
- * and could cut pages from under our mapping (SIGBUS). A file of the shm
- * directory takes no seals (tmpfs reports F_SEAL_SEAL alone); its owner,
- * checked by open_mapped, is us. Without /proc, a file that still accepts
- * seals is taken for a memfd.
- */
-static int check_seals(int fd, uint32_t flags)
-{
-    if (flags & SHMRING_ALLOW_INSECURE)
-        return 0;
-    int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0 || (seals & F_SEAL_SHRINK))
-        return 0;
-    int memfd = is_memfd(fd);
-    if (memfd == 0 || (memfd < 0 && (seals & F_SEAL_SEAL)))
-        return 0;
-    return -EACCES;
 }
 
 int shmring__seg_open_fd(int fd, uint32_t type, uint32_t flags, shmring__layout_fn layout,
@@ -970,10 +533,10 @@ int shmring__seg_open_fd(int fd, uint32_t type, uint32_t flags, shmring__layout_
         return -EBADF;
     if (fcntl(fd, F_GETFD) < 0)
         return -EBADF;
-    int rc = check_seals(fd, flags);
+    int rc = shmring__check_seals(fd, flags);
     if (rc < 0)
         return rc;
-    int nfd = reopen_fd(fd);
+    int nfd = shmring__reopen_fd(fd);
     if (nfd < 0)
         return nfd;
     struct shmring__seg *s = seg_new();
@@ -997,7 +560,7 @@ int shmring__seg_open_fd(int fd, uint32_t type, uint32_t flags, shmring__layout_
         if (strncmp(target, "/memfd:", 7) == 0)
             s->backend = SHMRING_BACKEND_MEMFD;
     }
-    track_open(s);
+    shmring__seg_track(s);
     *out = s;
     return 0;
 }
@@ -1039,40 +602,24 @@ void shmring__seg_close(struct shmring__seg *seg)
         free(seg);
         return;
     }
-    untrack_open(seg);
+    shmring__seg_untrack(seg);
     if (seg->backend != SHMRING_BACKEND_HEAP)
         munmap(seg->base, seg->size);
     if (seg->fd >= 0)
         close(seg->fd);
     if (seg->reg != NULL) {
-        pthread_mutex_lock(&reg_lock);
-        reg_put_locked(seg->reg);
-        pthread_mutex_unlock(&reg_lock);
+        shmring__reg_put(seg->reg);
     } else if (seg->backend == SHMRING_BACKEND_HEAP) {
         free(seg->base);
     }
     free(seg);
 }
 
-/* Remove the name from the registry; 1 if it was there. */
-static int registry_unlink(const char *name)
-{
-    pthread_mutex_lock(&reg_lock);
-    struct shmring__reg *e = reg_find_locked(name);
-    if (e != NULL) {
-        reg_unlink_locked(e);
-        e->refs++; /* reg_put_locked() frees once the last handle is gone */
-        reg_put_locked(e);
-    }
-    pthread_mutex_unlock(&reg_lock);
-    return e != NULL;
-}
-
 int shmring__seg_unlink(const char *name)
 {
     if (shmring__name_check(name) < 0)
         return -EINVAL;
-    if (registry_unlink(name))
+    if (shmring__reg_unlink(name))
         return 0;
     int dfd = shmring__shm_dir_lookup();
     if (dfd < 0)
@@ -1100,228 +647,4 @@ int shmring__seg_unlink_same(const char *name, uint64_t dev, uint64_t ino)
         rc = -errno;
     close(dfd);
     return rc;
-}
-
-/* ---- Parties ------------------------------------------------------------ */
-
-/*
- * Protocol of an entry (see segment.h for the owner word):
- *
- *   take     lock byte `index` (F_OFD_SETLK), then CAS FREE (or CLOSED, the
- *            lease) -> TAKING|LOCKED, generation + 1; set up; ACTIVE (release).
- *   release  CAS our own word -> FREE (or CLOSED), then unlock.
- *   seize    load the word, judge its holder dead (its lock is free, or
- *            without locks its pid and start time are gone), lock the byte,
- *            then CAS exactly the word judged -> TAKING by us.
- *
- * The lock is taken before the word changes and dropped after it changed
- * back, so that while a word says TAKING|LOCKED or ACTIVE|LOCKED someone
- * alive holds the lock, or the holder is dead: a dead taker or reclaimer is
- * recognised like a dead owner, whatever happened to its pid. The generation
- * makes a CAS on a word loaded before a hand-over fail (no ABA), also where
- * locks are not available.
- */
-
-/* OFD locks usable on this view (a descriptor of its own, not an image). */
-static int locks_usable(const struct shmring__seg *seg)
-{
-    return seg->locks == 1 && seg->fd >= 0;
-}
-
-/* Lock byte index before taking its entry: 1 locked, 0 someone alive holds
- * it, -1 no locks here (pid and start time stand in for them). */
-static int entry_lock(struct shmring__seg *seg, unsigned index)
-{
-    if (!locks_usable(seg))
-        return -1;
-    int rc = ofd_lock(seg->fd, index, F_WRLCK);
-    if (rc == 0)
-        return 1;
-    return rc == -EAGAIN || rc == -EACCES ? 0 : -1;
-}
-
-static void entry_unlock(struct shmring__seg *seg, unsigned index, int locked)
-{
-    if (locked == 1)
-        ofd_lock(seg->fd, index, F_UNLCK);
-}
-
-/* The word a taker CASes in: TAKING by this process, the next generation. */
-static uint64_t taking_word(uint64_t old, int locked)
-{
-    uint32_t st = SHMRING__PARTY_TAKING | (locked == 1 ? SHMRING__OWNER_LOCKED : 0u);
-    return SHMRING__OWNER_WORD(st, SHMRING__OWNER_GEN(old) + 1, getpid());
-}
-
-/* TAKING (ours) -> ACTIVE. */
-static void party_setup(struct shmring__seg *seg, unsigned index, uint32_t role)
-{
-    struct shmring__party *p = &seg->hdr->party[index];
-    /* Relaxed: our own word (TAKING by our CAS). */
-    uint64_t o = shmring__load_relaxed_64(&p->owner);
-    uint32_t lockbit = (uint32_t)o & SHMRING__OWNER_LOCKED;
-    /* Relaxed: published by the release store of generation just after. */
-    shmring__store_relaxed_64(&p->start_time, self_start_time());
-    /* Release: pairs with the acquire in owner_alive(): who sees this
-     * generation sees the start time of the process that holds it. */
-    shmring__store_release_32(&p->generation, SHMRING__OWNER_GEN(o));
-    /* Relaxed: published by the release store of owner below. */
-    shmring__store_relaxed_32(&p->role, (role & ~SHMRING__ROLE_KEEP_COUNTERS) |
-                                            (lockbit ? SHMRING__ROLE_LOCKED : 0u));
-    if (!(role & SHMRING__ROLE_KEEP_COUNTERS))
-        for (unsigned i = 0; i < 5; i++)
-            shmring__store_relaxed_64(&p->counter[i], 0);
-    /* Release: pairs with the acquire in shmring__party_alive() and the readers of counters. */
-    shmring__store_release_64(&p->owner, SHMRING__OWNER_WORD(SHMRING__PARTY_ACTIVE | lockbit,
-                                                             SHMRING__OWNER_GEN(o), getpid()));
-}
-
-/* Does the holder of owner word o (ACTIVE or TAKING) of entry index live? */
-static int owner_alive(const struct shmring__seg *seg, unsigned index, uint64_t o)
-{
-    const struct shmring__party *p = &seg->hdr->party[index];
-    pid_t pid = SHMRING__OWNER_PID(o);
-    /* This process: alive, whatever its own descriptor's lock shows. */
-    if (pid == getpid())
-        return 1;
-    if (((uint32_t)o & SHMRING__OWNER_LOCKED) && locks_usable(seg)) {
-        int held = ofd_held(seg->fd, index);
-        if (held >= 0)
-            return held;
-    }
-    /* No lock to go by: the pid, and its start time once the holder has
-     * recorded it for this generation (before that, the pid alone). */
-    uint64_t start = 0;
-    /* Acquire: pairs with the release of generation in party_setup(). */
-    if (shmring__load_acquire_32(&p->generation) == SHMRING__OWNER_GEN(o))
-        start = shmring__load_relaxed_64(&p->start_time);
-    return shmring__pid_alive(pid, start);
-}
-
-int shmring__party_alive(const struct shmring__seg *seg, unsigned index)
-{
-    if (index >= SHMRING__PARTIES)
-        return 0;
-    /* Acquire: pairs with the release in party_setup(). */
-    uint64_t o = shmring__load_acquire_64(&seg->hdr->party[index].owner);
-    uint32_t st = SHMRING__OWNER_STATE(o);
-    if (st != SHMRING__PARTY_ACTIVE && st != SHMRING__PARTY_TAKING)
-        return 0;
-    if (seg->backend == SHMRING_BACKEND_HEAP)
-        return 1;
-    return owner_alive(seg, index, o);
-}
-
-int shmring__party_seize_dead(struct shmring__seg *seg, unsigned index)
-{
-    if (index >= SHMRING__PARTIES || seg->backend == SHMRING_BACKEND_HEAP)
-        return 0;
-    struct shmring__party *p = &seg->hdr->party[index];
-    /* Acquire: pairs with the release in party_setup() / party_release(). */
-    uint64_t o = shmring__load_acquire_64(&p->owner);
-    uint32_t st = SHMRING__OWNER_STATE(o);
-    if (st != SHMRING__PARTY_ACTIVE && st != SHMRING__PARTY_TAKING)
-        return 0;
-    SHMRING_FAULT(PARTY_JUDGE);
-    if (owner_alive(seg, index, o))
-        return 0;
-    /* The lock before the word: nobody else takes or seizes the entry while
-     * we hold it, and it is free only if no live process holds the entry. */
-    int locked = entry_lock(seg, index);
-    if (locked == 0)
-        return 0;
-    SHMRING_FAULT(PARTY_SEIZE);
-    /* CAS on the very word judged dead: fails if the entry changed hands
-     * since, even to the same pid (the generation moved on). */
-    if (!shmring__cas_64(&p->owner, &o, taking_word(o, locked))) {
-        entry_unlock(seg, index, locked);
-        return 0;
-    }
-    SHMRING_FAULT(PARTY_RECLAIM);
-    return 1;
-}
-
-int shmring__party_take(struct shmring__seg *seg, unsigned first, unsigned last, uint32_t role,
-                        shmring__reclaim_fn reclaim, void *ctx)
-{
-    for (unsigned i = first; i <= last && i < SHMRING__PARTIES; i++) {
-        struct shmring__party *p = &seg->hdr->party[i];
-        /* Acquire: pairs with the release in party_release(); the CAS decides. */
-        uint64_t o = shmring__load_acquire_64(&p->owner);
-        if (SHMRING__OWNER_STATE(o) != SHMRING__PARTY_FREE)
-            continue;
-        int locked = entry_lock(seg, i);
-        if (locked == 0)
-            continue; /* its last holder is still leaving, or a rival is taking it */
-        if (!shmring__cas_64(&p->owner, &o, taking_word(o, locked))) {
-            entry_unlock(seg, i, locked);
-            continue;
-        }
-        SHMRING_FAULT(PARTY_TAKE);
-        party_setup(seg, i, role);
-        return (int)i;
-    }
-    for (unsigned i = first; i <= last && i < SHMRING__PARTIES; i++) {
-        if (!shmring__party_seize_dead(seg, i))
-            continue;
-        if (reclaim != NULL)
-            reclaim(seg, i, ctx);
-        party_setup(seg, i, role);
-        return (int)i;
-    }
-    return -EUSERS;
-}
-
-int shmring__lease_take(struct shmring__seg *seg, int *took_over)
-{
-    struct shmring__party *p = &seg->hdr->party[0];
-    *took_over = 0;
-    for (int tries = 0; tries < 100; tries++) {
-        /* Acquire: pairs with the release of the previous holder's close;
-         * the CAS then decides between competing producers. */
-        uint64_t o = shmring__load_acquire_64(&p->owner);
-        uint32_t st = SHMRING__OWNER_STATE(o);
-        if (st == SHMRING__PARTY_FREE || st == SHMRING__PARTY_CLOSED) {
-            int locked = entry_lock(seg, 0);
-            if (locked == 0) {
-                /* The last holder is unlocking, or a rival is taking it. */
-                sched_yield();
-                continue;
-            }
-            if (!shmring__cas_64(&p->owner, &o, taking_word(o, locked))) {
-                entry_unlock(seg, 0, locked);
-                continue;
-            }
-            SHMRING_FAULT(PARTY_LEASE_TAKE);
-        } else if (shmring__party_seize_dead(seg, 0)) {
-            *took_over = 1;
-            SHMRING_FAULT(PARTY_LEASE_TAKEOVER);
-        } else {
-            return -EBUSY;
-        }
-        party_setup(seg, 0, SHMRING__ROLE_PRODUCER);
-        return 0;
-    }
-    return -EBUSY;
-}
-
-void shmring__party_release(struct shmring__seg *seg, unsigned index, uint32_t final_state)
-{
-    if (index >= SHMRING__PARTIES)
-        return;
-    struct shmring__party *p = &seg->hdr->party[index];
-    /* Relaxed: only a word this process wrote is released; the CAS decides. */
-    uint64_t o = shmring__load_relaxed_64(&p->owner);
-    uint32_t st = SHMRING__OWNER_STATE(o);
-    if (SHMRING__OWNER_PID(o) != getpid() ||
-        (st != SHMRING__PARTY_ACTIVE && st != SHMRING__PARTY_TAKING))
-        return;
-    SHMRING_FAULT(PARTY_RELEASE);
-    pid_t pid = final_state == SHMRING__PARTY_FREE ? 0 : getpid();
-    uint64_t v = SHMRING__OWNER_WORD(final_state, SHMRING__OWNER_GEN(o), pid);
-    /* CAS, release: pairs with the acquire of takers and of readers of the
-     * entry's counters. The word first, then the lock: the entry never shows
-     * ACTIVE with its lock gone while its holder lives. */
-    if (shmring__cas_64(&p->owner, &o, v))
-        entry_unlock(seg, index, (o & SHMRING__OWNER_LOCKED) ? 1 : 0);
 }

@@ -211,6 +211,29 @@ int shmring__shm_dir_lookup(void);
  * without the sticky bit; -EACCES or -ENOTDIR otherwise. */
 int shmring__dir_trusted(const struct stat *st);
 
+/* 1 if $SHMRING_FORCE_HEAP asks for the heap backend (secure_getenv). */
+int shmring__force_heap_env(void);
+
+/* 0 if a segment file may be used: owned by the caller and writable by
+ * neither group nor others (or SHMRING_ALLOW_INSECURE in flags); -EACCES. */
+int shmring__check_owner(const struct stat *st, uint32_t flags);
+
+/* 0 unless fd is a memfd without F_SEAL_SHRINK (-EACCES, unless
+ * SHMRING_ALLOW_INSECURE in flags). */
+int shmring__check_seals(int fd, uint32_t flags);
+
+/*
+ * A descriptor with its own open file description (own OFD locks) on the
+ * same regular file as fd, non-blocking, with fd's access mode (never
+ * widened). -EPROTO for another file type, -EAGAIN for a leased file.
+ */
+int shmring__reopen_fd(int fd);
+
+/* Track a segment with a descriptor so that a fork() child gets a
+ * descriptor of its own (forkfix.c); untrack before closing it. */
+void shmring__seg_track(struct shmring__seg *s);
+void shmring__seg_untrack(struct shmring__seg *s);
+
 /*
  * Memory rule (memlimit.c): 0 if `bytes` more of shared memory fit what this
  * process may use: physical memory, and the room left under the memory limit
@@ -267,6 +290,8 @@ int shmring__party_seize_dead(struct shmring__seg *seg, unsigned index);
 uint64_t shmring__proc_start_time(pid_t pid);
 /* 1 if pid runs and (when start != 0) started at `start`. */
 int shmring__pid_alive(pid_t pid, uint64_t start);
+/* Start time of this process, cached per pid (a fork() child gets its own). */
+uint64_t shmring__self_start_time(void);
 
 /* Log one formatted line through the log hook. */
 void shmring__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
