@@ -838,11 +838,8 @@ static void restart_all(shmring_pool_t *p, struct map_run *m)
 {
     for (unsigned w = 0; w < p->nworkers; w++) {
         pid_t pid = worker_pid(p, w);
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                ;
-        }
+        if (pid > 0)
+            kill_own_child(pid);
         set_worker_pid(p, w, 0);
         respawn_or_fail(p, w, m);
     }

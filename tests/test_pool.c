@@ -604,6 +604,102 @@ Test(pool, destroy_reaps_every_worker)
     test_shared_free(b, sizeof *b);
 }
 
+/*
+ * A process that is not the pool's unreaped child is never signalled. The
+ * application reaps a dead worker itself (as a SIGCHLD handler calling
+ * waitpid(-1) would), and its pid goes to an unrelated process (forced with
+ * ns_last_pid, as root); that process must outlive a map round and the
+ * pool's destroy. The bystander is a grandchild (not our child either).
+ */
+static pid_t bystander_with_pid(pid_t want)
+{
+    for (int attempt = 0; attempt < 50; attempt++) {
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        pid_t mid = fork();
+        cr_assert_geq(mid, 0);
+        if (mid == 0) {
+            FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+            if (f != NULL) {
+                fprintf(f, "%d", (int)want - 1);
+                fclose(f);
+            }
+            pid_t g = fork();
+            if (g == 0) {
+                /* No descriptor of the test's: nothing waits on it. */
+                for (int fd = 0; fd < 1024; fd++)
+                    close(fd);
+                for (;;)
+                    pause();
+            }
+            ssize_t n = write(fds[1], &g, sizeof g);
+            _exit(n == (ssize_t)sizeof g ? 0 : 1);
+        }
+        close(fds[1]);
+        pid_t g = -1;
+        ssize_t n = read(fds[0], &g, sizeof g);
+        close(fds[0]);
+        waitpid(mid, NULL, 0);
+        if (n == (ssize_t)sizeof g && g == want)
+            return g;
+        if (n == (ssize_t)sizeof g && g > 0)
+            kill(g, SIGKILL);
+    }
+    return -1;
+}
+
+/* Running (kill(pid, 0) also succeeds on a zombie nobody reaped yet). */
+static int runs(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+Test(pool, a_reaped_worker_pid_given_to_another_process_is_never_killed, .timeout = 60)
+{
+    if (geteuid() != 0 || access("/proc/sys/kernel/ns_last_pid", W_OK) != 0) {
+        fprintf(stderr, "SKIP pool::a_reaped_worker_pid...: needs root and a writable "
+                        "/proc/sys/kernel/ns_last_pid to reuse a pid on purpose\n");
+        cr_skip_test("needs root and a writable /proc/sys/kernel/ns_last_pid");
+    }
+    struct behaviour *b = new_behaviour();
+    for (int m = 0; m < 2; m++) {
+        for (int with_round = 0; with_round < 2; with_round++) {
+            shmring_pool_t *p = make_pool(modes[m], 2, 0, b);
+            pid_t pids[2];
+            cr_assert_eq(shmring_pool_pids(p, pids, 2), 2);
+            /* The application kills and reaps the worker behind the pool's back. */
+            cr_assert_eq(kill(pids[0], SIGKILL), 0);
+            cr_assert_eq(waitpid(pids[0], NULL, 0), pids[0]);
+            pid_t g = bystander_with_pid(pids[0]);
+            if (g < 0) {
+                cr_log_warn("%s: pid %d could not be reused (busy machine): case not run",
+                            mode_names[m], (int)pids[0]);
+                shmring_pool_destroy(p);
+                continue;
+            }
+            if (with_round) {
+                /* The pool finds its worker gone and starts another one. */
+                free(map_checked(p, 64, ITEM, RESULT, mode_names[m]));
+            }
+            shmring_pool_destroy(p);
+            int alive = runs(g);
+            kill(g, SIGKILL);
+            cr_assert(alive, "%s (%s): pid %d, now an unrelated process, was killed", mode_names[m],
+                      with_round ? "map, destroy" : "destroy", (int)g);
+        }
+    }
+    test_shared_free(b, sizeof *b);
+}
+
 /* ---- Timing ------------------------------------------------------------- */
 
 static int trivial(const void *item, size_t item_size, void *result, size_t result_size, void *ctx)
