@@ -409,7 +409,8 @@ typedef struct shmring_msg {
  * copies into the slot: a consumer holding a stale position may still be
  * reading the slot, which is harmless for a seqlock but a data race to TSan.)
  * Errors: as shmring_push, plus -EINVAL for NULL payload and -EBUSY when a
- * reservation is already open.
+ * reservation is already open. shmring_reserve_wait: also those of the
+ * waiting variants (-ETIMEDOUT, -ECANCELED: no reservation is open).
  */
 SHMRING_API int shmring_reserve(shmring_t *r, size_t len, void **payload);
 SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, int64_t timeout_ns);
@@ -441,6 +442,8 @@ SHMRING_API int shmring_discard(shmring_t *r);
  * then); -EPIPE (end of stream, as for shmring_pop); -EINPROGRESS (not empty, but another consumer
  * is part-way through claiming the oldest message and did not finish within
  * about a millisecond: try again); -EPROTO (corrupt segment).
+ * shmring_claim_wait: also those of the waiting variants (-ETIMEDOUT,
+ * -ECANCELED: nothing claimed).
  */
 SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m);
 SHMRING_API int shmring_claim_wait(shmring_t *r, shmring_msg_t *m, int64_t timeout_ns);
