@@ -146,6 +146,7 @@ Test(interrupt, null_handle)
 {
     cr_assert_eq(shmring_interrupt(NULL), -EINVAL);
     cr_assert_eq(shmring_state_interrupt(NULL), -EINVAL);
+    cr_assert_not_null(strstr(shmring_strerror(-ECANCELED), "interrupt"));
 }
 
 /* A signal handler calls it: errno must come back as it was. */
