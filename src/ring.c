@@ -44,6 +44,8 @@
  *       at attach; F1: a notifier that sees FENCED fences from then on;
  *       F2: the producer then sets ACK, after which a fenced waiter may rely
  *       on it (docs/design.md, "Wake-ups", proves each case).
+ *   I*  shmring_interrupt: see cancel.h (a waiting call arms the eventcount
+ *       it sleeps on; its interrupt flag is loaded after W / M2).
  *
  * Everything read from the shared segment is treated as untrusted: slot
  * indices are masked, lengths checked against the validated slot size,

@@ -38,6 +38,8 @@
  *       re-check sees the new word.
  *   K2  waiter (shmring_state_wait): shmring__ec_prepare on the key's wake
  *       word (flag set, full fence), then R1 again before it sleeps.
+ *   I*  shmring_state_interrupt: see cancel.h (the waiter arms the key's
+ *       word before K2, and loads its interrupt flag after K2's fence).
  *
  * Fault-injection points (src/fault_points.h, docs/hardening.md) sit right
  * after the step they name: state.W1 (entry taken for an update), state.W2
