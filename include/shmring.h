@@ -87,6 +87,20 @@ extern "C" {
  */
 #define SHMRING_OPEN_EXISTING 0x20000u
 
+/*
+ * Follow mode (open flag of a consumer handle: shmring_open, shmring_open_fd,
+ * shmring_open_wait, or shmring_create with SHMRING_CONSUMER): the end of a
+ * stream is a pause. Once the producer closed (or died) and the ring is
+ * drained, this handle's waits keep waiting for the next producer instead
+ * of returning -EPIPE, and its plain pops, claims and batch pops return
+ * -EAGAIN instead of -EPIPE; the messages of the next producer are taken
+ * as usual. While the ring has no live producer a follower's wait sleeps
+ * on the futex whatever its wait strategy, waking only for a push and its
+ * periodic peer checks. Not with a handle that lacks SHMRING_CONSUMER
+ * (-EINVAL).
+ */
+#define SHMRING_FOLLOW 0x40000u
+
 /* Backends, as returned by shmring_backend(). */
 #define SHMRING_BACKEND_SHM   1 /* named POSIX shared memory */
 #define SHMRING_BACKEND_MEMFD 2 /* anonymous shared memory */
@@ -164,11 +178,14 @@ typedef struct shmring_config {
  * one ring: one creates it, the other opens it (waiting for its creator to
  * finish, as shmring_open does). Not with a NULL name (nothing to open).
  *
+ * SHMRING_FOLLOW is accepted with the SHMRING_CONSUMER role (see that flag).
+ *
  * Errors: -EINVAL (NULL out, bad name, slots not a power of two in
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
  * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name,
- * SHMRING_SINGLE_CONSUMER with SHMRING_OVERWRITE); -EEXIST (the name
+ * SHMRING_SINGLE_CONSUMER with SHMRING_OVERWRITE, SHMRING_FOLLOW without
+ * SHMRING_CONSUMER); -EEXIST (the name
  * exists; with SHMRING_OPEN_EXISTING: it exists with other slots, slot_size
  * or policy, or is a state table); -ENOSPC (the shm file system is full);
  * -ENOMEM (out of memory, or the memory rule above); -EMFILE/-ENFILE
@@ -182,7 +199,13 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
 /*
  * Open an existing ring by name with the given roles (at least one of
  * SHMRING_PRODUCER, SHMRING_CONSUMER, SHMRING_OBSERVER), optionally with
- * SHMRING_ALLOW_INSECURE.
+ * SHMRING_ALLOW_INSECURE, and for a consumer SHMRING_FOLLOW.
+ *
+ * A reused ring: a consumer that attaches after the last producer closed
+ * its handle finds the stream ended. Once it has taken what is left, its
+ * pops return -EPIPE at once (its waits too), until another producer opens
+ * the ring. With SHMRING_FOLLOW it gets -EAGAIN instead, and its waits
+ * sleep until the next producer pushes.
  *
  * The segment is validated before its data is touched: the shm directory
  * (see shmring_shm_dir), then, on an O_PATH descriptor before the file
@@ -195,6 +218,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
  * (sparse) is then fully allocated (posix_fallocate) before it is mapped,
  * so that no access can later fault on a page the file system cannot
  * supply.
+ *
+ * SHMRING_FOLLOW without SHMRING_CONSUMER is refused with -EINVAL.
  *
  * Errors: -EINVAL (NULL, bad name, no role, unknown flag); -ENOENT (no such
  * ring); -EACCES (owned by another user or writable by group or others, or
@@ -297,7 +322,9 @@ SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len);
  * Errors: -EINVAL (NULL ring, or NULL buf with cap > 0); -EPERM (no consumer
  * role); -EMSGSIZE (cap smaller than the next message); -EAGAIN (empty, and
  * only then); -EPIPE (empty and the producer closed its handle: end of
- * stream); -EINPROGRESS (not empty: other consumers kept taking the oldest
+ * stream; also at once on a reused ring whose last producer closed before
+ * this consumer attached; never with SHMRING_FOLLOW, which gets -EAGAIN);
+ * -EINPROGRESS (not empty: other consumers kept taking the oldest
  * message for about a million tries).
  */
 SHMRING_API ssize_t shmring_pop(shmring_t *r, void *buf, size_t cap);
@@ -328,12 +355,39 @@ SHMRING_API int shmring_set_wait(shmring_t *r, int strategy, uint32_t spins);
  * Besides the errors of the plain calls: -ETIMEDOUT when the time ran out
  * (with timeout_ns != 0 they never return -EINPROGRESS: they keep trying).
  * A consumer waiting on an empty ring whose producer died without closing
- * gets -EPIPE within SHMRING_DEAD_PEER_NS of the death. A producer whose
+ * gets -EPIPE within SHMRING_DEAD_PEER_NS of the death (unless it has
+ * SHMRING_FOLLOW: then it waits for the next producer). A producer whose
  * periodic peer check finds its lease taken gets -EOWNERDEAD at once.
+ * -ECANCELED: shmring_interrupt ended the wait (or was called before it);
+ * nothing was taken, pushed or reserved.
  */
 #define SHMRING_DEAD_PEER_NS 100000000LL /* 100 ms */
 SHMRING_API int shmring_push_wait(shmring_t *r, const void *msg, size_t len, int64_t timeout_ns);
 SHMRING_API ssize_t shmring_pop_wait(shmring_t *r, void *buf, size_t cap, int64_t timeout_ns);
+
+/*
+ * End the wait in progress on this handle: shmring_push_wait,
+ * shmring_pop_wait, shmring_reserve_wait or shmring_claim_wait returns
+ * -ECANCELED. If none is in progress, the next one of them (with
+ * timeout_ns != 0) returns -ECANCELED at once, even if a message or room is
+ * there. One-shot: the wait that returns -ECANCELED consumes the interrupt;
+ * several calls before it count as one. A wait that succeeds or fails
+ * otherwise in the meantime leaves the interrupt for the next wait. Plain
+ * calls (and waits with timeout_ns == 0) neither see nor consume it.
+ * shmring_open_wait has no handle yet and is not interrupted by this: give
+ * it a timeout.
+ *
+ * Async-signal-safe: it uses only atomic operations and a futex wake-up
+ * (and leaves errno unchanged), so a signal handler may call it; so may any
+ * other thread while one thread uses the handle (the exception to the
+ * one-thread rule), but never during or after shmring_close of the handle.
+ * The wait notices it within one pass of its strategy: SPIN and YIELD poll
+ * it, a SLEEP waiter is woken on the futex it sleeps on (its other sleepers,
+ * in this or other processes, see one spurious wake-up, nothing more).
+ *
+ * Returns 0. Errors: -EINVAL (NULL).
+ */
+SHMRING_API int shmring_interrupt(shmring_t *r);
 
 /* ---- Zero-copy ---------------------------------------------------------- */
 
@@ -355,7 +409,8 @@ typedef struct shmring_msg {
  * copies into the slot: a consumer holding a stale position may still be
  * reading the slot, which is harmless for a seqlock but a data race to TSan.)
  * Errors: as shmring_push, plus -EINVAL for NULL payload and -EBUSY when a
- * reservation is already open.
+ * reservation is already open. shmring_reserve_wait: also those of the
+ * waiting variants (-ETIMEDOUT, -ECANCELED: no reservation is open).
  */
 SHMRING_API int shmring_reserve(shmring_t *r, size_t len, void **payload);
 SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, int64_t timeout_ns);
@@ -384,9 +439,11 @@ SHMRING_API int shmring_discard(shmring_t *r);
  * before its release (in overwrite mode claims do not hold the producer
  * back: release then tells whether the data stayed intact).
  * Errors: -EINVAL (NULL); -EPERM (no consumer role); -EAGAIN (empty, and only
- * then); -EPIPE (end of stream); -EINPROGRESS (not empty, but another consumer
+ * then); -EPIPE (end of stream, as for shmring_pop); -EINPROGRESS (not empty, but another consumer
  * is part-way through claiming the oldest message and did not finish within
  * about a millisecond: try again); -EPROTO (corrupt segment).
+ * shmring_claim_wait: also those of the waiting variants (-ETIMEDOUT,
+ * -ECANCELED: nothing claimed).
  */
 SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m);
 SHMRING_API int shmring_claim_wait(shmring_t *r, shmring_msg_t *m, int64_t timeout_ns);

@@ -66,6 +66,8 @@ SHMRING_API const char *shmring_strerror(int err)
         return "the producer lease was taken over by another handle";
     case ETIMEDOUT:
         return "timed out";
+    case ECANCELED:
+        return "wait ended by shmring_interrupt or shmring_state_interrupt";
     case EINPROGRESS:
         return "another consumer is part-way through a claim on the slot: neither empty nor full";
     default:

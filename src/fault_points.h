@@ -77,11 +77,18 @@
     X(POOL_COMPLETE, "pool.complete", "worker ran its chunk, completion not yet stored")           \
     X(POOL_NOTIFY, "pool.notify", "worker stored its chunk's completion, parent not yet woken")
 
+/* ---- Ending waits (src/cancel.c) --------------------------------------- */
+#define SHMRING__FAULT_POINTS_CANCEL(X)                                                            \
+    X(CANCEL_WAKE, "cancel.wake",                                                                  \
+      "interrupter bumped the word's counter, FUTEX_WAKE not issued: sleepers of the word still "  \
+      "flagged for the next notifier")
+
 #define SHMRING__FAULT_POINTS(X)                                                                   \
     SHMRING__FAULT_POINTS_RING(X)                                                                  \
     SHMRING__FAULT_POINTS_CLAIM(X)                                                                 \
     SHMRING__FAULT_POINTS_PARTY(X)                                                                 \
     SHMRING__FAULT_POINTS_STATE(X)                                                                 \
-    SHMRING__FAULT_POINTS_POOL(X)
+    SHMRING__FAULT_POINTS_POOL(X)                                                                  \
+    SHMRING__FAULT_POINTS_CANCEL(X)
 
 #endif /* SHMRING_FAULT_POINTS_H */

@@ -44,6 +44,8 @@
  *       at attach; F1: a notifier that sees FENCED fences from then on;
  *       F2: the producer then sets ACK, after which a fenced waiter may rely
  *       on it (docs/design.md, "Wake-ups", proves each case).
+ *   I*  shmring_interrupt: see cancel.h (a waiting call arms the eventcount
+ *       it sleeps on; its interrupt flag is loaded after W / M2).
  *
  * Everything read from the shared segment is treated as untrusted: slot
  * indices are masked, lengths checked against the validated slot size,
@@ -62,6 +64,7 @@
 
 #include "appear.h"
 #include "atomic.h"
+#include "cancel.h"
 #include "fault.h"
 #include "wait.h"
 
@@ -90,8 +93,8 @@
 #define RING_FLAGS    (SHMRING_OVERWRITE | SHMRING_SINGLE_CONSUMER) /* stored with the ring */
 #define CREATE_FLAGS                                                                               \
     (ROLE_FLAGS | BACKEND_FLAGS | RING_FLAGS | SHMRING_ALLOW_INSECURE | SHMRING_NO_MEMBARRIER |    \
-     SHMRING_OPEN_EXISTING)
-#define OPEN_FLAGS (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
+     SHMRING_OPEN_EXISTING | SHMRING_FOLLOW)
+#define OPEN_FLAGS (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE | SHMRING_FOLLOW)
 
 struct shmring {
     struct shmring__seg *seg;
@@ -119,6 +122,7 @@ struct shmring {
     unsigned char *bounce; /* TSan builds: reservations are written here */
     /* consumer-local */
     uint64_t seen_dropped;
+    int follow; /* SHMRING_FOLLOW: the end of the stream is a pause */
     /* waiting */
     int wait_strategy;
     uint32_t spins;
@@ -127,6 +131,7 @@ struct shmring {
     int membarrier_wait; /* sleeps are announced with membarrier() (M2) */
     int ring_fenced;     /* created without membarrier: every party is symmetric */
     enum shmring__barrier barrier;
+    struct shmring__cancel cancel; /* shmring_interrupt (cancel.h) */
 };
 
 /* Longest sleep of a waiter that cannot rely on being woken (D1). */
@@ -741,10 +746,11 @@ static inline int seq_unchanged(struct shmring__slot *s, uint64_t seq)
     return shmring__load_relaxed_64(&s->seq) == seq;
 }
 
-/* Empty ring: -EPIPE if the producer closed (and the ring is still empty). */
+/* Empty ring: -EPIPE if the producer closed (and the ring is still empty),
+ * unless this handle follows the ring across producers. */
 static int empty_result(const shmring_t *r, uint64_t pos)
 {
-    if (lease_state(r) != SHMRING__PARTY_CLOSED)
+    if (r->follow || lease_state(r) != SHMRING__PARTY_CLOSED)
         return -EAGAIN;
     uint64_t q;
     /* Re-check after seeing CLOSED: messages published before the close. */
@@ -1206,6 +1212,20 @@ static int peer_check(shmring_t *r, enum wait_op op)
     return 0;
 }
 
+/*
+ * SHMRING_FOLLOW: a consumer that follows the ring across producers finds
+ * none now (closed, or never one): it sleeps until a push wakes it. A dead
+ * holder is found by peer_check. One load of a line written only when the
+ * lease changes hands.
+ */
+static int follow_paused(const shmring_t *r)
+{
+    if (!r->follow)
+        return 0;
+    uint32_t st = lease_state(r);
+    return st == SHMRING__PARTY_CLOSED || st == SHMRING__PARTY_FREE;
+}
+
 /* How long a waiting call sleeps before its next try, at most. */
 static uint64_t nap_of(uint64_t now, uint64_t deadline, uint64_t next_check, ssize_t rc,
                        uint64_t *contended_nap)
@@ -1257,7 +1277,7 @@ static uint32_t wait_prepare(shmring_t *r, uint32_t *ec, uint64_t *cap)
  * eventcount with a timer, which the scheduler honours, so that it keeps its
  * deadline and the dead-peer bound whatever else runs.
  */
-static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int64_t timeout_ns)
+static ssize_t wait_passes(shmring_t *r, enum wait_op op, struct wait_args *a, int64_t timeout_ns)
 {
     int producer = op == OP_PUSH || op == OP_RESERVE;
     ssize_t rc = op_try(r, op, a, SLOW_NONE);
@@ -1278,6 +1298,8 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
         rc = op_try(r, op, a, may_sleep ? SLOW_CHECK : SLOW_NONE);
         if (rc != -EAGAIN && rc != CONTENDED)
             return rc;
+        if (shmring__cancel_check(&r->cancel, may_sleep))
+            return -ECANCELED;
         /* Cheap polls between two looks at the clock (a YIELD pass makes a
          * syscall anyway: it looks every time). */
         if (!may_sleep && r->wait_strategy != SHMRING_WAIT_YIELD && (spin & 255) != 0) {
@@ -1290,8 +1312,14 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
             starved = 1;
         if (now >= deadline)
             return rc == CONTENDED ? TIMEDOUT_CONTENDED : -ETIMEDOUT;
+        if (!starved && !producer && follow_paused(r))
+            starved = 1; /* no producer to wait for: sleep, whatever the strategy */
         if (now >= next_check) {
             int prc = peer_check(r, op);
+            if (prc == -EPIPE && r->follow) {
+                prc = 0; /* SHMRING_FOLLOW: a dead producer is a pause too */
+                starved = 1;
+            }
             if (prc == -EOWNERDEAD)
                 return prc; /* the lease is gone: not one more slot */
             if (prc < 0) {
@@ -1311,6 +1339,30 @@ static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int
             shmring__cpu_relax();
         }
     }
+}
+
+/*
+ * A waiting call: -ECANCELED at once for an interrupt that no wait has
+ * consumed yet (not with timeout_ns == 0, which does not wait); otherwise
+ * the passes, armed so that shmring_interrupt can wake them (cancel.h).
+ */
+static ssize_t wait_loop(shmring_t *r, enum wait_op op, struct wait_args *a, int64_t timeout_ns)
+{
+    if (timeout_ns != 0 && shmring__cancel_check(&r->cancel, 0))
+        return -ECANCELED;
+    int producer = op == OP_PUSH || op == OP_RESERVE;
+    shmring__cancel_arm(&r->cancel, producer ? &r->sh->space_ec : &r->sh->data_ec);
+    ssize_t rc = wait_passes(r, op, a, timeout_ns);
+    shmring__cancel_arm(&r->cancel, NULL);
+    return rc;
+}
+
+SHMRING_API int shmring_interrupt(shmring_t *r)
+{
+    if (r == NULL)
+        return -EINVAL;
+    shmring__cancel_raise(&r->cancel);
+    return 0;
 }
 
 /* Producer-side result of a wait: counts a full ring, notices a lost lease. */
@@ -1514,12 +1566,13 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     r->mask = (uint64_t)r->nslots - 1;
     r->overwrite = (seg->flags & SHMRING_OVERWRITE) != 0;
     r->single = (seg->flags & SHMRING_SINGLE_CONSUMER) != 0;
-    r->roles = roles;
+    r->roles = roles & ROLE_FLAGS;
+    r->follow = (roles & SHMRING_FOLLOW) != 0;
     r->wait_strategy = SHMRING_WAIT_SLEEP;
     r->spins = SHMRING_DEFAULT_SPINS;
     /* Fetch-add: handles of one process created by several threads. */
     r->cookie = (shmring__faa_32(&cookies, 1) * 2654435761u) | 1u;
-    int rc = attach_roles(r, roles);
+    int rc = attach_roles(r, r->roles);
     if (rc < 0) {
         free(r);
         return rc;
@@ -1547,6 +1600,8 @@ static int check_create_config(const shmring_config_t *cfg, uint32_t *slots, uin
         return -EINVAL;
     if (!(*flags & ROLE_FLAGS))
         *flags |= SHMRING_PRODUCER;
+    if ((*flags & SHMRING_FOLLOW) && !(*flags & SHMRING_CONSUMER))
+        return -EINVAL; /* following is for consumers */
     return 0;
 }
 
@@ -1629,7 +1684,7 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
         return rc;
     wake_init(seg, flags);
     shmring__seg_publish(seg);
-    rc = shmring__ring_from_seg(seg, flags & ROLE_FLAGS, out);
+    rc = shmring__ring_from_seg(seg, flags & (ROLE_FLAGS | SHMRING_FOLLOW), out);
     if (rc < 0) {
         shmring__seg_close(seg);
         if (name != NULL)
@@ -1646,6 +1701,8 @@ static int check_open_flags(uint32_t flags)
         return -EINVAL;
     if (!(flags & ROLE_FLAGS))
         return -EINVAL;
+    if ((flags & SHMRING_FOLLOW) && !(flags & SHMRING_CONSUMER))
+        return -EINVAL;
     return 0;
 }
 
@@ -1654,7 +1711,7 @@ static int attach_opened(int rc, struct shmring__seg *seg, uint32_t flags, shmri
 {
     if (rc < 0)
         return rc;
-    rc = shmring__ring_from_seg(seg, flags & ROLE_FLAGS, out);
+    rc = shmring__ring_from_seg(seg, flags & (ROLE_FLAGS | SHMRING_FOLLOW), out);
     if (rc < 0)
         shmring__seg_close(seg);
     return rc;

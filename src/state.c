@@ -38,6 +38,8 @@
  *       re-check sees the new word.
  *   K2  waiter (shmring_state_wait): shmring__ec_prepare on the key's wake
  *       word (flag set, full fence), then R1 again before it sleeps.
+ *   I*  shmring_state_interrupt: see cancel.h (the waiter arms the key's
+ *       word before K2, and loads its interrupt flag after K2's fence).
  *
  * Fault-injection points (src/fault_points.h, docs/hardening.md) sit right
  * after the step they name: state.W1 (entry taken for an update), state.W2
@@ -65,6 +67,7 @@
 
 #include "appear.h"
 #include "atomic.h"
+#include "cancel.h"
 #include "fault.h"
 #include "wait.h"
 
@@ -100,8 +103,9 @@ struct shmring_state {
     uint32_t mask;     /* nslots - 1 */
     uint32_t value_size;
     unsigned party;
-    uint32_t owner; /* owner field of the words this handle takes */
-    uint32_t pid;   /* process that took the party entry */
+    uint32_t owner;                /* owner field of the words this handle takes */
+    uint32_t pid;                  /* process that took the party entry */
+    struct shmring__cancel cancel; /* shmring_state_interrupt (cancel.h) */
 };
 
 /* ---- This process ------------------------------------------------------- */
@@ -915,14 +919,9 @@ SHMRING_API ssize_t shmring_state_read(shmring_state_t *s, const char *key, void
     return shmring_state_read_version(s, key, buf, cap, NULL);
 }
 
-SHMRING_API int shmring_state_wait(shmring_state_t *s, const char *key, uint64_t version,
-                                   int64_t timeout_ns)
+static int state_wait_passes(shmring_state_t *s, const char *key, size_t klen, uint64_t h,
+                             uint32_t *word, uint64_t version, int64_t timeout_ns)
 {
-    size_t klen;
-    if (s == NULL || key_check(key, &klen) < 0)
-        return -EINVAL;
-    uint64_t h = hash_key(key, klen);
-    uint32_t *word = wake_word(s, h);
     uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : shmring__now_ns() + (uint64_t)timeout_ns;
     for (;;) {
         uint64_t v;
@@ -942,10 +941,38 @@ SHMRING_API int shmring_state_wait(shmring_state_t *s, const char *key, uint64_t
             return rc;
         if (v != version)
             return 0;
-        /* Woken by K1 of any key of this word, a signal or the time: the
-         * loop checks again in every case. */
+        if (shmring__cancel_check(&s->cancel, 1))
+            return -ECANCELED;
+        /* Woken by K1 of any key of this word, an interrupt, a signal or the
+         * time: the loop checks again in every case. */
         shmring__ec_sleep(word, seen, deadline - now);
     }
+}
+
+SHMRING_API int shmring_state_wait(shmring_state_t *s, const char *key, uint64_t version,
+                                   int64_t timeout_ns)
+{
+    size_t klen;
+    if (s == NULL || key_check(key, &klen) < 0)
+        return -EINVAL;
+    /* An interrupt no wait has consumed yet ends this one at once (not
+     * with timeout_ns == 0, which does not wait). */
+    if (timeout_ns != 0 && shmring__cancel_check(&s->cancel, 0))
+        return -ECANCELED;
+    uint64_t h = hash_key(key, klen);
+    uint32_t *word = wake_word(s, h);
+    shmring__cancel_arm(&s->cancel, word);
+    int rc = state_wait_passes(s, key, klen, h, word, version, timeout_ns);
+    shmring__cancel_arm(&s->cancel, NULL);
+    return rc;
+}
+
+SHMRING_API int shmring_state_interrupt(shmring_state_t *s)
+{
+    if (s == NULL)
+        return -EINVAL;
+    shmring__cancel_raise(&s->cancel);
+    return 0;
 }
 
 /* Validated key and value length of entry e: 1 if LIVE, 0 if not, <0. */

@@ -222,11 +222,29 @@ SHMRING_API ssize_t shmring_state_read_version(shmring_state_t *s, const char *k
  *
  * Returns 0 when the version differs. Errors: -EINVAL (NULL table or key,
  * empty or too long key); -ETIMEDOUT (the version still equals `version`
- * when the time ran out); -EAGAIN (the entry was rewritten during every one
- * of about 1,000 attempts to read its version); -EPROTO (a corrupt table).
+ * when the time ran out); -ECANCELED (shmring_state_interrupt ended the
+ * wait, or was called before it); -EAGAIN (the entry was rewritten during
+ * every one of about 1,000 attempts to read its version); -EPROTO (a
+ * corrupt table).
  */
 SHMRING_API int shmring_state_wait(shmring_state_t *s, const char *key, uint64_t version,
                                    int64_t timeout_ns);
+
+/*
+ * End the shmring_state_wait in progress on this handle: it returns
+ * -ECANCELED. If none is in progress, the next one (with timeout_ns != 0)
+ * returns -ECANCELED at once, even if the version already differs.
+ * One-shot, as shmring_interrupt is for rings: the wait that returns
+ * -ECANCELED consumes it; a wait that returns anything else leaves it for
+ * the next. shmring_state_open_wait is not interrupted by it.
+ *
+ * Async-signal-safe (atomic operations and a futex wake-up only; errno is
+ * left unchanged): a signal handler or another thread may call it while a
+ * thread waits on the handle, never during or after shmring_state_close.
+ * Waiters of other keys that share the sleeping word see one spurious
+ * wake-up. Returns 0. Errors: -EINVAL (NULL).
+ */
+SHMRING_API int shmring_state_interrupt(shmring_state_t *s);
 
 /*
  * Remove key (under the insert lock); the table has room for one more key.

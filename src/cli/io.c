@@ -88,8 +88,8 @@ enum {
 /* Frame header of --framed: the message length, 32-bit little-endian. */
 #define FRAME_HEADER 4u
 
-/* Poll period of recv --follow while the ring has no producer. */
-#define FOLLOW_POLL_NS 20000000LL /* 20 ms */
+/* Longest sleep of recv --follow before it checks whether its ring was removed. */
+#define FOLLOW_CHECK_NS 100000000LL /* 100 ms */
 
 static int io_flag(int opt, struct io_args *a)
 {
@@ -380,7 +380,7 @@ static int transient(int rc)
  * Open `name` as consumer, waiting (inotify, see appear.c) for it to appear
  * until deadline. 0, or a negative errno (-ETIMEDOUT: it never appeared).
  */
-static int open_when_there(const char *name, uint64_t deadline, shmring_t **r)
+static int open_when_there(const char *name, uint32_t flags, uint64_t deadline, shmring_t **r)
 {
     struct cli_appear w;
     /* A directory that cannot be watched (not there yet?) is polled. */
@@ -388,7 +388,7 @@ static int open_when_there(const char *name, uint64_t deadline, shmring_t **r)
     int rc;
     uint64_t settle = 0; /* when a transient error becomes final; 0: none seen */
     for (;;) {
-        rc = shmring_open(name, SHMRING_CONSUMER, r);
+        rc = shmring_open(name, flags, r);
         if (rc != -ENOENT && !transient(rc))
             break;
         if (transient(rc) && settle == 0)
@@ -407,13 +407,19 @@ static int open_when_there(const char *name, uint64_t deadline, shmring_t **r)
     return rc;
 }
 
+/* recv's open flags: --follow follows the ring across producers. */
+static uint32_t consumer_flags(const struct io_args *a)
+{
+    return SHMRING_CONSUMER | (a->follow ? SHMRING_FOLLOW : 0);
+}
+
 static int consumer_open(const struct io_args *a, struct consumer *c)
 {
     int rc;
     if (a->wait)
-        rc = open_when_there(a->name, deadline_after(a->wait_timeout_ns), &c->r);
+        rc = open_when_there(a->name, consumer_flags(a), deadline_after(a->wait_timeout_ns), &c->r);
     else
-        rc = shmring_open(a->name, SHMRING_CONSUMER, &c->r);
+        rc = shmring_open(a->name, consumer_flags(a), &c->r);
     if (rc == -ETIMEDOUT)
         return cli_fail("recv", "%s: did not appear within the --wait-timeout (%.3g s)", a->name,
                         (double)a->wait_timeout_ns / 1e9);
@@ -437,37 +443,12 @@ static void consumer_close(struct consumer *c)
     free(c->buf);
 }
 
-/* Take one message: without waiting if one is there, else flush stdout and wait. */
-static ssize_t take(struct consumer *c, int64_t timeout_ns)
-{
-    ssize_t n = shmring_pop(c->r, c->buf, c->cap);
-    if (n != -EAGAIN)
-        return n;
-    if (fflush(stdout) != 0)
-        return -EIO;
-    return shmring_pop_wait(c->r, c->buf, c->cap, timeout_ns);
-}
-
-/*
- * 1 when a consumer waiting on the ring would get somewhere: messages in it,
- * or a producer that has not closed and is alive (or none yet: then the
- * wait ends with its first message). Read through shmring_stats, so that
- * these looks do not count as empty pops in the ring's statistics.
- */
-static int producer_back(shmring_t *r)
-{
-    shmring_stats_t st;
-    if (shmring_stats(r, &st) < 0)
-        return 1; /* let the pop report it */
-    return st.count > 0 || (!st.producer_closed && (st.producer_pid == 0 || st.producer_alive));
-}
-
 /* recv --follow: the ring was removed; open the one made under its name next. */
 static int reopen(const struct io_args *a, struct consumer *c, uint64_t deadline)
 {
     shmring_close(c->r);
     c->r = NULL;
-    int rc = open_when_there(a->name, deadline, &c->r);
+    int rc = open_when_there(a->name, consumer_flags(a), deadline, &c->r);
     if (rc < 0)
         return rc;
     size_t cap = shmring_slot_size(c->r);
@@ -480,33 +461,44 @@ static int reopen(const struct io_args *a, struct consumer *c, uint64_t deadline
 }
 
 /*
- * recv --follow at end of stream: wait for the next producer of the ring,
- * or for a ring of the same name when this one was removed. Returns -EAGAIN
- * (a producer is attached, or messages wait: take them as usual),
- * -ETIMEDOUT, or another negative errno.
- *
- * The ring has no wait for "a new producer attached" that a consumer could
- * sleep on (pop_wait returns -EPIPE at once while the lease is closed), so
- * this polls every FOLLOW_POLL_NS; a lease-change wait in the library
- * would replace the poll.
+ * recv --follow: the handle has SHMRING_FOLLOW, so its wait sleeps through
+ * the end of a stream until the next producer pushes. It wakes every
+ * FOLLOW_CHECK_NS to see whether the ring was removed: then it waits for a
+ * ring of the same name and follows that one.
  */
-static ssize_t await_producer(const struct io_args *a, struct consumer *c)
+static ssize_t wait_following(const struct io_args *a, struct consumer *c)
 {
     uint64_t deadline = deadline_after(a->timeout_ns);
-    if (fflush(stdout) != 0)
-        return -EIO;
     for (;;) {
+        uint64_t now = cli_now_ns();
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        int64_t slice = deadline - now < (uint64_t)FOLLOW_CHECK_NS ? (int64_t)(deadline - now)
+                                                                   : FOLLOW_CHECK_NS;
+        ssize_t n = shmring_pop_wait(c->r, c->buf, c->cap, slice);
+        if (n != -ETIMEDOUT)
+            return n;
         if (cli_fd_unlinked(shmring_fd(c->r))) {
             int rc = reopen(a, c, deadline);
             if (rc < 0)
                 return rc;
         }
-        if (producer_back(c->r))
-            return -EAGAIN;
-        if (cli_now_ns() >= deadline)
-            return -ETIMEDOUT;
-        cli_sleep_ns(FOLLOW_POLL_NS);
     }
+}
+
+/* Take one message: without waiting if one is there, else flush stdout and
+ * wait. A length, or a negative errno (-EPIPE: end of stream, never with
+ * --follow). */
+static ssize_t take(const struct io_args *a, struct consumer *c)
+{
+    ssize_t n = shmring_pop(c->r, c->buf, c->cap);
+    if (n != -EAGAIN)
+        return n;
+    if (fflush(stdout) != 0)
+        return -EIO;
+    if (a->follow)
+        return wait_following(a, c);
+    return shmring_pop_wait(c->r, c->buf, c->cap, a->timeout_ns);
 }
 
 static int timed_out(const struct io_args *a, uint64_t received)
@@ -537,23 +529,10 @@ static int print_message(const struct io_args *a, const char *msg, size_t n)
     return CLI_OK;
 }
 
-/* One message, or a negative errno (-EPIPE: end of stream). */
-static ssize_t next_message(const struct io_args *a, struct consumer *c)
-{
-    for (;;) {
-        ssize_t n = take(c, a->timeout_ns);
-        if (n != -EPIPE || !a->follow)
-            return n;
-        n = await_producer(a, c);
-        if (n != -EAGAIN)
-            return n;
-    }
-}
-
 static int recv_loop(const struct io_args *a, struct consumer *c)
 {
     while (a->count == 0 || c->received < a->count) {
-        ssize_t n = next_message(a, c);
+        ssize_t n = take(a, c);
         if (n == -EPIPE)
             break;
         if (n == -ETIMEDOUT)
