@@ -944,8 +944,14 @@ static int state_wait_passes(shmring_state_t *s, const char *key, size_t klen, u
         if (shmring__cancel_check(&s->cancel, 1))
             return -ECANCELED;
         /* Woken by K1 of any key of this word, an interrupt, a signal or the
-         * time: the loop checks again in every case. */
-        shmring__ec_sleep(word, seen, deadline - now);
+         * time: the loop checks again in every case. Never longer than the
+         * dead-peer bound: a writer that died between clearing the sleeper
+         * flag and its futex wake leaves no wake-up to come, and the version
+         * it published is seen at the next look. */
+        uint64_t nap = deadline - now;
+        if (nap > (uint64_t)SHMRING_DEAD_PEER_NS)
+            nap = (uint64_t)SHMRING_DEAD_PEER_NS;
+        shmring__ec_sleep(word, seen, nap);
     }
 }
 

@@ -213,7 +213,10 @@ SHMRING_API ssize_t shmring_state_read_version(shmring_state_t *s, const char *k
  * shares a wait word with a watched key (keys are spread over 16 words by
  * hash) wakes its waiters for a re-check, which costs them a spurious
  * wake-up, never a wrong return. An entry recovered from a dead writer
- * gets a new version too, and wakes every waiter of the table.
+ * gets a new version too, and wakes every waiter of the table. A sleeping
+ * waiter also looks again every SHMRING_DEAD_PEER_NS: a writer killed
+ * between publishing and its wake-up call delays the return by at most
+ * that much.
  *
  * timeout_ns < 0 waits forever, 0 only checks. Signals do not interrupt the
  * wait (-EINTR is never returned). Works across processes (a futex on a
