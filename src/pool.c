@@ -58,6 +58,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -147,6 +148,7 @@ struct shmring_pool {
     size_t last_error_item;
     uint64_t restarts; /* atomic: read by shmring_pool_restarts from any thread */
     uint32_t pid[SHMRING_POOL_MAX_WORKERS]; /* atomic: read by shmring_pool_pids */
+    int pidfd[SHMRING_POOL_MAX_WORKERS];    /* the worker process itself, or -1 */
     /* shared-memory mode */
     shmring_t *ring;
     struct shmring__pool_ctl *ctl;
@@ -189,8 +191,23 @@ static pid_t worker_pid(const shmring_pool_t *p, unsigned w)
     return (pid_t)shmring__load_relaxed_32((uint32_t *)&p->pid[w]);
 }
 
+/*
+ * A pid names a process only until it is reaped; whoever reaps our worker
+ * (an application calling waitpid(-1), a SIGCHLD set to SIG_IGN) frees the
+ * pid for reuse. So each worker is also held by a pidfd, opened right after
+ * fork() while the child cannot have been reaped: signals and waits go
+ * through it and can never reach another process. Without pidfds (Linux
+ * before 5.3), the pid with waitid(WNOWAIT) checks (kill_worker()).
+ */
 static void set_worker_pid(shmring_pool_t *p, unsigned w, pid_t pid)
 {
+    if (p->pidfd[w] >= 0)
+        close(p->pidfd[w]);
+    p->pidfd[w] = -1;
+#ifdef SYS_pidfd_open
+    if (pid > 0)
+        p->pidfd[w] = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
     /* Relaxed: see worker_pid(). */
     shmring__store_relaxed_32(&p->pid[w], (uint32_t)pid);
 }
@@ -233,10 +250,17 @@ static int write_full(int fd, const void *buf, size_t len)
     return 0;
 }
 
-/* 1 if the worker process `pid` has ended (and is now reaped). A SIGCHLD
- * set to SIG_IGN reaps children by itself: waitpid then says ECHILD. */
-static int reaped(pid_t pid)
+/* 1 if worker w has ended (and is now reaped). A SIGCHLD set to SIG_IGN,
+ * or an application reaping every child, reaps it first: ECHILD. */
+static int reaped(shmring_pool_t *p, unsigned w)
 {
+    if (p->pidfd[w] >= 0) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        int rc = waitid(P_PIDFD, (id_t)p->pidfd[w], &si, WEXITED | WNOHANG);
+        return (rc == 0 && si.si_pid != 0) || (rc < 0 && errno == ECHILD);
+    }
+    pid_t pid = worker_pid(p, w);
     pid_t r = waitpid(pid, NULL, WNOHANG);
     return r == pid || (r < 0 && errno == ECHILD);
 }
@@ -542,16 +566,26 @@ static int respawn(shmring_pool_t *p, unsigned w)
 }
 
 /*
- * SIGKILL pid and reap it, only while it is our child and not reaped yet:
+ * SIGKILL worker w and reap it. Through its pidfd when there is one;
+ * otherwise only while its pid is our child and not reaped yet:
  * waitid(WNOWAIT) tells without reaping. A pid already reaped (ECHILD) may
  * belong to another process by now and is left alone; an exited child is
  * only reaped.
  */
-static void kill_own_child(pid_t pid)
+static void kill_worker(shmring_pool_t *p, unsigned w)
 {
     siginfo_t si;
     memset(&si, 0, sizeof si);
     int rc;
+    if (p->pidfd[w] >= 0) {
+#ifdef SYS_pidfd_send_signal
+        syscall(SYS_pidfd_send_signal, p->pidfd[w], SIGKILL, NULL, 0);
+#endif
+        while ((rc = waitid(P_PIDFD, (id_t)p->pidfd[w], &si, WEXITED)) < 0 && errno == EINTR)
+            ;
+        return;
+    }
+    pid_t pid = worker_pid(p, w);
     while ((rc = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT)) < 0 && errno == EINTR)
         ;
     if (rc < 0)
@@ -574,7 +608,7 @@ static void reap_all(shmring_pool_t *p)
             pid_t pid = worker_pid(p, w);
             if (pid <= 0)
                 continue;
-            if (reaped(pid))
+            if (reaped(p, w))
                 set_worker_pid(p, w, 0);
             else
                 left++;
@@ -586,7 +620,7 @@ static void reap_all(shmring_pool_t *p)
         pid_t pid = worker_pid(p, w);
         if (pid <= 0)
             continue;
-        kill_own_child(pid);
+        kill_worker(p, w);
         set_worker_pid(p, w, 0);
     }
 }
@@ -819,7 +853,7 @@ static unsigned check_deaths(shmring_pool_t *p, size_t base, struct map_run *m)
             respawn_or_fail(p, w, m);
             continue;
         }
-        if (!reaped(pid))
+        if (!reaped(p, w))
             continue;
         deaths++;
         if (p->mode == SHMRING_POOL_MODE_SHARED) {
@@ -839,7 +873,7 @@ static void restart_all(shmring_pool_t *p, struct map_run *m)
     for (unsigned w = 0; w < p->nworkers; w++) {
         pid_t pid = worker_pid(p, w);
         if (pid > 0)
-            kill_own_child(pid);
+            kill_worker(p, w);
         set_worker_pid(p, w, 0);
         respawn_or_fail(p, w, m);
     }
@@ -1174,7 +1208,7 @@ static void mp_worker_died(shmring_pool_t *p, unsigned w, struct mp_job *j, stru
 {
     pid_t pid = worker_pid(p, w);
     if (pid > 0) {
-        kill_own_child(pid); /* a protocol error leaves it alive */
+        kill_worker(p, w); /* a protocol error leaves it alive */
     }
     if (p->has_busy[w])
         mp_lost_chunk(p, w, j, m);
@@ -1268,7 +1302,7 @@ static int map_mp(shmring_pool_t *p, const unsigned char *items, size_t n, size_
             pid_t pid = worker_pid(p, w);
             if (pid <= 0) {
                 respawn_or_fail(p, w, run);
-            } else if (!p->has_busy[w] && reaped(pid)) {
+            } else if (!p->has_busy[w] && reaped(p, w)) {
                 set_worker_pid(p, w, 0);
                 barren_death(p, run);
                 respawn_or_fail(p, w, run);
@@ -1512,8 +1546,10 @@ SHMRING_API int shmring_pool_create(const shmring_pool_config_t *cfg, shmring_ta
     p->ctx = ctx;
     p->owner = getpid();
     p->last_error_item = SIZE_MAX;
-    for (unsigned w = 0; w < SHMRING_POOL_MAX_WORKERS; w++)
+    for (unsigned w = 0; w < SHMRING_POOL_MAX_WORKERS; w++) {
         p->sock[w] = -1;
+        p->pidfd[w] = -1;
+    }
     if (flags & SHMRING_POOL_THREADS) {
         p->mode = SHMRING_POOL_MODE_THREADS;
         rc = threads_start(p);
