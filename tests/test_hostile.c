@@ -873,7 +873,11 @@ Test(hostile, gc_of_another_users_dead_segment_skips_it, .timeout = 60)
         shmring_config_t cfg = {
             .slots = 16, .slot_size = 64, .flags = SHMRING_OBSERVER, .mode = 0644};
         shmring_t *r = NULL;
-        _exit(shmring_create("/roots", &cfg, &r) == 0 ? 0 : 1);
+        int ok = shmring_create("/roots", &cfg, &r) == 0;
+        /* And one it may not read: what it is stays unknown to them. */
+        cfg.mode = 0600;
+        ok = ok && shmring_create("/private", &cfg, &r) == 0;
+        _exit(ok ? 0 : 1);
     }
     cr_assert_eq(test_wait_child(pid), 0);
     static char out[4096];
@@ -881,7 +885,9 @@ Test(hostile, gc_of_another_users_dead_segment_skips_it, .timeout = 60)
     cr_assert_eq(st, 0, "gc as another user: %d: %s", st, out);
     cr_assert_not_null(strstr(out, "skipped /roots"), "gc: %s", out);
     cr_assert_not_null(strstr(out, "uid 0"), "gc: %s", out);
+    cr_assert_not_null(strstr(out, "skipped /private (this user may not read it"), "gc: %s", out);
     cr_assert_eq(access(path_in(&d, "/roots"), F_OK), 0);
+    cr_assert_eq(access(path_in(&d, "/private"), F_OK), 0);
     scratch_remove(&d);
     user_remove(&u);
 }

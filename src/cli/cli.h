@@ -203,6 +203,14 @@ int cli_seg_read(const char *name, struct cli_seg *out);
 typedef int (*cli_seg_fn)(const struct cli_seg *seg, void *ctx);
 int cli_scan(cli_seg_fn fn, void *ctx);
 
+/*
+ * Called by cli_scan for a file it cannot inspect because this user may
+ * not read it (-EACCES): what it is cannot be known. NULL (the default):
+ * such files are left out.
+ */
+typedef void (*cli_unreadable_fn)(const char *name, void *ctx);
+extern cli_unreadable_fn cli_scan_unreadable;
+
 /* "ring", "state" or "unknown-version". */
 const char *cli_seg_type_name(enum cli_seg_type type);
 

@@ -55,6 +55,13 @@ static void skip_foreign(const struct cli_seg *s)
            cli_seg_type_name(s->type), (unsigned)s->uid);
 }
 
+/* A file this user may not read: whether it is garbage cannot be known. */
+static void skip_unreadable(const char *name, void *ctx)
+{
+    (void)ctx;
+    printf("skipped %s (this user may not read it: only its owner or root can judge it)\n", name);
+}
+
 static int gc_one(const struct cli_seg *s, void *ctx)
 {
     struct gc_ctx *gc = ctx;
@@ -97,6 +104,7 @@ static int gc_run(int argc, char **argv)
     }
     if (optind < argc)
         return cli_usage("gc", "unexpected argument '%s'", argv[optind]);
+    cli_scan_unreadable = skip_unreadable;
     int rc = cli_scan(gc_one, &gc);
     if (fflush(stdout) != 0)
         return cli_fail("gc", "write error");

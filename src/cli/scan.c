@@ -65,15 +65,22 @@ static int by_name(const struct dirent **a, const struct dirent **b)
     return strcmp((*a)->d_name, (*b)->d_name);
 }
 
+cli_unreadable_fn cli_scan_unreadable;
+
 static int scan_entry(const char *file, cli_seg_fn fn, void *ctx)
 {
     char name[SHMRING_NAME_MAX + 1];
     int n = snprintf(name, sizeof name, "/%s", file);
     if (n < 0 || n > SHMRING_NAME_MAX || shmring_name_check(name) < 0)
         return 0;
-    struct cli_seg s;
-    if (cli_seg_read(name, &s) <= 0)
+    shmring_info_t info;
+    int rc = shmring_inspect(name, &info);
+    if (rc == -EACCES && cli_scan_unreadable != NULL)
+        cli_scan_unreadable(name, ctx);
+    if (rc < 0)
         return 0;
+    struct cli_seg s;
+    from_info(name, &info, &s);
     return fn(&s, ctx);
 }
 
