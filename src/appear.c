@@ -44,8 +44,7 @@ void shmring__appear_notify(void)
 
 static int heap_only(uint32_t flags)
 {
-    const char *v = getenv("SHMRING_FORCE_HEAP");
-    return (flags & SHMRING_FORCE_HEAP) || (v != NULL && v[0] != '\0' && strcmp(v, "0") != 0);
+    return (flags & SHMRING_FORCE_HEAP) || shmring__force_heap_env();
 }
 
 /* An inotify descriptor watching the shm directory, or -errno. */

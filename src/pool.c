@@ -179,11 +179,6 @@ static int task_error(int rc)
     return (rc < 0 && rc >= -4095) ? rc : -EINVAL;
 }
 
-static int force_heap_env(void)
-{
-    const char *v = secure_getenv("SHMRING_FORCE_HEAP");
-    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
-}
 
 static pid_t worker_pid(const shmring_pool_t *p, unsigned w)
 {
@@ -1510,7 +1505,7 @@ static unsigned default_workers(void)
 
 static int start_processes(shmring_pool_t *p, uint32_t flags, size_t arena_size)
 {
-    int mp = (flags & (SHMRING_POOL_MESSAGE_PASSING | SHMRING_FORCE_HEAP)) || force_heap_env();
+    int mp = (flags & (SHMRING_POOL_MESSAGE_PASSING | SHMRING_FORCE_HEAP)) || shmring__force_heap_env();
     p->mode = SHMRING_POOL_MODE_SHARED;
     if (!mp) {
         int rc = shared_setup(p, arena_size);
