@@ -179,7 +179,6 @@ static int task_error(int rc)
     return (rc < 0 && rc >= -4095) ? rc : -EINVAL;
 }
 
-
 static pid_t worker_pid(const shmring_pool_t *p, unsigned w)
 {
     /* Relaxed: only the pool's thread writes it; other threads want a recent value. */
@@ -1505,7 +1504,8 @@ static unsigned default_workers(void)
 
 static int start_processes(shmring_pool_t *p, uint32_t flags, size_t arena_size)
 {
-    int mp = (flags & (SHMRING_POOL_MESSAGE_PASSING | SHMRING_FORCE_HEAP)) || shmring__force_heap_env();
+    int mp =
+        (flags & (SHMRING_POOL_MESSAGE_PASSING | SHMRING_FORCE_HEAP)) || shmring__force_heap_env();
     p->mode = SHMRING_POOL_MODE_SHARED;
     if (!mp) {
         int rc = shared_setup(p, arena_size);
