@@ -133,28 +133,6 @@ int cli_create_ring(const char *cmd, const char *name, const shmring_config_t *c
 int cli_create_state(const char *cmd, const char *name, const shmring_state_config_t *cfg,
                      int allow_fallback, shmring_state_t **out);
 
-/* ---- Waiting for a name to appear (appear.c) ----------------------------- */
-
-/*
- * A watch on the shm directory: inotify where the kernel gives it, else a
- * short poll. cli_appear_open returns 0, or a negative errno when it falls
- * back to polling (no inotify, out of watches, or the directory cannot be
- * watched: -ENOENT when it does not exist); the watch works either way.
- */
-struct cli_appear {
-    int fd; /* inotify descriptor, or -1: poll */
-};
-int cli_appear_open(struct cli_appear *w);
-
-/*
- * Sleep until something changes in the directory (a file created, renamed
- * into it, resized, its mode changed), at most until deadline_ns
- * (cli_now_ns clock; UINT64_MAX: forever) and at most max_ns when max_ns >
- * 0. Returns 0 (time to look again) or -ETIMEDOUT (deadline passed).
- */
-int cli_appear_wait(struct cli_appear *w, uint64_t deadline_ns, int64_t max_ns);
-void cli_appear_close(struct cli_appear *w);
-
 /* 1 when the segment behind fd has been unlinked (its name removed or replaced). */
 int cli_fd_unlinked(int fd);
 

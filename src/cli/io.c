@@ -366,45 +366,19 @@ static uint64_t deadline_after(int64_t timeout_ns)
     return timeout_ns < 0 ? UINT64_MAX : cli_now_ns() + (uint64_t)timeout_ns;
 }
 
-/* Errors that a ring being created right now gives for a moment: too short
- * a file (EPROTO), or a header not ready within a second (EAGAIN). */
-static int transient(int rc)
-{
-    return rc == -EPROTO || rc == -EAGAIN;
-}
-
-/* How long a name may stay transient before its error is final. */
-#define SETTLE_NS 2000000000LL /* 2 s */
-
 /*
- * Open `name` as consumer, waiting (inotify, see appear.c) for it to appear
- * until deadline. 0, or a negative errno (-ETIMEDOUT: it never appeared).
+ * Open `name` as consumer, waiting for it to appear until deadline
+ * (shmring_open_wait: inotify on the shm directory). 0, or a negative
+ * errno (-ETIMEDOUT: it never appeared).
  */
 static int open_when_there(const char *name, uint32_t flags, uint64_t deadline, shmring_t **r)
 {
-    struct cli_appear w;
-    /* A directory that cannot be watched (not there yet?) is polled. */
-    (void)cli_appear_open(&w);
-    int rc;
-    uint64_t settle = 0; /* when a transient error becomes final; 0: none seen */
-    for (;;) {
-        rc = shmring_open(name, flags, r);
-        if (rc != -ENOENT && !transient(rc))
-            break;
-        if (transient(rc) && settle == 0)
-            settle = cli_now_ns() + SETTLE_NS;
-        if (transient(rc) && cli_now_ns() >= settle)
-            break;
-        if (rc == -ENOENT)
-            settle = 0;
-        /* While transient, look again soon: the creator writes its header without events. */
-        if (cli_appear_wait(&w, deadline, transient(rc) ? 10000000LL : 0) == -ETIMEDOUT) {
-            rc = -ETIMEDOUT;
-            break;
-        }
+    int64_t timeout = -1;
+    if (deadline != UINT64_MAX) {
+        uint64_t now = cli_now_ns();
+        timeout = deadline > now ? (int64_t)(deadline - now) : 0;
     }
-    cli_appear_close(&w);
-    return rc;
+    return shmring_open_wait(name, flags, timeout, r);
 }
 
 /* recv's open flags: --follow follows the ring across producers. */
