@@ -126,10 +126,13 @@ SHMRING_API const char *shmring_version(void);
 typedef struct shmring shmring_t;
 
 typedef struct shmring_config {
-    uint32_t slots;     /* power of two >= 2; 0 = default (1024) */
-    uint32_t slot_size; /* largest message in bytes; 0 = default (256) */
-    uint32_t flags;     /* roles, backend, SHMRING_OVERWRITE, ... */
-    uint32_t mode;      /* permission bits of a named segment; 0 = 0600 */
+    uint32_t slots;       /* power of two >= 2; 0 = default (1024) */
+    uint32_t slot_size;   /* largest message in bytes; 0 = default (256) */
+    uint32_t flags;       /* roles, backend, SHMRING_OVERWRITE, ... */
+    uint32_t mode;        /* permission bits of a named segment; 0 = 0600 */
+    uint32_t max_message; /* largest message in bytes; 0 = slot_size. Above
+                             slot_size, a message spans consecutive slots:
+                             at most slots * slot_size / 2 */
 } shmring_config_t;
 
 /*
@@ -273,6 +276,33 @@ SHMRING_API int shmring_backend(const shmring_t *r);
 /* Slot count and slot size of the ring; 0 for NULL. */
 SHMRING_API uint32_t shmring_slots(const shmring_t *r);
 SHMRING_API uint32_t shmring_slot_size(const shmring_t *r);
+
+/*
+ * Largest message the ring takes (shmring_config_t.max_message as created:
+ * slot_size unless messages span slots); 0 for NULL.
+ *
+ * Messages larger than a slot. A ring created with max_message above
+ * slot_size takes messages of up to max_message bytes; one of more than
+ * slot_size bytes takes ceil(len / slot_size) consecutive slots, so the
+ * ring holds fewer of them. It is pushed, popped, claimed and released as
+ * one message (one count in the stats, one position in the order), and a
+ * consumer never sees part of one: the copy calls copy it whole or not at
+ * all. What differs:
+ *  - shmring_claim of a message of more than slot_size bytes gives m->data
+ *    pointing to a private copy in this process's heap, assembled from its
+ *    slots (one copy; messages up to slot_size stay zero-copy). The claim
+ *    still holds the message's first slot until release, as any claim
+ *    does, so the crash and back-pressure rules are the same; release frees
+ *    the copy. In overwrite mode such a release returns 0: the copy was
+ *    checked whole before the claim was taken and cannot be torn later.
+ *  - shmring_reserve of more than slot_size bytes gives a private buffer
+ *    (per handle) that shmring_commit copies into the slots.
+ *  - In overwrite mode the producer drops whole messages: read_index only
+ *    ever moves to the first slot of a message.
+ * Messages up to slot_size take exactly the path they take on a ring whose
+ * max_message is slot_size.
+ */
+SHMRING_API uint32_t shmring_max_message(const shmring_t *r);
 
 /*
  * Push one message of 0..slot_size bytes (copy API). Never blocks, never
@@ -468,6 +498,8 @@ typedef struct shmring_stats {
     uint64_t producer_epoch; /* how many producers have held the lease */
     uint32_t wake;           /* SHMRING_WAKE_*: how pushes wake sleepers */
     uint32_t reserved;
+    uint32_t max_message; /* largest message (slot_size unless they span) */
+    uint32_t reserved2;
 } shmring_stats_t;
 
 /* shmring_stats_t.wake */
