@@ -113,9 +113,10 @@ void shmring__span_resume(const struct shmring__span *sp, uint64_t w)
     uint64_t k = shmring__span_slots(sp, sp->max_message);
     for (uint64_t i = 1; i < k; i++) {
         struct shmring__slot *s = slot_of(sp, w + i);
-        /* Acquire: pairs with S2 of the dead producer. */
+        /* Acquire: pairs with S2 of the dead producer. Every position: a
+         * predecessor that died in here may have unmarked some already. */
         if (shmring__load_acquire_64(&s->seq) != 2 * (w + i) + 2)
-            break; /* it wrote its continuations in order: none further */
+            continue;
         /* S5: release; no consumer reaches w + i before we publish w. */
         shmring__store_release_64(&s->seq, 2 * (w + i) + 1);
         SHMRING_FAULT(SPAN_RESUME);
