@@ -34,8 +34,8 @@ static void push_id(shmring_t *p, uint64_t id)
     cr_assert_eq(shmring_push(p, buf, len_of(id)), 0, "push %llu", (unsigned long long)id);
 }
 
-/* Pop ids first..last-1 whole and in order, then find the ring empty. */
-static void drain(shmring_t *c, uint64_t first, uint64_t last)
+/* Pop ids first..last-1 whole and in order. */
+static void pop_ids(shmring_t *c, uint64_t first, uint64_t last)
 {
     unsigned char buf[MAXM];
     for (uint64_t id = first; id < last; id++) {
@@ -43,6 +43,13 @@ static void drain(shmring_t *c, uint64_t first, uint64_t last)
         cr_assert_eq(n, (ssize_t)len_of(id), "id %llu: pop %zd", (unsigned long long)id, n);
         test_expect_id(buf, n, id);
     }
+}
+
+/* Pop ids first..last-1 whole and in order, then find the ring empty. */
+static void drain(shmring_t *c, uint64_t first, uint64_t last)
+{
+    unsigned char buf[MAXM];
+    pop_ids(c, first, last);
     cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN, "a message after id %llu",
                  (unsigned long long)last);
 }
@@ -158,7 +165,7 @@ static unsigned copy_killed(const char *point)
     shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
     for (uint64_t id = 0; id < 4; id++)
         push_id(p, id);
-    drain(c, 0, 0 + 1);
+    pop_ids(c, 0, 1);
     struct job j = {.name = name};
     kit_killed(pop_run, &j, "span.copy:kill@2");
     drain(c, 1, 4);
