@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -840,4 +841,51 @@ Test(span, producer_died_mid_message)
     shmring_close(p);
     shmring_close(c);
     shmring_unlink(name);
+}
+
+/* ---- The tool ----------------------------------------------------------- */
+
+/* Run the shmring tool with args; its exit status. */
+static int tool(const char *const *args)
+{
+    const char *path = test_tool();
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        char *argv[16];
+        int n = 0;
+        argv[n++] = (char *)"shmring";
+        for (; args[n - 1] != NULL && n < 15; n++)
+            argv[n] = (char *)args[n - 1];
+        argv[n] = NULL;
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) {
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        execv(path, argv);
+        _exit(127);
+    }
+    return test_wait_child(pid);
+}
+
+Test(span, tool_create_max_message)
+{
+    if (test_heap_forced())
+        cr_skip_test("the tool's rings live in the shm directory");
+    const char *name = test_name("tool");
+    const char *ok[] = {"create",        name,  "--slots", "16", "--slot-size", "64",
+                        "--max-message", "512", NULL};
+    cr_assert_eq(tool(ok), 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
+    cr_assert_eq(shmring_max_message(c), 512);
+    cr_assert_eq(shmring_slot_size(c), 64);
+    shmring_close(c);
+    shmring_unlink(name);
+    const char *too_big[] = {"create",        name,  "--slots", "16", "--slot-size", "64",
+                             "--max-message", "513", NULL};
+    cr_assert_eq(tool(too_big), 1, "above half the ring");
+    const char *not_a_size[] = {"create", name, "--max-message", "lots", NULL};
+    cr_assert_neq(tool(not_a_size), 0);
+    cr_assert_eq(shmring_open(name, SHMRING_CONSUMER, &c), -ENOENT, "nothing was created");
 }
