@@ -114,7 +114,7 @@ static void names(const char *name, uint8_t sel)
         shmring_state_close(s2);
         shmring_state_close(s);
     } else {
-        shmring_config_t cfg = {2, 8, SHMRING_NO_FALLBACK, 0};
+        shmring_config_t cfg = {.slots = 2, .slot_size = 8, .flags = SHMRING_NO_FALLBACK};
         CHECK(shmring_create(name, &cfg, &r) == 0);
         CHECK(dir_entries() == 1);
         shmring_t *c = NULL;

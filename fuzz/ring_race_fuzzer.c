@@ -118,6 +118,13 @@ static size_t build_image(const uint8_t *in, unsigned char **out, uint32_t *stri
     h->flags = flags;
     h->total_size = total;
     memcpy(h->param, param, sizeof param);
+    /* Messages larger than a slot: half the ring (bit 1), or any value
+     * (bit 2: the attach must refuse what no creator could store). */
+    struct shmring__ring_shared *sh = (struct shmring__ring_shared *)(void *)h->object;
+    if (in[2] & 2)
+        sh->max_message = slots * slot_size / 2;
+    if (in[2] & 4)
+        sh->max_message = (uint32_t)in[3] * 37u;
     h->ready = SHMRING__READY;
     *stride = param[2];
     *out = img;
@@ -236,8 +243,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (shmring__seg_attach_image(c.img, c.total, SHMRING__TYPE_RING, shmring__ring_layout, &s1) ||
         shmring__seg_attach_image(c.img, c.total, SHMRING__TYPE_RING, shmring__ring_layout, &s2))
         abort(); /* a freshly built image is valid */
-    if (shmring__ring_from_seg(s1, SHMRING_PRODUCER | SHMRING_CONSUMER, &pc) ||
-        shmring__ring_from_seg(s2, SHMRING_CONSUMER, &c2))
+    int rc = shmring__ring_from_seg(s1, SHMRING_PRODUCER | SHMRING_CONSUMER, &pc);
+    if (rc == -EPROTO && (data[2] & 4)) { /* a max_message no creator stores */
+        shmring__seg_close(s1);
+        shmring__seg_close(s2);
+        free(c.img);
+        return 0;
+    }
+    if (rc != 0 || shmring__ring_from_seg(s2, SHMRING_CONSUMER, &c2))
         abort();
     pthread_t t;
     if (pthread_create(&t, NULL, corrupt, &c) != 0)

@@ -140,10 +140,13 @@ SHMRING_API const char *shmring_version(void);
 typedef struct shmring shmring_t;
 
 typedef struct shmring_config {
-    uint32_t slots;     /* power of two >= 2; 0 = default (1024) */
-    uint32_t slot_size; /* largest message in bytes; 0 = default (256) */
-    uint32_t flags;     /* roles, backend, SHMRING_OVERWRITE, ... */
-    uint32_t mode;      /* permission bits of a named segment; 0 = 0600 */
+    uint32_t slots;       /* power of two >= 2; 0 = default (1024) */
+    uint32_t slot_size;   /* largest message in bytes; 0 = default (256) */
+    uint32_t flags;       /* roles, backend, SHMRING_OVERWRITE, ... */
+    uint32_t mode;        /* permission bits of a named segment; 0 = 0600 */
+    uint32_t max_message; /* largest message in bytes; 0 = slot_size. Above
+                             slot_size, a message spans consecutive slots:
+                             at most slots * slot_size / 2 */
 } shmring_config_t;
 
 /*
@@ -185,9 +188,10 @@ typedef struct shmring_config {
  * flag, mode with bits outside 0777 or writable by group/others without
  * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name,
  * SHMRING_SINGLE_CONSUMER with SHMRING_OVERWRITE, SHMRING_FOLLOW without
- * SHMRING_CONSUMER); -EEXIST (the name
- * exists; with SHMRING_OPEN_EXISTING: it exists with other slots, slot_size
- * or policy, or is a state table); -ENOSPC (the shm file system is full);
+ * SHMRING_CONSUMER, max_message other than 0 outside [slot_size, slots *
+ * slot_size / 2]); -EEXIST (the name exists; with SHMRING_OPEN_EXISTING: it
+ * exists with other slots, slot_size, max_message or policy, or is a state
+ * table); -ENOSPC (the shm file system is full);
  * -ENOMEM (out of memory, or the memory rule above); -EMFILE/-ENFILE
  * (descriptor limits); any errno of the last backend tried when all fail.
  * With SHMRING_OPEN_EXISTING, also the errors of shmring_open for an
@@ -229,7 +233,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
  * -ENOSPC (a sparse segment whose holes the full file system cannot back);
  * -ENOMEM (also: backing those holes would break the memory rule of
  * shmring_create);
- * -EPROTO (not a shmring segment, or a corrupt or truncated header);
+ * -EPROTO (not a shmring segment, or a corrupt or truncated header, or a
+ * max_message no creator could have stored);
  * -EPROTONOSUPPORT (another layout version); -EPROTOTYPE (not a ring);
  * -EBUSY (SHMRING_PRODUCER and a live producer holds the lease, or
  * SHMRING_CONSUMER on a SHMRING_SINGLE_CONSUMER ring whose consumer lives);
@@ -300,13 +305,43 @@ SHMRING_API uint32_t shmring_slots(const shmring_t *r);
 SHMRING_API uint32_t shmring_slot_size(const shmring_t *r);
 
 /*
- * Push one message of 0..slot_size bytes (copy API). Never blocks, never
+ * Largest message the ring takes (shmring_config_t.max_message as created:
+ * slot_size unless messages span slots); 0 for NULL.
+ *
+ * Messages larger than a slot. A ring created with max_message above
+ * slot_size takes messages of up to max_message bytes; one of more than
+ * slot_size bytes takes ceil(len / slot_size) consecutive slots, so the
+ * ring holds fewer of them. It is pushed, popped, claimed and released as
+ * one message (one count in the stats, one position in the order), and a
+ * consumer never sees part of one: the copy calls copy it whole or not at
+ * all. What differs:
+ *  - shmring_claim of a message of more than slot_size bytes gives m->data
+ *    pointing to a private copy in this process's heap, assembled from its
+ *    slots (one copy; messages up to slot_size stay zero-copy). The claim
+ *    still holds the message's first slot until release, as any claim
+ *    does, so the crash and back-pressure rules are the same; release frees
+ *    the copy. In overwrite mode such a release returns 0: the copy was
+ *    checked whole before the claim was taken and cannot be torn later.
+ *  - shmring_reserve of more than slot_size bytes gives a private buffer
+ *    (per handle) that shmring_commit copies into the slots.
+ *  - In overwrite mode the producer drops whole messages: read_index only
+ *    ever moves to the first slot of a message.
+ * Messages up to slot_size take exactly the path they take on a ring whose
+ * max_message is slot_size.
+ */
+SHMRING_API uint32_t shmring_max_message(const shmring_t *r);
+
+/*
+ * Push one message of 0..max_message bytes (copy API; max_message is
+ * slot_size unless the ring was created with a larger one, see
+ * shmring_max_message). Never blocks, never
  * makes a syscall, except when the next slot is still claimed: then it checks
  * the claimer is alive and yields to a claim part-way through for at most
  * about a millisecond.
  * Errors: -EINVAL (NULL ring, or NULL msg with len > 0); -EPERM (no producer
- * role); -EMSGSIZE (len > slot_size); -EAGAIN (full: no free slot, or the next
- * one still holds a claimed message; never in overwrite mode); -EINPROGRESS
+ * role); -EMSGSIZE (len > max_message); -EAGAIN (full: not as many free
+ * slots as the message takes, or the next one still holds a claimed
+ * message; never in overwrite mode); -EINPROGRESS
  * (not full, but a consumer part-way through claiming the next slot did not
  * finish: try again); -EBUSY (a reservation is open on this handle);
  * -EOWNERDEAD (another producer took the lease from this handle; once a call
@@ -321,10 +356,10 @@ SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len);
  * Never blocks, never makes a syscall.
  * Errors: -EINVAL (NULL ring, or NULL buf with cap > 0); -EPERM (no consumer
  * role); -EMSGSIZE (cap smaller than the next message); -EAGAIN (empty, and
- * only then); -EPIPE (empty and the producer closed its handle: end of
- * stream; also at once on a reused ring whose last producer closed before
- * this consumer attached; never with SHMRING_FOLLOW, which gets -EAGAIN);
- * -EINPROGRESS (not empty: other consumers kept taking the oldest
+ * only then); -EPROTO (corrupt segment); -EPIPE (empty and the producer
+ * closed its handle: end of stream; also at once on a reused ring whose last
+ * producer closed before this consumer attached; never with SHMRING_FOLLOW,
+ * which gets -EAGAIN); -EINPROGRESS (not empty: other consumers kept taking the oldest
  * message for about a million tries).
  */
 SHMRING_API ssize_t shmring_pop(shmring_t *r, void *buf, size_t cap);
@@ -403,14 +438,19 @@ typedef struct shmring_msg {
 
 /*
  * Reserve the next slot for writing in place: *payload points to len bytes
- * in shared memory (len <= slot_size). Nothing is visible to consumers until
+ * in shared memory (len <= slot_size). A reservation of slot_size <
+ * len <= max_message takes room for all the message's slots and points
+ * *payload to a private buffer of the handle that shmring_commit copies
+ * into them (see shmring_max_message). Nothing is visible to consumers until
  * shmring_commit. One reservation at a time per handle. (In ThreadSanitizer
  * builds of the library, *payload is a private buffer that shmring_commit
  * copies into the slot: a consumer holding a stale position may still be
  * reading the slot, which is harmless for a seqlock but a data race to TSan.)
- * Errors: as shmring_push, plus -EINVAL for NULL payload and -EBUSY when a
- * reservation is already open. shmring_reserve_wait: also those of the
- * waiting variants (-ETIMEDOUT, -ECANCELED: no reservation is open).
+ * Errors: as shmring_push, plus -EINVAL for NULL payload, -EBUSY when a
+ * reservation is already open, and -ENOMEM (a reservation longer than a
+ * slot whose buffer could not be allocated). shmring_reserve_wait: also
+ * those of the waiting variants (-ETIMEDOUT, -ECANCELED: no reservation is
+ * open).
  */
 SHMRING_API int shmring_reserve(shmring_t *r, size_t len, void **payload);
 SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, int64_t timeout_ns);
@@ -441,7 +481,10 @@ SHMRING_API int shmring_discard(shmring_t *r);
  * Errors: -EINVAL (NULL); -EPERM (no consumer role); -EAGAIN (empty, and only
  * then); -EPIPE (end of stream, as for shmring_pop); -EINPROGRESS (not empty, but another consumer
  * is part-way through claiming the oldest message and did not finish within
- * about a millisecond: try again); -EPROTO (corrupt segment).
+ * about a millisecond: try again); -EPROTO (corrupt segment); -ENOMEM (the
+ * oldest message is longer than a slot and its private copy could not be
+ * allocated: it stays in the ring). A message longer than a slot is
+ * claimed as a private copy, see shmring_max_message.
  * shmring_claim_wait: also those of the waiting variants (-ETIMEDOUT,
  * -ECANCELED: nothing claimed).
  */
@@ -449,7 +492,8 @@ SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m);
 SHMRING_API int shmring_claim_wait(shmring_t *r, shmring_msg_t *m, int64_t timeout_ns);
 
 /*
- * Give a claimed slot back. Errors: -EINVAL (NULL, or m not a claim held by
+ * Give a claimed slot back (and free the private copy of a message longer
+ * than a slot). Errors: -EINVAL (NULL, or m not a claim held by
  * this handle); -ESTALE (overwrite mode: the producer overwrote the slot
  * while it was claimed, so the data read may be torn and must be discarded;
  * the claim is released all the same).
@@ -472,7 +516,7 @@ SHMRING_API ssize_t shmring_msg_copy(const shmring_msg_t *m, void *buf, size_t c
 /*
  * Push up to n messages (iov[i] each) with one index update. Returns how
  * many were pushed (>= 1), in order. All lengths are checked first: one
- * above slot_size gives -EMSGSIZE and nothing is pushed.
+ * above max_message gives -EMSGSIZE and nothing is pushed.
  * Errors: as shmring_push (-EAGAIN when not even one fits).
  */
 SHMRING_API ssize_t shmring_push_batch(shmring_t *r, const struct iovec *iov, size_t n);
@@ -525,6 +569,8 @@ typedef struct shmring_stats {
     uint64_t producer_epoch; /* how many producers have held the lease */
     uint32_t wake;           /* SHMRING_WAKE_*: how pushes wake sleepers */
     uint32_t reserved;
+    uint32_t max_message; /* largest message (slot_size unless they span) */
+    uint32_t reserved2;
 } shmring_stats_t;
 
 /* shmring_stats_t.wake */

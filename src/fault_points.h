@@ -33,6 +33,13 @@
     X(CLAIM_Z3, "claim.Z3", "release: the claim is still held, the slot not yet given back")       \
     X(CLAIM_STALE, "claim.stale", "a stale claim found, not yet cleared: it still pins the slot")
 
+/* ---- Messages larger than a slot (src/span.c, src/ring.c) ------------- */
+#define SHMRING__FAULT_POINTS_SPAN(X)                                                              \
+    X(SPAN_TAIL, "span.tail", "continuation slots of a spanning message published, head not yet")  \
+    X(SPAN_COPY, "span.copy", "consumer copied part of a spanning message, nothing taken")         \
+    X(SPAN_CLAIM, "span.claim", "claimer copied a spanning message under a pending claim, no C3")  \
+    X(SPAN_RESUME, "span.resume", "new producer unmarked part of a dead one's leftover slots")
+
 /* ---- Parties and the producer lease (src/party.c) ---------------------- */
 #define SHMRING__FAULT_POINTS_PARTY(X)                                                             \
     X(PARTY_TAKE, "party.take", "entry CAS'd from FREE to TAKING by its taker, not yet ACTIVE")    \
@@ -86,6 +93,7 @@
 #define SHMRING__FAULT_POINTS(X)                                                                   \
     SHMRING__FAULT_POINTS_RING(X)                                                                  \
     SHMRING__FAULT_POINTS_CLAIM(X)                                                                 \
+    SHMRING__FAULT_POINTS_SPAN(X)                                                                  \
     SHMRING__FAULT_POINTS_PARTY(X)                                                                 \
     SHMRING__FAULT_POINTS_STATE(X)                                                                 \
     SHMRING__FAULT_POINTS_POOL(X)                                                                  \

@@ -66,6 +66,7 @@
 #include "atomic.h"
 #include "cancel.h"
 #include "fault.h"
+#include "span.h"
 #include "wait.h"
 
 #define DEFAULT_SLOTS     1024u
@@ -132,6 +133,9 @@ struct shmring {
     int ring_fenced;     /* created without membarrier: every party is symmetric */
     enum shmring__barrier barrier;
     struct shmring__cancel cancel; /* shmring_interrupt (cancel.h) */
+    /* messages larger than a slot (span.h) */
+    struct shmring__span span;
+    int span_reserved; /* the open reservation spans slots */
 };
 
 /* Longest sleep of a waiter that cannot rely on being woken (D1). */
@@ -343,8 +347,14 @@ static void clear_stale(shmring_t *r, struct shmring__slot *s, uint64_t c)
  * count. The successor counts them (and their bytes, still in their slots:
  * nothing rewrote them), once: its own pushed then reaches w.
  */
+static void count_uncommitted_span(shmring_t *r, uint64_t w);
+
 static void count_uncommitted(shmring_t *r, uint64_t w)
 {
+    if (shmring__span_on(&r->span)) {
+        count_uncommitted_span(r, w);
+        return;
+    }
     /* Relaxed: the predecessor is dead; we are the only writer of line 0. */
     uint64_t pushed = shmring__load_relaxed_64(&r->sh->pushed);
     if (pushed >= w || w - pushed > r->nslots)
@@ -375,6 +385,8 @@ static uint64_t resume_position(shmring_t *r)
         if (shmring__load_acquire_64(&slot_at(r, w)->seq) != published(w))
             break;
     count_uncommitted(r, w);
+    if (shmring__span_on(&r->span))
+        shmring__span_resume(&r->span, w); /* S5 */
     return w;
 }
 
@@ -389,11 +401,13 @@ static int overwrite_room(shmring_t *r, uint64_t w)
             r->cached_read = ri;
             return 0;
         }
-        uint64_t target = w - r->nslots + 1;
+        uint64_t target = w - r->nslots + 1, lost = target - ri;
+        if (shmring__span_on(&r->span)) /* the first whole message from there */
+            target = shmring__span_skip(&r->span, ri, target, w, &lost);
         /* O1: CAS, pairs with C3; moves the oldest messages out of reach. */
         if (shmring__cas_64(&r->sh->read_index, &ri, target)) {
             SHMRING_FAULT(RING_O1);
-            count(&r->sh->dropped, target - ri);
+            count(&r->sh->dropped, lost);
             r->cached_read = target;
             return 0;
         }
@@ -509,15 +523,18 @@ static inline void write_end(struct shmring__slot *s, uint64_t w, uint32_t len)
     SHMRING_FAULT(RING_P2);
 }
 
-/* After one or more write_end: advance write_index and wake sleepers. */
-static inline void write_commit(shmring_t *r, uint64_t n, uint64_t bytes)
+/* After one or more write_end: advance write_index past `slots` positions
+ * holding n messages, and wake sleepers. */
+static inline void write_commit_slots(shmring_t *r, uint64_t slots, uint64_t n, uint64_t bytes)
 {
     /* Locals: the counters' stores could alias the handle for the compiler. */
     struct shmring__ring_shared *sh = r->sh;
-    uint64_t w = r->w + n;
+    uint64_t w = r->w + slots;
     r->w = w;
     count(&sh->pushed, n);
     count(&sh->bytes_pushed, bytes);
+    if (slots != n) /* after pushed: see count_uncommitted_span() */
+        count(&sh->span_extra, slots - n);
     if (r->fenced_notify) {
         /* Exchange: write_index is for stats and for a successor producer
          * (the consumers poll slots, not this line); as a full barrier it
@@ -533,6 +550,11 @@ static inline void write_commit(shmring_t *r, uint64_t n, uint64_t bytes)
     SHMRING_FAULT(RING_W);
     /* M1: no barrier; pairs with M2 of a waiting consumer. With ACK (F2). */
     shmring__ec_notify_asym(&sh->data_ec, &r->fenced_notify, 1);
+}
+
+static inline void write_commit(shmring_t *r, uint64_t n, uint64_t bytes)
+{
+    write_commit_slots(r, n, n, bytes);
 }
 
 static int producer_check(const shmring_t *r)
@@ -586,6 +608,143 @@ static int push_full(shmring_t *r, int rc)
     return rc;
 }
 
+/* ---- Messages larger than a slot (span.h): producer ---------------------- */
+
+/* Room for the k positions from w: each one free (of unread messages and
+ * of claims), as room_for() checks one. */
+static int room_for_span(shmring_t *r, uint64_t w, uint64_t k, int slow)
+{
+    for (uint64_t i = 0; i < k; i++) {
+        int rc = room_for(r, w + i, slow);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Write a message of more than slot_size bytes at w: P1 on its head, the
+ * continuations (S1, S2), then the head's payload and P2. */
+static void write_span(shmring_t *r, uint64_t w, const void *msg, size_t len)
+{
+    struct shmring__slot *s = write_begin(r, w);
+    shmring__span_write_tail(&r->span, w, msg, len);
+    shmring__copy_to_shared(payload_of(s), msg, r->slot_size);
+    write_end(s, w, (uint32_t)len);
+}
+
+static int push_span_try(shmring_t *r, const void *msg, size_t len, int slow)
+{
+    uint64_t k = shmring__span_slots(&r->span, len);
+    int rc = room_for_span(r, r->w, k, slow);
+    if (rc < 0)
+        return rc;
+    write_span(r, r->w, msg, len);
+    write_commit_slots(r, k, 1, len);
+    return 0;
+}
+
+/* shmring_push of a message longer than a slot. */
+static __attribute__((noinline)) int push_span(shmring_t *r, const void *msg, size_t len)
+{
+    if (len > r->span.max_message)
+        return -EMSGSIZE;
+    if (r->reserved)
+        return -EBUSY;
+    int rc = push_span_try(r, msg, len, SLOW_NONE);
+    if (rc == -EAGAIN || rc == CONTENDED)
+        rc = push_span_try(r, msg, len, SLOW_YIELD);
+    return rc < 0 ? push_full(r, rc) : 0;
+}
+
+/* shmring_push_batch on a ring whose messages may span slots. */
+static ssize_t push_batch_span(shmring_t *r, const struct iovec *iov, size_t n)
+{
+    size_t done = 0;
+    uint64_t slots = 0, bytes = 0;
+    int rc = 0;
+    while (done < n) {
+        size_t len = iov[done].iov_len;
+        uint64_t w = r->w + slots, k = shmring__span_slots(&r->span, len);
+        rc = room_for_span(r, w, k, done == 0 ? SLOW_YIELD : SLOW_NONE);
+        if (rc < 0)
+            break;
+        if (k > 1) {
+            write_span(r, w, iov[done].iov_base, len);
+        } else {
+            struct shmring__slot *s = write_begin(r, w);
+            shmring__copy_to_shared(payload_of(s), iov[done].iov_base, len);
+            write_end(s, w, (uint32_t)len);
+        }
+        slots += k;
+        bytes += len;
+        done++;
+    }
+    if (done > 0) {
+        SHMRING_FAULT(RING_PUSH_BATCH);
+        write_commit_slots(r, slots, done, bytes);
+        return (ssize_t)done;
+    }
+    return n == 0 ? 0 : push_full(r, rc);
+}
+
+/* A reservation of more than slot_size bytes: room for all its positions
+ * now (so that the commit cannot fail), P1 on its head; the caller writes
+ * into a private buffer that shmring_commit copies into the slots. */
+static int reserve_span(shmring_t *r, size_t len, void **payload, int slow)
+{
+    void *buf = shmring__span_reserve_buf(&r->span);
+    if (buf == NULL)
+        return -ENOMEM;
+    int rc = room_for_span(r, r->w, shmring__span_slots(&r->span, len), slow);
+    if (rc < 0)
+        return rc;
+    r->reserved_slot = write_begin(r, r->w);
+    r->reserved = 1;
+    r->reserved_len = len;
+    r->span_reserved = 1;
+    *payload = buf;
+    return 0;
+}
+
+static int commit_span(shmring_t *r, size_t len)
+{
+    const unsigned char *buf = r->span.reserve_buf;
+    uint64_t k = shmring__span_slots(&r->span, len);
+    shmring__span_write_tail(&r->span, r->w, buf, len);
+    shmring__copy_to_shared(payload_of(r->reserved_slot), buf,
+                            len < r->slot_size ? len : r->slot_size);
+    write_end(r->reserved_slot, r->w, (uint32_t)len);
+    r->reserved = 0;
+    r->span_reserved = 0;
+    r->reserved_slot = NULL;
+    write_commit_slots(r, k, 1, len);
+    return 0;
+}
+
+/*
+ * count_uncommitted() of a ring whose messages may span slots: write_index
+ * counts positions, pushed messages; each commit counts pushed, bytes, then
+ * span_extra (its continuation slots) before it moves write_index.
+ */
+static void count_uncommitted_span(shmring_t *r, uint64_t w)
+{
+    /* Relaxed: the predecessor is dead; we are the only writer of these. */
+    uint64_t wi = shmring__load_relaxed_64(&r->sh->write_index);
+    uint64_t pushed = shmring__load_relaxed_64(&r->sh->pushed);
+    uint64_t extra = shmring__load_relaxed_64(&r->sh->span_extra);
+    if (w <= wi || w - wi > r->nslots)
+        return; /* nothing uncommitted (or not a count we can trust) */
+    uint64_t msgs, bytes, slots_extra;
+    shmring__span_uncommitted(&r->span, wi, w, &msgs, &bytes, &slots_extra);
+    if (pushed + extra == wi) {
+        count(&r->sh->pushed, msgs);
+        count(&r->sh->bytes_pushed, bytes);
+        count(&r->sh->span_extra, slots_extra);
+    } else if (pushed + extra == wi + msgs) {
+        count(&r->sh->span_extra, slots_extra); /* it died before counting them */
+    }
+}
+
 SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len)
 {
     int rc = producer_check(r);
@@ -594,7 +753,7 @@ SHMRING_API int shmring_push(shmring_t *r, const void *msg, size_t len)
     if (msg == NULL && len > 0)
         return -EINVAL;
     if (len > r->slot_size)
-        return -EMSGSIZE;
+        return push_span(r, msg, len);
     if (r->reserved)
         return -EBUSY;
     rc = push_try(r, msg, len, SLOW_NONE);
@@ -613,11 +772,13 @@ SHMRING_API ssize_t shmring_push_batch(shmring_t *r, const struct iovec *iov, si
     for (size_t i = 0; i < n; i++) {
         if (iov[i].iov_base == NULL && iov[i].iov_len > 0)
             return -EINVAL;
-        if (iov[i].iov_len > r->slot_size)
+        if (iov[i].iov_len > r->span.max_message)
             return -EMSGSIZE;
     }
     if (r->reserved)
         return -EBUSY;
+    if (shmring__span_on(&r->span))
+        return push_batch_span(r, iov, n);
     size_t done = 0;
     uint64_t bytes = 0;
     while (done < n) {
@@ -660,10 +821,16 @@ SHMRING_API int shmring_reserve(shmring_t *r, size_t len, void **payload)
         return rc;
     if (payload == NULL)
         return -EINVAL;
-    if (len > r->slot_size)
+    if (len > r->span.max_message)
         return -EMSGSIZE;
     if (r->reserved)
         return -EBUSY;
+    if (len > r->slot_size) {
+        rc = reserve_span(r, len, payload, SLOW_NONE);
+        if (rc == -EAGAIN || rc == CONTENDED)
+            rc = reserve_span(r, len, payload, SLOW_YIELD);
+        return rc < 0 ? push_full(r, rc) : 0;
+    }
     rc = room_for(r, r->w, SLOW_NONE);
     if (rc == -EAGAIN || rc == CONTENDED)
         rc = room_for(r, r->w, SLOW_YIELD);
@@ -676,6 +843,8 @@ SHMRING_API int shmring_commit(shmring_t *r, size_t len)
 {
     if (r == NULL || !r->producer || !r->reserved || len > r->reserved_len)
         return -EINVAL;
+    if (r->span_reserved)
+        return commit_span(r, len);
     if (r->bounce != NULL)
         shmring__copy_to_shared(payload_of(r->reserved_slot), r->bounce, len);
     write_end(r->reserved_slot, r->w, (uint32_t)len);
@@ -700,6 +869,7 @@ SHMRING_API int shmring_discard(shmring_t *r)
     if (!r->reserved)
         return -EINVAL;
     r->reserved = 0;
+    r->span_reserved = 0;
     r->reserved_slot = NULL;
     r->reserved_len = 0;
     return 0;
@@ -727,12 +897,13 @@ static inline enum slot_state read_slot(const shmring_t *r, uint64_t pos, uint64
     return q > published(pos) ? SLOT_CORRUPT : SLOT_EMPTY;
 }
 
-/* Length of a published slot, checked against the validated slot size. */
+/* Length of a published slot, checked against the validated max_message
+ * (the slot size unless messages span slots). */
 static inline int slot_len(const shmring_t *r, struct shmring__slot *s, uint32_t *len)
 {
     /* Relaxed: ordered by C1 before and C2 after. Peer-written: checked. */
     uint32_t l = shmring__load_relaxed_32(&s->len);
-    if (l > r->slot_size)
+    if (l > r->span.max_message)
         return -EPROTO;
     *len = l;
     return 0;
@@ -823,6 +994,135 @@ static int oldest(const shmring_t *r, uint64_t *pos, uint64_t *seq)
     return -EPROTO;
 }
 
+/* ---- Messages larger than a slot (span.h): consumer ---------------------- */
+
+#define BATCH_MAX      64
+#define BATCH_SPAN_MAX BATCH_MAX
+
+static ssize_t pop_result(shmring_t *r, ssize_t rc);
+
+/*
+ * Copy the spanning message whose head (seq, C1 done) is at pos into buf,
+ * then check that no slot of it changed meanwhile (S4, C2): 0, -ESTALE
+ * (lapped or taken: retry) or -EPROTO (a continuation that cannot be one
+ * while the head and read_index stay put: corrupt).
+ */
+static int span_read(shmring_t *r, uint64_t pos, uint64_t seq, uint32_t len, void *buf)
+{
+    struct shmring__slot *s = slot_at(r, pos);
+    int rc = shmring__span_copy(&r->span, pos, len, buf);
+    if (rc == 0 && shmring__span_unchanged(&r->span, pos, len) && seq_unchanged(s, seq))
+        return 0;
+    /* Relaxed: only compared with the position loaded before. */
+    if (!seq_unchanged(s, seq) || shmring__load_relaxed_64(&r->sh->read_index) != pos)
+        return -ESTALE;
+    return rc == SHMRING__SPAN_MISMATCH ? -EPROTO : -ESTALE;
+}
+
+/* The copy pop of a spanning message: length, -ESTALE (retry) or -EPROTO. */
+static __attribute__((noinline)) ssize_t pop_span(shmring_t *r, void *buf, uint64_t pos,
+                                                  uint64_t seq, uint32_t len)
+{
+    int rc = span_read(r, pos, seq, len, buf);
+    if (rc < 0)
+        return rc;
+    /* C3 over all its positions: the delivering step. */
+    if (!take(r, &pos, shmring__span_slots(&r->span, len)))
+        return -ESTALE;
+    consumed(r, 1, len);
+    return (ssize_t)len;
+}
+
+/* A claim's private copy of a spanning message (the claimer holds its
+ * pending claim, or overwrite mode): 0, -ENOMEM, -ESTALE or -EPROTO. */
+static int claim_span_copy(shmring_t *r, uint64_t pos, uint64_t seq, uint32_t len, void **copy)
+{
+    void *buf = shmring__span_buf_new(&r->span, len);
+    if (buf == NULL)
+        return -ENOMEM;
+    int rc = span_read(r, pos, seq, len, buf);
+    SHMRING_FAULT(SPAN_CLAIM);
+    if (rc < 0) {
+        shmring__span_buf_free(&r->span, buf);
+        return rc;
+    }
+    *copy = buf;
+    return 0;
+}
+
+/* shmring_pop_batch on a ring whose messages may span slots: as batch_copy
+ * and its caller, message by message. */
+static ssize_t pop_batch_span(shmring_t *r, struct iovec *iov, size_t n)
+{
+    uint64_t seqs[BATCH_SPAN_MAX], at[BATCH_SPAN_MAX];
+    uint32_t lens[BATCH_SPAN_MAX];
+    for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
+        /* Acquire: pairs with C3 of other consumers. */
+        uint64_t pos = shmring__load_acquire_64(&r->sh->read_index), q = pos;
+        size_t k = 0;
+        int err = 0;
+        for (; k < n; k++) {
+            uint64_t seq;
+            enum slot_state st = read_slot(r, q, &seq);
+            if (st != SLOT_READY) {
+                if (k == 0)
+                    err = st == SLOT_EMPTY ? -EAGAIN : st == SLOT_STALE ? -ESTALE : -EPROTO;
+                break;
+            }
+            struct shmring__slot *s = slot_at(r, q);
+            uint32_t len;
+            int bad = slot_len(r, s, &len);
+            if (bad < 0 || len > iov[k].iov_len) {
+                if (k == 0)
+                    err = !seq_unchanged(s, seq) ? -ESTALE : bad < 0 ? bad : -EMSGSIZE;
+                break;
+            }
+            if (len > r->slot_size) {
+                int rc = span_read(r, q, seq, len, iov[k].iov_base);
+                if (rc < 0) {
+                    if (k == 0)
+                        err = rc;
+                    break;
+                }
+            } else {
+                shmring__copy_from_shared(iov[k].iov_base, payload_of(s), len);
+            }
+            seqs[k] = seq;
+            at[k] = q;
+            lens[k] = len;
+            q += shmring__span_slots(&r->span, len);
+        }
+        /* C2 (and S4) for every copied message. */
+        for (size_t i = 0; i < k; i++) {
+            if (!seq_unchanged(slot_at(r, at[i]), seqs[i]) ||
+                !shmring__span_unchanged(&r->span, at[i], lens[i])) {
+                k = i;
+                q = at[i];
+                break;
+            }
+        }
+        if (k == 0) {
+            if (err == -ESTALE || err == 0)
+                continue;
+            if (err == -EAGAIN)
+                return pop_result(r, empty_result(r, pos));
+            return err;
+        }
+        SHMRING_FAULT(RING_POP_BATCH);
+        /* C3 for the whole batch: one index update. */
+        if (take(r, &pos, q - pos)) {
+            uint64_t bytes = 0;
+            for (size_t i = 0; i < k; i++) {
+                iov[i].iov_len = lens[i];
+                bytes += lens[i];
+            }
+            consumed(r, k, bytes);
+            return (ssize_t)k;
+        }
+    }
+    return CONTENDED; /* other consumers kept taking the oldest: not empty */
+}
+
 /* One try of a copy pop: length, -EAGAIN, -EPIPE, -EMSGSIZE or -EPROTO. */
 static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
 {
@@ -840,6 +1140,12 @@ static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
             if (!seq_unchanged(s, seq))
                 continue;
             return bad < 0 ? bad : -EMSGSIZE;
+        }
+        if (len > r->slot_size) {
+            ssize_t n = pop_span(r, buf, pos, seq, len);
+            if (n == -ESTALE)
+                continue;
+            return n;
         }
         SHMRING_FAULT(RING_C1);
         shmring__copy_from_shared(buf, payload_of(s), len);
@@ -908,8 +1214,6 @@ static size_t batch_copy(shmring_t *r, uint64_t pos, struct iovec *iov, size_t n
     return k;
 }
 
-#define BATCH_MAX 64
-
 SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
 {
     int rc = consumer_check(r);
@@ -924,6 +1228,8 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
         return 0;
     if (n > BATCH_MAX)
         n = BATCH_MAX;
+    if (shmring__span_on(&r->span))
+        return pop_batch_span(r, iov, n);
     uint64_t seqs[BATCH_MAX];
     size_t lens[BATCH_MAX];
     for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
@@ -972,10 +1278,17 @@ static int claim_overwrite(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_
     int bad = slot_len(r, s, &len);
     if (bad < 0)
         return seq_unchanged(s, seq) ? bad : -ESTALE;
+    void *copy = NULL;
+    if (len > r->slot_size && (bad = claim_span_copy(r, pos, seq, len, &copy)) < 0)
+        return bad;
     /* C3. */
-    if (!take(r, &pos, 1))
+    if (!take(r, &pos, shmring__span_slots(&r->span, len))) {
+        shmring__span_buf_free(&r->span, copy);
         return -ESTALE;
+    }
     fill_msg(r, m, pos, len);
+    if (copy != NULL)
+        m->data = copy;
     count(&my_party(r)->counter[SHMRING__C_CLAIMS], 1);
     consumed(r, 1, len);
     return 0;
@@ -1029,22 +1342,28 @@ static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t s
     int bad = slot_len(r, s, &len);
     if (bad == 0 && !seq_unchanged(s, seq))
         bad = -ESTALE;
+    void *copy = NULL;
+    if (bad == 0 && len > r->slot_size)
+        bad = claim_span_copy(r, pos, seq, len, &copy);
     SHMRING_FAULT(CLAIM_C3);
     /* C3, after Z1: the producer's P3 then Z2 see the claim. */
-    if (bad == 0 && take(r, &pos, 1)) {
+    if (bad == 0 && take(r, &pos, shmring__span_slots(&r->span, len))) {
         /* Z4: release, pairs with Z2: the claim is held. A plain store: no
          * one else writes a pending claim of a live owner at its position. */
         shmring__store_release_64(&s->claim, mine | CLAIM_HELD);
         fill_msg(r, m, pos, len);
+        if (copy != NULL)
+            m->data = copy;
         count(&my_party(r)->counter[SHMRING__C_CLAIMS], 1);
         consumed(r, 1, len);
         return 0;
     }
+    shmring__span_buf_free(&r->span, copy);
     /* Z3: CAS, lost the race: give the slot back unless Z5 cleared it
      * already, and wake a producer that may have found it pinned. */
     shmring__cas_64(&s->claim, &mine, 0);
     shmring__ec_notify_after_atomic(&r->sh->space_ec);
-    return bad == -EPROTO ? -EPROTO : -ESTALE;
+    return bad == -EPROTO || bad == -ENOMEM ? bad : -ESTALE;
 }
 
 /* One try of a claim: 0, -EAGAIN / -EPIPE (empty), -EPROTO, or CONTENDED. */
@@ -1114,8 +1433,12 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
     struct shmring__slot *s = slot_at(r, m->pos);
     uint64_t *held = &my_party(r)->counter[SHMRING__C_CLAIMS];
     int rc = 0;
+    /* A spanning message was claimed as a private copy (never torn). */
+    int copied = shmring__span_on(&r->span) && m->len > r->slot_size;
     if (r->overwrite) {
-        if (!seq_unchanged(s, published(m->pos)))
+        if (copied && !shmring__span_buf_free(&r->span, m->data))
+            return -EINVAL; /* not a copy this handle still holds */
+        if (!copied && !seq_unchanged(s, published(m->pos)))
             rc = -ESTALE;
     } else {
         uint64_t c = claim_word(m->pos, (unsigned)r->party) | CLAIM_HELD;
@@ -1124,6 +1447,8 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
             return -EINVAL;
         SHMRING_FAULT(CLAIM_Z3);
         release_claim(r, s);
+        if (copied)
+            shmring__span_buf_free(&r->span, m->data);
     }
     /* Relaxed: our own counter line. */
     if (shmring__load_relaxed_64(held) > 0)
@@ -1181,8 +1506,12 @@ static ssize_t op_try(shmring_t *r, enum wait_op op, struct wait_args *a, int sl
 {
     switch (op) {
     case OP_PUSH:
+        if (a->len > r->slot_size)
+            return push_span_try(r, a->msg, a->len, slow);
         return push_try(r, a->msg, a->len, slow);
     case OP_RESERVE: {
+        if (a->len > r->slot_size)
+            return reserve_span(r, a->len, a->payload, slow);
         int rc = room_for(r, r->w, slow);
         if (rc < 0)
             return rc;
@@ -1384,7 +1713,7 @@ SHMRING_API int shmring_push_wait(shmring_t *r, const void *msg, size_t len, int
         return rc;
     if (msg == NULL && len > 0)
         return -EINVAL;
-    if (len > r->slot_size)
+    if (len > r->span.max_message)
         return -EMSGSIZE;
     if (r->reserved)
         return -EBUSY;
@@ -1421,7 +1750,7 @@ SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, i
         return rc;
     if (payload == NULL)
         return -EINVAL;
-    if (len > r->slot_size)
+    if (len > r->span.max_message)
         return -EMSGSIZE;
     if (r->reserved)
         return -EBUSY;
@@ -1572,7 +1901,9 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     r->spins = SHMRING_DEFAULT_SPINS;
     /* Fetch-add: handles of one process created by several threads. */
     r->cookie = (shmring__faa_32(&cookies, 1) * 2654435761u) | 1u;
-    int rc = attach_roles(r, r->roles);
+    int rc = shmring__span_attach(&r->span, r->sh, r->data, r->nslots, r->slot_size, r->stride);
+    if (rc == 0)
+        rc = attach_roles(r, r->roles);
     if (rc < 0) {
         free(r);
         return rc;
@@ -1633,7 +1964,8 @@ static int open_existing_retry(int rc, uint64_t start)
  * its geometry (param) and policy match. -EEXIST if they do not (or it is
  * not a ring); -ENOENT if it vanished meanwhile (the caller creates again).
  */
-static int open_existing(const char *name, const uint32_t param[4], uint32_t flags, shmring_t **out)
+static int open_existing(const char *name, const uint32_t param[4], uint32_t flags,
+                         uint32_t max_message, shmring_t **out)
 {
     struct shmring__seg *seg = NULL;
     int rc = shmring__seg_open(name, SHMRING__TYPE_RING,
@@ -1644,8 +1976,11 @@ static int open_existing(const char *name, const uint32_t param[4], uint32_t fla
     if (rc < 0)
         return rc;
     /* Validated copies (shmring__seg_open checked them). */
+    const struct shmring__ring_shared *sh = (const void *)seg->hdr->object;
+    /* Relaxed: immutable once ready; peer-written, only compared. */
+    uint32_t max = shmring__load_relaxed_32(&sh->max_message);
     if (seg->param[0] != param[0] || seg->param[1] != param[1] ||
-        seg->flags != (flags & RING_FLAGS)) {
+        seg->flags != (flags & RING_FLAGS) || max != max_message) {
         shmring__seg_close(seg);
         return -EEXIST;
     }
@@ -1667,6 +2002,9 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
     if (name == NULL && (flags & SHMRING_OPEN_EXISTING))
         return -EINVAL;
     param[2] = (uint32_t)stride_of(slot_size);
+    int64_t max_message = shmring__span_config(slots, slot_size, cfg ? cfg->max_message : 0);
+    if (max_message < 0)
+        return -EINVAL;
     struct shmring__seg *seg;
     if ((flags & RING_FLAGS) == RING_FLAGS)
         return -EINVAL;
@@ -1676,13 +2014,15 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
                                  flags & RING_FLAGS, mode, param, shmring__ring_layout, &seg);
         if (rc != -EEXIST || !(flags & SHMRING_OPEN_EXISTING))
             break;
-        rc = open_existing(name, param, flags, out);
+        rc = open_existing(name, param, flags, (uint32_t)max_message, out);
         if (!open_existing_retry(rc, start))
             return rc;
     }
     if (rc < 0)
         return rc;
     wake_init(seg, flags);
+    shmring__span_init((struct shmring__ring_shared *)(void *)seg->hdr->object,
+                       (uint32_t)max_message);
     shmring__seg_publish(seg);
     rc = shmring__ring_from_seg(seg, flags & (ROLE_FLAGS | SHMRING_FOLLOW), out);
     if (rc < 0) {
@@ -1766,6 +2106,7 @@ SHMRING_API void shmring_close(shmring_t *r)
         shmring__ec_notify(&r->sh->data_ec);
     }
     shmring__seg_close(r->seg);
+    shmring__span_detach(&r->span);
     free(r->bounce);
     free(r);
 }
@@ -1795,6 +2136,11 @@ SHMRING_API uint32_t shmring_slots(const shmring_t *r)
 SHMRING_API uint32_t shmring_slot_size(const shmring_t *r)
 {
     return r == NULL ? 0 : r->slot_size;
+}
+
+SHMRING_API uint32_t shmring_max_message(const shmring_t *r)
+{
+    return r == NULL ? 0 : r->span.max_message;
 }
 
 /* ---- Stats -------------------------------------------------------------- */
@@ -1848,6 +2194,9 @@ SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st)
     st->count = wi > ri ? wi - ri : 0;
     if (st->count > r->nslots)
         st->count = r->nslots;
+    if (shmring__span_on(&r->span)) /* positions to messages */
+        st->count = shmring__span_count(&r->span, ri, ri + st->count);
+    st->max_message = r->span.max_message;
     st->pushed = shmring__load_relaxed_64(&r->sh->pushed);
     st->bytes_pushed = shmring__load_relaxed_64(&r->sh->bytes_pushed);
     st->dropped = shmring__load_relaxed_64(&r->sh->dropped);

@@ -10,6 +10,7 @@
  *   line 4  rare writes: abandoned (retired_*: never written any more, zero;
  *           consumers' counters stay in their party entries, see ring.c)
  *   line 5  wake_created: the wake-up path chosen at creation (immutable)
+ *   line 11 span: max_message (immutable), span_extra (producer); span.h
  *
  * Data: `slots` slots of `stride` bytes (a multiple of 64) after the page:
  *
@@ -23,6 +24,8 @@
  * claim zero-copy claim: 0, or ((p+1) << 8 | consumer entry) while a
  *       consumer holds position p in place (not used in overwrite mode).
  * len   payload length of the published message.
+ * reserved0  spanning messages (span.h): 0 in a head, the offset back to
+ *       the head in a continuation slot.
  */
 #ifndef SHMRING_RING_H
 #define SHMRING_RING_H
@@ -60,6 +63,17 @@ struct shmring__ring_shared {
      * read-only (docs/design.md, "Wake-ups") */
     uint32_t wake_created; /* SHMRING__WAKE_CREATED_* */
     uint32_t pad5[15];
+    /* lines 6..10: not used by spanning messages */
+    uint64_t pad6_10[5 * 8];
+    /* line 11: messages larger than a slot (src/span.h). max_message: written
+     * by the creator before the segment is ready, then read-only (0 or the
+     * slot size: no message spans). span_extra: written by the producer
+     * only, the continuation slots it committed (pushed + span_extra ==
+     * write_index between two commits). */
+    uint32_t max_message;
+    uint32_t pad11a;
+    uint64_t span_extra;
+    uint64_t pad11[6];
 };
 
 /* wake_created: every party may use membarrier (0), or none does. */

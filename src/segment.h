@@ -37,9 +37,10 @@
 
 #include "shmring.h"
 
-/* Layout 2: party owner words carry a generation; state lock words name a handle. */
+/* Layout 2: party owner words carry a generation; state lock words name a handle.
+ * Layout 3: rings may carry messages larger than a slot (ring line 11, src/span.h). */
 #define SHMRING__MAGIC        0x474e49524d485353ull /* "SSHMRING" little-endian */
-#define SHMRING__LAYOUT       2u
+#define SHMRING__LAYOUT       3u
 #define SHMRING__HEADER_SIZE  4096u
 #define SHMRING__LINE         64u
 #define SHMRING__OBJECT_LINES 29u

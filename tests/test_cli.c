@@ -1453,7 +1453,7 @@ Test(cli, framed_input_errors)
            13);
     RUN_INPUT(&r, in, off + 13, "send", "/f", "--framed");
     assert_status(&r, 1, "send of a frame larger than a slot");
-    assert_contains(r.e.data, "frame 3 is 9 bytes, longer than the slot size (8)");
+    assert_contains(r.e.data, "frame 3 is 9 bytes, longer than the largest message (8)");
     proc_free(&r);
 
     /* The whole frames before each error went through, with their lengths. */

@@ -171,8 +171,8 @@ Test(fault, consumer_killed_before_delivery_holds_nothing)
 /* ---- The crash walk: every point, a party killed there ------------------ */
 
 static const struct fault_scenario *const tables[] = {
-    fault_ring_scenarios,  fault_claim_scenarios, fault_party_scenarios,
-    fault_state_scenarios, fault_pool_scenarios,  fault_cancel_scenarios,
+    fault_ring_scenarios, fault_claim_scenarios,  fault_party_scenarios, fault_state_scenarios,
+    fault_pool_scenarios, fault_cancel_scenarios, fault_span_scenarios,
 };
 
 static unsigned scenarios_for(const char *point)

@@ -572,7 +572,7 @@ static int limited_call(int op, int ring_fd, int state_fd)
     int rc;
     switch (op) {
     case 0:
-        rc = shmring_create("/made", &(shmring_config_t){8, 64, 0, 0}, &r);
+        rc = shmring_create("/made", &(shmring_config_t){.slots = 8, .slot_size = 64}, &r);
         break;
     case 1:
         rc = shmring_open("/ring", SHMRING_CONSUMER, &r);
@@ -581,7 +581,9 @@ static int limited_call(int op, int ring_fd, int state_fd)
         rc = shmring_open_fd(ring_fd, SHMRING_OBSERVER, &r);
         break;
     case 3:
-        rc = shmring_create(NULL, &(shmring_config_t){8, 64, SHMRING_NO_FALLBACK, 0}, &r);
+        rc = shmring_create(
+            NULL, &(shmring_config_t){.slots = 8, .slot_size = 64, .flags = SHMRING_NO_FALLBACK},
+            &r);
         break;
     case 4:
         rc = shmring_state_create("/made-state", &(shmring_state_config_t){4, 16, 0, 0}, &s);
@@ -605,7 +607,7 @@ static void descriptor_limit_child(const char *dir)
     test_quiet_log();
     shmring_t *ring = NULL;
     shmring_state_t *state = NULL;
-    if (shmring_create("/ring", &(shmring_config_t){8, 64, 0, 0}, &ring) != 0 ||
+    if (shmring_create("/ring", &(shmring_config_t){.slots = 8, .slot_size = 64}, &ring) != 0 ||
         shmring_state_create("/state", &(shmring_state_config_t){4, 16, 0, 0}, &state) != 0)
         CHILD_FAIL(2, "setup failed");
     int ring_fd = shmring_fd(ring), state_fd = shmring_state_fd(state);

@@ -8,7 +8,7 @@
 
 static const char create_help[] =
     "Usage: shmring create NAME [--slots N] [--slot-size N] [--overwrite] [--mode MODE]\n"
-    "                            [--insecure] [--allow-fallback]\n"
+    "                            [--insecure] [--allow-fallback] [--max-message N]\n"
     "       shmring create --table NAME [--entries N] [--value-size N] [--mode MODE]\n"
     "                            [--insecure] [--allow-fallback]\n"
     "\n"
@@ -20,6 +20,8 @@ static const char create_help[] =
     "Options:\n"
     "  --slots N         slot count, a power of two >= 2 (default 1024)\n"
     "  --slot-size N     largest message in bytes (default 256); K, M, G suffixes allowed\n"
+    "  --max-message N   larger messages, up to N bytes (at most slots * slot size / 2),\n"
+    "                    each spanning consecutive slots\n"
     "  --overwrite       a full ring drops its oldest messages instead of blocking\n"
     "  --mode MODE       octal permission bits (default 0600)\n"
     "  --insecure        allow a MODE writable by group or others\n"
@@ -50,6 +52,7 @@ struct create_args {
 enum {
     OPT_SLOTS = 256,
     OPT_SLOT_SIZE,
+    OPT_MAX_MESSAGE,
     OPT_OVERWRITE,
     OPT_MODE,
     OPT_INSECURE,
@@ -89,7 +92,8 @@ static int state_option(int opt, const char *arg, struct create_args *a)
 static int create_option(int opt, const char *arg, struct create_args *a)
 {
     uint64_t v = 0;
-    a->ring_options |= opt == OPT_SLOTS || opt == OPT_SLOT_SIZE || opt == OPT_OVERWRITE;
+    a->ring_options |=
+        opt == OPT_SLOTS || opt == OPT_SLOT_SIZE || opt == OPT_OVERWRITE || opt == OPT_MAX_MESSAGE;
     switch (opt) {
     case OPT_SLOTS:
         if (cli_parse_count(arg, 2, SHMRING_MAX_SLOTS, &v) < 0 || (v & (v - 1)) != 0)
@@ -102,6 +106,12 @@ static int create_option(int opt, const char *arg, struct create_args *a)
             return cli_usage("create", "--slot-size: '%s' is not a size in [1, %u]", arg,
                              SHMRING_MAX_SLOT_SIZE);
         a->cfg.slot_size = (uint32_t)v;
+        return CLI_OK;
+    case OPT_MAX_MESSAGE:
+        if (cli_parse_count(arg, 1, UINT32_MAX, &v) < 0)
+            return cli_usage("create", "--max-message: '%s' is not a size in [1, %u]", arg,
+                             UINT32_MAX);
+        a->cfg.max_message = (uint32_t)v;
         return CLI_OK;
     case OPT_OVERWRITE:
         a->cfg.flags |= SHMRING_OVERWRITE;
@@ -123,6 +133,7 @@ static int create_parse(int argc, char **argv, struct create_args *a)
     static const struct option opts[] = {
         {"slots", required_argument, NULL, OPT_SLOTS},
         {"slot-size", required_argument, NULL, OPT_SLOT_SIZE},
+        {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
         {"overwrite", no_argument, NULL, OPT_OVERWRITE},
         {"mode", required_argument, NULL, OPT_MODE},
         {"insecure", no_argument, NULL, OPT_INSECURE},

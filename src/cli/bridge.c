@@ -411,7 +411,7 @@ static natsStatus eos_message(const char *subject, natsMsg **m)
 /* Core NATS: pop, publish; end of stream crosses as the header message. */
 static int out_core(struct bridge_args *a, shmring_t *r, natsConnection *nc)
 {
-    size_t cap = shmring_slot_size(r);
+    size_t cap = shmring_max_message(r);
     void *buf = malloc(cap ? cap : 1);
     if (buf == NULL)
         return cli_fail("bridge", "out of memory");
@@ -587,14 +587,14 @@ static int open_target(struct bridge_args *a, shmring_t **r)
  */
 int bridge_push(struct bridge_args *a, shmring_t *r, const void *data, size_t len)
 {
-    if (len > shmring_slot_size(r)) {
+    if (len > shmring_max_message(r)) {
         bridge_count(BRIDGE_OVERSIZE, 1);
         if (++a->oversize_reported > 10 && !a->oversize_stop)
             return BRIDGE_PUSH_SKIPPED; /* counted in the stats; the first ten are shown */
         fprintf(
             stderr,
             "shmring: bridge: in: a message of %zu bytes does not fit %s's slots (%u bytes)%s\n",
-            len, a->ring, shmring_slot_size(r), a->oversize_stop ? ": stopping" : ": skipped");
+            len, a->ring, shmring_max_message(r), a->oversize_stop ? ": stopping" : ": skipped");
         return a->oversize_stop ? BRIDGE_PUSH_FATAL : BRIDGE_PUSH_SKIPPED;
     }
     for (;;) {

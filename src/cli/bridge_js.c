@@ -411,7 +411,7 @@ int bridge_out_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc
     if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK)
         rc = cli_fail("bridge", "out: JetStream context");
     if (rc == CLI_OK)
-        rc = spool_open(a, &sp, shmring_slot_size(r));
+        rc = spool_open(a, &sp, shmring_max_message(r));
     if (rc == CLI_OK && spool_replay(a, &sp, js) != CLI_OK)
         rc = bridge_stopping() ? CLI_OK : CLI_FAIL;
     int ended = 0;

@@ -233,7 +233,7 @@ static int read_error(void)
 
 static int send_lines(const struct io_args *a, shmring_t *r)
 {
-    size_t slot_size = shmring_slot_size(r), cap = 0;
+    size_t slot_size = shmring_max_message(r), cap = 0;
     char *line = NULL;
     ssize_t n;
     int rc = CLI_OK;
@@ -242,7 +242,7 @@ static int send_lines(const struct io_args *a, shmring_t *r)
         if (len > 0 && line[len - 1] == '\n')
             len--;
         if (len > slot_size)
-            rc = cli_fail("send", "line %llu is %zu bytes, longer than the slot size (%zu)",
+            rc = cli_fail("send", "line %llu is %zu bytes, longer than the largest message (%zu)",
                           (unsigned long long)lineno, len, slot_size);
         else
             rc = push_one(a, r, line, len);
@@ -256,9 +256,9 @@ static int send_lines(const struct io_args *a, shmring_t *r)
 static int send_chunks(const struct io_args *a, shmring_t *r)
 {
     size_t size = a->size ? (size_t)a->size : shmring_slot_size(r);
-    if (size > shmring_slot_size(r))
-        return cli_fail("send", "--size %zu is larger than the slot size (%u)", size,
-                        shmring_slot_size(r));
+    if (size > shmring_max_message(r))
+        return cli_fail("send", "--size %zu is larger than the largest message (%u)", size,
+                        shmring_max_message(r));
     char *buf = malloc(size ? size : 1);
     if (buf == NULL)
         return cli_fail("send", "out of memory");
@@ -296,9 +296,9 @@ static int read_frame_header(uint64_t index, uint32_t *len)
 static int send_one_frame(const struct io_args *a, shmring_t *r, char *buf, uint64_t index,
                           uint32_t len)
 {
-    size_t slot_size = shmring_slot_size(r);
+    size_t slot_size = shmring_max_message(r);
     if (len > slot_size)
-        return cli_fail("send", "frame %llu is %u bytes, longer than the slot size (%zu)",
+        return cli_fail("send", "frame %llu is %u bytes, longer than the largest message (%zu)",
                         (unsigned long long)index, len, slot_size);
     size_t got = len > 0 ? fread(buf, 1, len, stdin) : 0;
     if (ferror(stdin))
@@ -311,7 +311,7 @@ static int send_one_frame(const struct io_args *a, shmring_t *r, char *buf, uint
 
 static int send_frames(const struct io_args *a, shmring_t *r)
 {
-    size_t slot_size = shmring_slot_size(r);
+    size_t slot_size = shmring_max_message(r);
     char *buf = malloc(slot_size ? slot_size : 1);
     if (buf == NULL)
         return cli_fail("send", "out of memory");
@@ -399,7 +399,7 @@ static int consumer_open(const struct io_args *a, struct consumer *c)
                         (double)a->wait_timeout_ns / 1e9);
     if (rc < 0)
         return open_failed("recv", a->name, rc);
-    size_t cap = shmring_slot_size(c->r);
+    size_t cap = shmring_max_message(c->r);
     char *buf = realloc(c->buf, cap ? cap : 1);
     if (buf == NULL) {
         shmring_close(c->r);
@@ -425,7 +425,7 @@ static int reopen(const struct io_args *a, struct consumer *c, uint64_t deadline
     int rc = open_when_there(a->name, consumer_flags(a), deadline, &c->r);
     if (rc < 0)
         return rc;
-    size_t cap = shmring_slot_size(c->r);
+    size_t cap = shmring_max_message(c->r);
     char *buf = realloc(c->buf, cap ? cap : 1);
     if (buf == NULL)
         return -ENOMEM;
