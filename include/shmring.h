@@ -73,6 +73,17 @@ extern "C" {
  * (shmring_stats_t.flags).
  */
 #define SHMRING_SINGLE_CONSUMER 0x4000u
+/*
+ * At-least-once delivery (docs/ring.md, "Redelivery"): a message claimed by
+ * a consumer that dies (or closes) before releasing it is given to another
+ * consumer instead of being counted abandoned. The next claim, pop or
+ * pop_batch of any consumer takes the oldest such message before anything
+ * newer, so it arrives after messages pushed later than it; a message whose
+ * consumer died after using it is delivered twice. Copy pops claim, copy and
+ * release, so a consumer that dies inside pop loses nothing. Not with
+ * SHMRING_OVERWRITE. Stored with the ring (shmring_stats_t.flags).
+ */
+#define SHMRING_REDELIVER 0x8000u
 
 /*
  * Security relaxations: allow opening a segment owned by another user or
@@ -168,8 +179,8 @@ typedef struct shmring_config {
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
  * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name,
- * SHMRING_SINGLE_CONSUMER with SHMRING_OVERWRITE); -EEXIST (the name
- * exists; with SHMRING_OPEN_EXISTING: it exists with other slots, slot_size
+ * SHMRING_SINGLE_CONSUMER or SHMRING_REDELIVER with SHMRING_OVERWRITE);
+ * -EEXIST (the name exists; with SHMRING_OPEN_EXISTING: it exists with other slots, slot_size
  * or policy, or is a state table); -ENOSPC (the shm file system is full);
  * -ENOMEM (out of memory, or the memory rule above); -EMFILE/-ENFILE
  * (descriptor limits); any errno of the last backend tried when all fail.
@@ -467,7 +478,9 @@ typedef struct shmring_stats {
     uint64_t created_ns;     /* CLOCK_REALTIME at creation */
     uint64_t producer_epoch; /* how many producers have held the lease */
     uint32_t wake;           /* SHMRING_WAKE_*: how pushes wake sleepers */
-    uint32_t reserved;
+    uint32_t redelivered;    /* SHMRING_REDELIVER: claims of consumers that died
+                                or closed before release, offered again (low
+                                32 bits of the ring's count; 0 otherwise) */
 } shmring_stats_t;
 
 /* shmring_stats_t.wake */

@@ -10,6 +10,8 @@
  *   line 4  rare writes: abandoned (retired_*: never written any more, zero;
  *           consumers' counters stay in their party entries, see ring.c)
  *   line 5  wake_created: the wake-up path chosen at creation (immutable)
+ *   line 6  redelivery (SHMRING_REDELIVER rings, src/redeliver.h):
+ *           redeliver_hint, redelivered
  *
  * Data: `slots` slots of `stride` bytes (a multiple of 64) after the page:
  *
@@ -23,6 +25,8 @@
  * claim zero-copy claim: 0, or ((p+1) << 8 | consumer entry) while a
  *       consumer holds position p in place (not used in overwrite mode).
  * len   payload length of the published message.
+ * reserved1  SHMRING_REDELIVER rings: p + 1 once a consumer released
+ *       position p from this slot (src/redeliver.h), else 0.
  */
 #ifndef SHMRING_RING_H
 #define SHMRING_RING_H
@@ -60,6 +64,10 @@ struct shmring__ring_shared {
      * read-only (docs/design.md, "Wake-ups") */
     uint32_t wake_created; /* SHMRING__WAKE_CREATED_* */
     uint32_t pad5[15];
+    /* line 6: redelivery, rare writes (fetch-add / CAS by anyone) */
+    uint64_t redeliver_hint; /* redeliverable claims waiting (a hint) */
+    uint64_t redelivered;    /* claims made redeliverable since creation */
+    uint64_t pad6[6];
 };
 
 /* wake_created: every party may use membarrier (0), or none does. */

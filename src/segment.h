@@ -39,7 +39,7 @@
 
 /* Layout 2: party owner words carry a generation; state lock words name a handle. */
 #define SHMRING__MAGIC        0x474e49524d485353ull /* "SSHMRING" little-endian */
-#define SHMRING__LAYOUT       2u
+#define SHMRING__LAYOUT       3u
 #define SHMRING__HEADER_SIZE  4096u
 #define SHMRING__LINE         64u
 #define SHMRING__OBJECT_LINES 29u
