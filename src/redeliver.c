@@ -199,7 +199,8 @@ void shmring__rd_give_back(const struct shmring__rd_view *v, uint64_t pos, unsig
     struct shmring__slot *s = slot_of(v, pos);
     uint64_t mine = ((pos + 1) << SHMRING__CLAIM_POS_SHIFT) | SHMRING__CLAIM_HELD | me;
     /* R1: CAS from our own held claim (only a sweeper of ours could change
-     * it, and we are alive). */
-    if (shmring__cas_64(&s->claim, &mine, marker(pos, SHMRING__REDELIVER_UNCOUNTED)))
+     * it, and we are alive). Counted: this handle, or the one before it,
+     * counted the message in popped when it took it. */
+    if (shmring__cas_64(&s->claim, &mine, marker(pos, SHMRING__REDELIVER_COUNTED)))
         hint_raise(v);
 }

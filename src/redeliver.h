@@ -15,10 +15,10 @@
  *
  * owner is a consumer's party entry (1..32) or one of the two markers:
  *   REDELIVER_COUNTED   (0xff) the message was counted in `popped` when it
- *                       was first taken (a held claim);
+ *                       was first taken (a held claim, or a copy pop giving
+ *                       back a message too large for its buffer);
  *   REDELIVER_UNCOUNTED (0xfe) it was not: a claimer that died between its
- *                       C3 and Z4, or a copy pop giving back a message too
- *                       large for its buffer. Whoever takes it counts it.
+ *                       C3 and Z4. Whoever takes it counts it.
  * A marker always has HELD set: to the producer's Z2 it is a held claim of
  * the slot's last position (the ring is full there), and no party entry has
  * those numbers, so nobody reclaims it as a dead owner's.
@@ -88,7 +88,7 @@ int shmring__rd_sweep(const struct shmring__rd_view *v, uint64_t index, uint64_t
 int shmring__rd_take(const struct shmring__rd_view *v, unsigned me, int force, uint64_t *pos,
                      int *counted);
 
-/* Turn this party's held claim of pos into an uncounted marker (a copy pop
+/* Turn this party's held claim of pos into a counted marker (a copy pop
  * whose buffer is too small gives the message back). */
 void shmring__rd_give_back(const struct shmring__rd_view *v, uint64_t pos, unsigned me);
 

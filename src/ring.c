@@ -1225,15 +1225,16 @@ static int claim_redelivered(shmring_t *r, shmring_msg_t *m, int force)
 /*
  * A claim found the ring empty (-EAGAIN) or at its end (-EPIPE): on a slow
  * try, reclaim dead consumers and look for redeliverable claims whatever the
- * hint says (at most every PEER_CHECK_NS while empty; always at the end, so
- * that -EPIPE never hides a redelivery). Returns 0 (m filled) or rc.
+ * hint says, at most every PEER_CHECK_NS while empty; and on every try at
+ * the end of the stream, so that -EPIPE never hides a redelivery of a
+ * consumer that died before it. Returns 0 (m filled) or rc.
  */
 static int redeliver_idle(shmring_t *r, shmring_msg_t *m, int rc, int slow)
 {
-    if ((rc != -EAGAIN && rc != -EPIPE) || slow == SLOW_NONE)
+    if (rc != -EAGAIN && rc != -EPIPE)
         return rc;
     uint64_t now = shmring__now_ns();
-    if (rc == -EAGAIN && now < r->rd_next_idle)
+    if (rc == -EAGAIN && (slow == SLOW_NONE || now < r->rd_next_idle))
         return rc;
     r->rd_next_idle = now + PEER_CHECK_NS;
     reclaim_dead(r);
