@@ -16,9 +16,9 @@
 #include "fault.h"
 #include "fault_walk.h"
 #include "harness.h"
-#include "kit.h"
 
 #if defined(SHMRING_FAULT_INJECTION)
+#include "kit.h"
 
 #define RD_SLOTS 8u
 #define RD_SIZE  64u
