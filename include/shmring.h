@@ -266,7 +266,8 @@ SHMRING_API int shmring_open_wait(const char *name, uint32_t flags, int64_t time
 SHMRING_API int shmring_fd(const shmring_t *r);
 
 /*
- * Close a handle: releases its claims, its consumer entry and, for a
+ * Close a handle: releases its claims (on a SHMRING_REDELIVER ring they are
+ * redelivered to other consumers instead), its consumer entry and, for a
  * producer, the lease (consumers then drain what is left and get -EPIPE).
  * NULL is ignored. The ring itself lives on until unlinked and unmapped.
  */
@@ -393,7 +394,9 @@ SHMRING_API int shmring_discard(shmring_t *r);
  * memory until shmring_release(m). A handle may hold several claims and
  * release them in any order; the producer never reuses a claimed slot
  * before its release (in overwrite mode claims do not hold the producer
- * back: release then tells whether the data stayed intact).
+ * back: release then tells whether the data stayed intact). On a
+ * SHMRING_REDELIVER ring a message that a dead consumer held comes before
+ * the oldest new one, and the same message (same m->pos) may come twice.
  * Errors: -EINVAL (NULL); -EPERM (no consumer role); -EAGAIN (empty, and only
  * then); -EPIPE (end of stream); -EINPROGRESS (not empty, but another consumer
  * is part-way through claiming the oldest message and did not finish within
