@@ -8,7 +8,7 @@
 
 static const char create_help[] =
     "Usage: shmring create NAME [--slots N] [--slot-size N] [--overwrite] [--mode MODE]\n"
-    "                            [--insecure] [--allow-fallback]\n"
+    "                            [--insecure] [--allow-fallback] [--redeliver]\n"
     "       shmring create --table NAME [--entries N] [--value-size N] [--mode MODE]\n"
     "                            [--insecure] [--allow-fallback]\n"
     "\n"
@@ -21,6 +21,9 @@ static const char create_help[] =
     "  --slots N         slot count, a power of two >= 2 (default 1024)\n"
     "  --slot-size N     largest message in bytes (default 256); K, M, G suffixes allowed\n"
     "  --overwrite       a full ring drops its oldest messages instead of blocking\n"
+    "  --redeliver       a message claimed by a consumer that dies before releasing it\n"
+    "                    goes to another consumer (SHMRING_REDELIVER; not with\n"
+    "                    --overwrite)\n"
     "  --mode MODE       octal permission bits (default 0600)\n"
     "  --insecure        allow a MODE writable by group or others\n"
     "  --table, --state  create a state table (shmring_state_*), not a ring\n"
@@ -57,6 +60,7 @@ enum {
     OPT_ENTRIES,
     OPT_VALUE_SIZE,
     OPT_ALLOW_FALLBACK,
+    OPT_REDELIVER,
 };
 
 static int state_option(int opt, const char *arg, struct create_args *a)
@@ -89,7 +93,8 @@ static int state_option(int opt, const char *arg, struct create_args *a)
 static int create_option(int opt, const char *arg, struct create_args *a)
 {
     uint64_t v = 0;
-    a->ring_options |= opt == OPT_SLOTS || opt == OPT_SLOT_SIZE || opt == OPT_OVERWRITE;
+    a->ring_options |=
+        opt == OPT_SLOTS || opt == OPT_SLOT_SIZE || opt == OPT_OVERWRITE || opt == OPT_REDELIVER;
     switch (opt) {
     case OPT_SLOTS:
         if (cli_parse_count(arg, 2, SHMRING_MAX_SLOTS, &v) < 0 || (v & (v - 1)) != 0)
@@ -105,6 +110,9 @@ static int create_option(int opt, const char *arg, struct create_args *a)
         return CLI_OK;
     case OPT_OVERWRITE:
         a->cfg.flags |= SHMRING_OVERWRITE;
+        return CLI_OK;
+    case OPT_REDELIVER:
+        a->cfg.flags |= SHMRING_REDELIVER;
         return CLI_OK;
     case OPT_MODE:
         if (cli_parse_mode(arg, &a->cfg.mode) < 0 || a->cfg.mode == 0)
@@ -124,6 +132,7 @@ static int create_parse(int argc, char **argv, struct create_args *a)
         {"slots", required_argument, NULL, OPT_SLOTS},
         {"slot-size", required_argument, NULL, OPT_SLOT_SIZE},
         {"overwrite", no_argument, NULL, OPT_OVERWRITE},
+        {"redeliver", no_argument, NULL, OPT_REDELIVER},
         {"mode", required_argument, NULL, OPT_MODE},
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"state", no_argument, NULL, OPT_STATE},
@@ -144,7 +153,8 @@ static int create_parse(int argc, char **argv, struct create_args *a)
     }
     if (a->state && a->ring_options)
         return cli_usage("create",
-                         "--slots, --slot-size and --overwrite are for rings, not --table");
+                         "--slots, --slot-size, --overwrite and --redeliver are for rings, not "
+                         "--table");
     if (!a->state && (a->state_cfg.entries || a->state_cfg.value_size))
         return cli_usage("create", "--entries and --value-size need --table");
     if ((a->cfg.mode & 0022u) && !(a->cfg.flags & SHMRING_ALLOW_INSECURE))
