@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -707,4 +708,38 @@ static void killed_at_random(uint32_t flags)
 Test(redeliver, consumers_killed_at_random, .timeout = 600)
 {
     killed_at_random(0);
+}
+
+/* ---- shmring create --redeliver ------------------------------------------ */
+
+static int run_create(const char *name, const char *a1, const char *a2)
+{
+    const char *tool = test_tool();
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int nul = open("/dev/null", O_WRONLY);
+        if (nul >= 0) {
+            dup2(nul, STDOUT_FILENO);
+            dup2(nul, STDERR_FILENO);
+        }
+        execl(tool, tool, "create", name, a1, a2, (char *)NULL);
+        _exit(127);
+    }
+    return test_wait_child(pid);
+}
+
+Test(redeliver, tool_creates_a_redelivering_ring)
+{
+    if (test_heap_forced())
+        cr_skip_test("the tool's rings are shared memory");
+    const char *name = test_name("rdtool");
+    cr_assert_eq(run_create(name, "--redeliver", NULL), 0);
+    shmring_t *o = test_open_as(name, SHMRING_OBSERVER);
+    cr_assert_eq(stats_of(o).flags & SHMRING_REDELIVER, SHMRING_REDELIVER);
+    shmring_close(o);
+    shmring_unlink(name);
+    cr_assert_neq(run_create(name, "--redeliver", "--overwrite"), 0);
+    cr_assert_eq(shmring_open(name, SHMRING_OBSERVER, &o), -ENOENT);
+    cr_assert_eq(run_create(name, "--table", "--redeliver"), 2);
 }
