@@ -1069,27 +1069,18 @@ static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t s
     return bad == -EPROTO ? -EPROTO : -ESTALE;
 }
 
-static int claim_redelivered(shmring_t *r, shmring_msg_t *m, int force);
-static int redeliver_idle(shmring_t *r, shmring_msg_t *m, int rc, int slow);
-
 /* One try of a claim: 0, -EAGAIN / -EPIPE (empty), -EPROTO, or CONTENDED. */
 static int claim_try(shmring_t *r, shmring_msg_t *m, int slow)
 {
     struct contention k = {0, 0};
     uint64_t contended_pos = UINT64_MAX;
-    /* A redelivery first (redeliver.h): one load of line 6 when none waits. */
-    if (r->redeliver && shmring__rd_waiting(r->sh)) {
-        int rc = claim_redelivered(r, m, 0);
-        if (rc != -EAGAIN)
-            return rc;
-    }
     for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
         uint64_t pos, seq;
         int rc = oldest(r, &pos, &seq);
         if (rc == -ESTALE)
             continue;
         if (rc < 0)
-            return r->redeliver ? redeliver_idle(r, m, rc, slow) : rc;
+            return rc;
         unsigned owner = 0;
         rc = r->overwrite ? claim_overwrite(r, m, pos, seq) : claim_pinned(r, m, pos, seq, &owner);
         if (rc == CONTENDED) {
@@ -1107,6 +1098,16 @@ static int claim_try(shmring_t *r, shmring_msg_t *m, int slow)
     return CONTENDED; /* other consumers kept taking the oldest: not empty */
 }
 
+static int claim_try_redeliver(shmring_t *r, shmring_msg_t *m, int slow);
+
+/* claim_try, after any redelivery on a SHMRING_REDELIVER ring. */
+static inline int claim_next(shmring_t *r, shmring_msg_t *m, int slow)
+{
+    if (r->redeliver)
+        return claim_try_redeliver(r, m, slow);
+    return claim_try(r, m, slow);
+}
+
 SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
 {
     int rc = consumer_check(r);
@@ -1114,7 +1115,7 @@ SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
         return rc;
     if (m == NULL)
         return -EINVAL;
-    return (int)pop_result(r, claim_try(r, m, SLOW_YIELD));
+    return (int)pop_result(r, claim_next(r, m, SLOW_YIELD));
 }
 
 /* Z3 and the wake-up of a producer waiting for room. */
@@ -1242,6 +1243,19 @@ static int redeliver_idle(shmring_t *r, shmring_msg_t *m, int rc, int slow)
     return got == -EAGAIN ? rc : got;
 }
 
+/* A claim on a SHMRING_REDELIVER ring: the oldest redelivery first (one load
+ * of line 6 when none waits), then claim_try; when that finds the ring
+ * empty, the idle look above. */
+static __attribute__((noinline)) int claim_try_redeliver(shmring_t *r, shmring_msg_t *m, int slow)
+{
+    if (shmring__rd_waiting(r->sh)) {
+        int rc = claim_redelivered(r, m, 0);
+        if (rc != -EAGAIN)
+            return rc;
+    }
+    return redeliver_idle(r, m, claim_try(r, m, slow), slow);
+}
+
 /*
  * Copy pop on a SHMRING_REDELIVER ring: claim, copy, release, so that a
  * consumer that dies anywhere before the release leaves a claim to redeliver
@@ -1251,7 +1265,7 @@ static int redeliver_idle(shmring_t *r, shmring_msg_t *m, int rc, int slow)
 static ssize_t pop_claimed(shmring_t *r, void *buf, size_t cap, int slow)
 {
     shmring_msg_t m;
-    int rc = claim_try(r, &m, slow);
+    int rc = claim_try_redeliver(r, &m, slow);
     if (rc < 0)
         return rc;
     if (m.len > cap) {
@@ -1324,7 +1338,7 @@ static ssize_t op_try(shmring_t *r, enum wait_op op, struct wait_args *a, int sl
     case OP_POP:
         return pop_try(r, a->buf, a->len, slow);
     case OP_CLAIM:
-        return claim_try(r, a->m, slow);
+        return claim_next(r, a->m, slow);
     }
     return -EINVAL;
 }
