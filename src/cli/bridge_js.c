@@ -456,7 +456,7 @@ static int in_state_open(struct bridge_args *a, struct in_state *is, shmring_t *
     if (err < 0)
         return cli_fail("bridge", "in: %s: %s", a->ring, shmring_strerror(err));
     is->pushed = rs.pushed;
-    if (m.ring_created == rs.created_ns && m.last_seq > 0 && rs.pushed > m.ring_pushed) {
+    if (m.ring_created == rs.created_ns && rs.pushed > m.ring_pushed) {
         is->skip = rs.pushed - m.ring_pushed;
         fprintf(stderr,
                 "shmring: bridge: in: %s holds %" PRIu64 " message(s) pushed after the last "
@@ -464,8 +464,13 @@ static int in_state_open(struct bridge_args *a, struct in_state *is, shmring_t *
                 a->ring, is->skip, m.last_seq);
     }
     m.ring_created = rs.created_ns;
-    m.ring_pushed = rs.pushed;
+    m.ring_pushed = rs.pushed - is->skip; /* the skipped ones count once skipped */
     is->mark = m;
+    /* Recorded before the first push: a run killed right after it is
+     * caught too (and one killed again before its skip, once more). */
+    err = shmring_state_write(is->st, "last", &is->mark, sizeof is->mark);
+    if (err < 0)
+        return cli_fail("bridge", "in: state: %s", shmring_strerror(err));
     return CLI_OK;
 }
 
