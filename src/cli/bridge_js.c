@@ -526,8 +526,10 @@ static int in_restart_consumer(struct bridge_args *a, jsCtx *js, struct in_state
 {
     natsSubscription_Destroy(is->sub);
     is->sub = NULL;
-    if (last > 0)
-        js_DeleteConsumer(js, a->stream, a->durable, NULL, NULL);
+    /* Also before the first record: a consumer left by a run killed after
+     * its first fetch holds those deliveries until the acknowledgement
+     * wait, and would hand out later ones first. */
+    js_DeleteConsumer(js, a->stream, a->durable, NULL, NULL);
     return in_subscribe(a, js, is, last > 0 ? last + 1 : 0);
 }
 
