@@ -113,10 +113,8 @@ struct shmring {
     uint32_t slot_size;
     uint32_t roles;
     int overwrite;
-    int single;            /* SHMRING_SINGLE_CONSUMER: C3 is a store */
-    int redeliver;         /* SHMRING_REDELIVER (redeliver.h) */
-    uint64_t rd_next_idle; /* next idle look for dead consumers' claims */
-    int party;             /* consumer/observer entry, or -1 */
+    int single; /* SHMRING_SINGLE_CONSUMER: C3 is a store */
+    int party;  /* consumer/observer entry, or -1 */
     int producer;
     int lease_gone;      /* this handle learned that it lost the lease: it never writes again */
     uint64_t lease_word; /* the lease's owner word while this handle holds it */
@@ -139,6 +137,9 @@ struct shmring {
     int membarrier_wait; /* sleeps are announced with membarrier() (M2) */
     int ring_fenced;     /* created without membarrier: every party is symmetric */
     enum shmring__barrier barrier;
+    /* SHMRING_REDELIVER (redeliver.h) */
+    int redeliver;
+    uint64_t rd_next_idle; /* next idle look for dead consumers' claims */
 };
 
 /* Longest sleep of a waiter that cannot rely on being woken (D1). */
