@@ -247,6 +247,8 @@ static const struct op ops[] = {
     {"mfence", "a store then shmring__fence_seq_cst", run_mfence},
     {"xchg", "a store then shmring__xchg_64", run_xchg},
     {"lock-cmpxchg", "a store then a successful shmring__cas_64", run_cas},
+    {"shm-redeliver", "push + pop of 64 bytes, SHMRING_REDELIVER ring", run_copy},
+    {"shm-redeliver-zc", "reserve/commit + claim/release, SHMRING_REDELIVER ring", run_zerocopy},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 
@@ -311,9 +313,12 @@ int main(int argc, char **argv)
         if (!selected(ops[k].name))
             continue;
         struct pair x;
-        int ring = k < 4;
+        int ring = strncmp(ops[k].name, "shm-", 4) == 0;
+        uint32_t flags = strcmp(ops[k].name, "shm-single") == 0 ? SHMRING_SINGLE_CONSUMER : 0;
+        if (strncmp(ops[k].name, "shm-redeliver", 13) == 0)
+            flags = SHMRING_REDELIVER;
         if (ring)
-            pair_open(&x, strcmp(ops[k].name, "shm-single") == 0 ? SHMRING_SINGLE_CONSUMER : 0);
+            pair_open(&x, flags);
         double best = 1e30;
         for (unsigned t = 0; t < trials; t++) {
             uint64_t t0 = now_ns();

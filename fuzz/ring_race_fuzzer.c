@@ -11,6 +11,7 @@
  * is bounded and each input runs for a few milliseconds at most.
  *
  * Input: [slots][slot_size][flags][nrec] nrec * [off_hi][off_lo][kind][v]
+ *        (flags: bit 0 SHMRING_OVERWRITE, else bit 1 SHMRING_REDELIVER)
  *        then one operation byte per step for the main thread.
  */
 #define _GNU_SOURCE
@@ -102,7 +103,7 @@ static size_t build_image(const uint8_t *in, unsigned char **out, uint32_t *stri
     uint32_t slot_size = (uint32_t)in[1] % 200; /* 0..199 */
     uint32_t param[4] = {slots, slot_size, 0, 0};
     param[2] = (uint32_t)((SHMRING__SLOT_HEADER + slot_size + 63) & ~63u);
-    uint32_t flags = (in[2] & 1) ? SHMRING_OVERWRITE : 0;
+    uint32_t flags = (in[2] & 1) ? SHMRING_OVERWRITE : (in[2] & 2) ? SHMRING_REDELIVER : 0;
     uint64_t total = 0;
     if (shmring__ring_layout(param, flags, &total) < 0)
         return 0;

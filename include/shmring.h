@@ -73,6 +73,18 @@ extern "C" {
  * (shmring_stats_t.flags).
  */
 #define SHMRING_SINGLE_CONSUMER 0x4000u
+/*
+ * At-least-once delivery (docs/ring.md, "Redelivery"): a message claimed by
+ * a consumer that dies (or closes) before releasing it is given to another
+ * consumer instead of being counted abandoned. The next claim, pop or
+ * pop_batch of any consumer takes the oldest such message before anything
+ * newer, so it arrives after messages pushed later than it; a message whose
+ * consumer died after using it is delivered twice. Copy pops claim, copy and
+ * release, so a consumer that dies inside pop loses nothing. Not with
+ * SHMRING_OVERWRITE, nor with a max_message above slot_size (messages that
+ * span slots). Stored with the ring (shmring_stats_t.flags).
+ */
+#define SHMRING_REDELIVER 0x8000u
 
 /*
  * Security relaxations: allow opening a segment owned by another user or
@@ -187,11 +199,12 @@ typedef struct shmring_config {
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
  * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name,
- * SHMRING_SINGLE_CONSUMER with SHMRING_OVERWRITE, SHMRING_FOLLOW without
- * SHMRING_CONSUMER, max_message other than 0 outside [slot_size, slots *
- * slot_size / 2]); -EEXIST (the name exists; with SHMRING_OPEN_EXISTING: it
- * exists with other slots, slot_size, max_message or policy, or is a state
- * table); -ENOSPC (the shm file system is full);
+ * SHMRING_SINGLE_CONSUMER or SHMRING_REDELIVER with SHMRING_OVERWRITE,
+ * SHMRING_FOLLOW without SHMRING_CONSUMER, max_message other than 0 outside
+ * [slot_size, slots * slot_size / 2], SHMRING_REDELIVER with a max_message
+ * above slot_size); -EEXIST (the name exists; with
+ * SHMRING_OPEN_EXISTING: it exists with other slots, slot_size, max_message
+ * or policy, or is a state table); -ENOSPC (the shm file system is full);
  * -ENOMEM (out of memory, or the memory rule above); -EMFILE/-ENFILE
  * (descriptor limits); any errno of the last backend tried when all fail.
  * With SHMRING_OPEN_EXISTING, also the errors of shmring_open for an
@@ -285,7 +298,8 @@ SHMRING_API int shmring_open_wait(const char *name, uint32_t flags, int64_t time
 SHMRING_API int shmring_fd(const shmring_t *r);
 
 /*
- * Close a handle: releases its claims, its consumer entry and, for a
+ * Close a handle: releases its claims (on a SHMRING_REDELIVER ring they are
+ * redelivered to other consumers instead), its consumer entry and, for a
  * producer, the lease (consumers then drain what is left and get -EPIPE).
  * NULL is ignored. The ring itself lives on until unlinked and unmapped.
  */
@@ -477,7 +491,9 @@ SHMRING_API int shmring_discard(shmring_t *r);
  * memory until shmring_release(m). A handle may hold several claims and
  * release them in any order; the producer never reuses a claimed slot
  * before its release (in overwrite mode claims do not hold the producer
- * back: release then tells whether the data stayed intact).
+ * back: release then tells whether the data stayed intact). On a
+ * SHMRING_REDELIVER ring a message that a dead consumer held comes before
+ * the oldest new one, and the same message (same m->pos) may come twice.
  * Errors: -EINVAL (NULL); -EPERM (no consumer role); -EAGAIN (empty, and only
  * then); -EPIPE (end of stream, as for shmring_pop); -EINPROGRESS (not empty, but another consumer
  * is part-way through claiming the oldest message and did not finish within
@@ -568,8 +584,10 @@ typedef struct shmring_stats {
     uint64_t created_ns;     /* CLOCK_REALTIME at creation */
     uint64_t producer_epoch; /* how many producers have held the lease */
     uint32_t wake;           /* SHMRING_WAKE_*: how pushes wake sleepers */
-    uint32_t reserved;
-    uint32_t max_message; /* largest message (slot_size unless they span) */
+    uint32_t redelivered;    /* SHMRING_REDELIVER: claims of consumers that died
+                                or closed before release, offered again (low
+                                32 bits of the ring's count; 0 otherwise) */
+    uint32_t max_message;    /* largest message (slot_size unless they span) */
     uint32_t reserved2;
 } shmring_stats_t;
 

@@ -89,6 +89,18 @@
     X(CANCEL_WAKE, "cancel.wake",                                                                  \
       "interrupter bumped the word's counter, FUTEX_WAKE not issued: sleepers of the word still "  \
       "flagged for the next notifier")
+/* ---- At-least-once redelivery (src/redeliver.c, SHMRING_REDELIVER) ---- */
+#define SHMRING__FAULT_POINTS_REDELIVER(X)                                                         \
+    X(REDELIVER_Z4, "redeliver.Z4", "claimer's C3 done, claim still pending (Z4 not stored)")      \
+    X(REDELIVER_GIVEBACK, "redeliver.giveback",                                                    \
+      "claimer's C3 failed, pending claim not given back")                                         \
+    X(REDELIVER_SWEEP, "redeliver.sweep",                                                          \
+      "a dead claimer's claim judged redeliverable, not marked")                                   \
+    X(REDELIVER_MARK, "redeliver.mark", "claim marked redeliverable, the hint not yet raised")     \
+    X(REDELIVER_TAKE, "redeliver.take", "consumer found a redeliverable claim, not yet taken")     \
+    X(REDELIVER_TAKEN, "redeliver.taken",                                                          \
+      "consumer holds a redelivered message, hint not lowered")                                    \
+    X(REDELIVER_POP, "redeliver.pop", "copy pop copied its message out, claim not yet released")
 
 #define SHMRING__FAULT_POINTS(X)                                                                   \
     SHMRING__FAULT_POINTS_RING(X)                                                                  \
@@ -97,6 +109,7 @@
     SHMRING__FAULT_POINTS_PARTY(X)                                                                 \
     SHMRING__FAULT_POINTS_STATE(X)                                                                 \
     SHMRING__FAULT_POINTS_POOL(X)                                                                  \
-    SHMRING__FAULT_POINTS_CANCEL(X)
+    SHMRING__FAULT_POINTS_CANCEL(X)                                                                \
+    SHMRING__FAULT_POINTS_REDELIVER(X)
 
 #endif /* SHMRING_FAULT_POINTS_H */

@@ -66,6 +66,7 @@
 #include "atomic.h"
 #include "cancel.h"
 #include "fault.h"
+#include "redeliver.h"
 #include "span.h"
 #include "wait.h"
 
@@ -88,10 +89,19 @@
 #define CLAIM_OWNER_MASK   ((1u << CLAIM_OWNER_BITS) - 1u)
 #define CLAIM_HELD         ((uint64_t)1 << CLAIM_OWNER_BITS)
 #define CLAIM_POS_SHIFT    (CLAIM_OWNER_BITS + 1u)
+_Static_assert(CLAIM_OWNER_BITS == SHMRING__CLAIM_OWNER_BITS && CLAIM_HELD == SHMRING__CLAIM_HELD &&
+                   CLAIM_POS_SHIFT == SHMRING__CLAIM_POS_SHIFT,
+               "redeliver.h reads claim words as ring.c writes them");
 
 #define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
 #define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
-#define RING_FLAGS    (SHMRING_OVERWRITE | SHMRING_SINGLE_CONSUMER) /* stored with the ring */
+#define RING_FLAGS                                                                                 \
+    (SHMRING_OVERWRITE | SHMRING_SINGLE_CONSUMER | SHMRING_REDELIVER) /* stored with the ring */
+/* Policies that exclude each other. */
+#define RING_FLAGS_BAD(f)                                                                          \
+    (((f) & (SHMRING_OVERWRITE | SHMRING_SINGLE_CONSUMER)) ==                                      \
+         (SHMRING_OVERWRITE | SHMRING_SINGLE_CONSUMER) ||                                          \
+     ((f) & (SHMRING_OVERWRITE | SHMRING_REDELIVER)) == (SHMRING_OVERWRITE | SHMRING_REDELIVER))
 #define CREATE_FLAGS                                                                               \
     (ROLE_FLAGS | BACKEND_FLAGS | RING_FLAGS | SHMRING_ALLOW_INSECURE | SHMRING_NO_MEMBARRIER |    \
      SHMRING_OPEN_EXISTING | SHMRING_FOLLOW)
@@ -136,6 +146,9 @@ struct shmring {
     /* messages larger than a slot (span.h) */
     struct shmring__span span;
     int span_reserved; /* the open reservation spans slots */
+    /* SHMRING_REDELIVER (redeliver.h) */
+    int redeliver;
+    uint64_t rd_next_idle; /* next idle look for dead consumers' claims */
 };
 
 /* Longest sleep of a waiter that cannot rely on being woken (D1). */
@@ -158,7 +171,7 @@ int shmring__ring_layout(const uint32_t param[4], uint32_t flags, uint64_t *tota
         return -EINVAL;
     if (param[2] != stride_of(slot_size) || param[3] != 0)
         return -EINVAL;
-    if ((flags & ~RING_FLAGS) || (flags & RING_FLAGS) == RING_FLAGS)
+    if ((flags & ~RING_FLAGS) || RING_FLAGS_BAD(flags))
         return -EINVAL;
     uint64_t t = SHMRING__HEADER_SIZE + (uint64_t)slots * param[2];
     if (t > SHMRING__MAX_TOTAL)
@@ -236,6 +249,8 @@ static inline uint32_t lease_state(const shmring_t *r)
  * abandoned when `abandon` is set; a pending claim (its CAS on read_index not
  * done or lost) held nothing.
  */
+static int redeliver_sweep(shmring_t *r, uint64_t index, uint64_t c);
+
 static void sweep_claims(shmring_t *r, unsigned owner, int abandon)
 {
     if (r->overwrite)
@@ -247,6 +262,10 @@ static void sweep_claims(shmring_t *r, unsigned owner, int abandon)
         uint64_t c = shmring__load_relaxed_64(&s->claim);
         if (c == 0 || claim_owner(c) != owner)
             continue;
+        if (r->redeliver) {
+            cleared |= redeliver_sweep(r, i, c);
+            continue;
+        }
         /* Z3: release (by CAS), pairs with Z2 in room_for(). */
         if (!shmring__cas_64(&s->claim, &c, 0))
             continue;
@@ -1122,10 +1141,13 @@ static ssize_t pop_batch_span(shmring_t *r, struct iovec *iov, size_t n)
     }
     return CONTENDED; /* other consumers kept taking the oldest: not empty */
 }
+static ssize_t pop_claimed(shmring_t *r, void *buf, size_t cap, int slow);
 
 /* One try of a copy pop: length, -EAGAIN, -EPIPE, -EMSGSIZE or -EPROTO. */
-static ssize_t pop_try(shmring_t *r, void *buf, size_t cap)
+static ssize_t pop_try(shmring_t *r, void *buf, size_t cap, int slow)
 {
+    if (r->redeliver)
+        return pop_claimed(r, buf, cap, slow);
     for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
         uint64_t pos, seq;
         int rc = oldest(r, &pos, &seq);
@@ -1178,7 +1200,7 @@ SHMRING_API ssize_t shmring_pop(shmring_t *r, void *buf, size_t cap)
         return rc;
     if (buf == NULL && cap > 0)
         return -EINVAL;
-    return pop_result(r, pop_try(r, buf, cap));
+    return pop_result(r, pop_try(r, buf, cap, SLOW_YIELD));
 }
 
 /* Collect up to n published, fitting messages from pos; returns how many. */
@@ -1214,6 +1236,8 @@ static size_t batch_copy(shmring_t *r, uint64_t pos, struct iovec *iov, size_t n
     return k;
 }
 
+static ssize_t pop_batch_claimed(shmring_t *r, struct iovec *iov, size_t n);
+
 SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
 {
     int rc = consumer_check(r);
@@ -1228,6 +1252,8 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
         return 0;
     if (n > BATCH_MAX)
         n = BATCH_MAX;
+    if (r->redeliver)
+        return pop_batch_claimed(r, iov, n);
     if (shmring__span_on(&r->span))
         return pop_batch_span(r, iov, n);
     uint64_t seqs[BATCH_MAX];
@@ -1348,6 +1374,7 @@ static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t s
     SHMRING_FAULT(CLAIM_C3);
     /* C3, after Z1: the producer's P3 then Z2 see the claim. */
     if (bad == 0 && take(r, &pos, shmring__span_slots(&r->span, len))) {
+        SHMRING_FAULT(REDELIVER_Z4);
         /* Z4: release, pairs with Z2: the claim is held. A plain store: no
          * one else writes a pending claim of a live owner at its position. */
         shmring__store_release_64(&s->claim, mine | CLAIM_HELD);
@@ -1361,6 +1388,7 @@ static int claim_pinned(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint64_t s
     shmring__span_buf_free(&r->span, copy);
     /* Z3: CAS, lost the race: give the slot back unless Z5 cleared it
      * already, and wake a producer that may have found it pinned. */
+    SHMRING_FAULT(REDELIVER_GIVEBACK);
     shmring__cas_64(&s->claim, &mine, 0);
     shmring__ec_notify_after_atomic(&r->sh->space_ec);
     return bad == -EPROTO || bad == -ENOMEM ? bad : -ESTALE;
@@ -1395,6 +1423,16 @@ static int claim_try(shmring_t *r, shmring_msg_t *m, int slow)
     return CONTENDED; /* other consumers kept taking the oldest: not empty */
 }
 
+static int claim_try_redeliver(shmring_t *r, shmring_msg_t *m, int slow);
+
+/* claim_try, after any redelivery on a SHMRING_REDELIVER ring. */
+static inline int claim_next(shmring_t *r, shmring_msg_t *m, int slow)
+{
+    if (r->redeliver)
+        return claim_try_redeliver(r, m, slow);
+    return claim_try(r, m, slow);
+}
+
 SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
 {
     int rc = consumer_check(r);
@@ -1402,7 +1440,7 @@ SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
         return rc;
     if (m == NULL)
         return -EINVAL;
-    return (int)pop_result(r, claim_try(r, m, SLOW_YIELD));
+    return (int)pop_result(r, claim_next(r, m, SLOW_YIELD));
 }
 
 /* Z3 and the wake-up of a producer waiting for room. */
@@ -1446,6 +1484,8 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
         if (shmring__load_relaxed_64(&s->claim) != c)
             return -EINVAL;
         SHMRING_FAULT(CLAIM_Z3);
+        if (r->redeliver)
+            shmring__rd_released(s, m->pos); /* R6 (redeliver.c) */
         release_claim(r, s);
         if (copied)
             shmring__span_buf_free(&r->span, m->data);
@@ -1476,6 +1516,119 @@ SHMRING_API uint64_t shmring_missed(shmring_t *r)
     uint64_t n = d - r->seen_dropped;
     r->seen_dropped = d;
     return n;
+}
+
+/* ---- Redelivery (SHMRING_REDELIVER, redeliver.h) ------------------------ */
+
+static struct shmring__rd_view rd_view(const shmring_t *r)
+{
+    return (struct shmring__rd_view){r->sh, r->data, r->stride, r->mask, r->nslots};
+}
+
+/* sweep_claims() on a SHMRING_REDELIVER ring: 1 if the slot was freed. */
+static int redeliver_sweep(shmring_t *r, uint64_t index, uint64_t c)
+{
+    struct shmring__rd_view v = rd_view(r);
+    return shmring__rd_sweep(&v, index, c) == SHMRING__RD_CLEARED;
+}
+
+/* The oldest redeliverable message as this handle's claim, or -EAGAIN. */
+static int claim_redelivered(shmring_t *r, shmring_msg_t *m, int force)
+{
+    struct shmring__rd_view v = rd_view(r);
+    uint64_t pos;
+    int counted;
+    int rc = shmring__rd_take(&v, (unsigned)r->party, force, &pos, &counted);
+    if (rc < 0)
+        return rc;
+    struct shmring__slot *s = slot_at(r, pos);
+    uint32_t len;
+    if (slot_len(r, s, &len) < 0) {
+        release_claim(r, s);
+        return -EPROTO;
+    }
+    fill_msg(r, m, pos, len);
+    count(&my_party(r)->counter[SHMRING__C_CLAIMS], 1);
+    if (!counted)
+        consumed(r, 1, len); /* its first taker died before counting it */
+    return 0;
+}
+
+/*
+ * A claim found the ring empty (-EAGAIN) or at its end (-EPIPE): on a slow
+ * try, reclaim dead consumers and look for redeliverable claims whatever the
+ * hint says, at most every PEER_CHECK_NS while empty; and on every try at
+ * the end of the stream, so that -EPIPE never hides a redelivery of a
+ * consumer that died before it. Returns 0 (m filled) or rc.
+ */
+static int redeliver_idle(shmring_t *r, shmring_msg_t *m, int rc, int slow)
+{
+    if (rc != -EAGAIN && rc != -EPIPE)
+        return rc;
+    uint64_t now = shmring__now_ns();
+    if (rc == -EAGAIN && (slow == SLOW_NONE || now < r->rd_next_idle))
+        return rc;
+    r->rd_next_idle = now + PEER_CHECK_NS;
+    reclaim_dead(r);
+    int got = claim_redelivered(r, m, 1);
+    return got == -EAGAIN ? rc : got;
+}
+
+/* A claim on a SHMRING_REDELIVER ring: the oldest redelivery first (one load
+ * of line 6 when none waits), then claim_try; when that finds the ring
+ * empty, the idle look above. */
+static __attribute__((noinline)) int claim_try_redeliver(shmring_t *r, shmring_msg_t *m, int slow)
+{
+    if (shmring__rd_waiting(r->sh)) {
+        int rc = claim_redelivered(r, m, 0);
+        if (rc != -EAGAIN)
+            return rc;
+    }
+    return redeliver_idle(r, m, claim_try(r, m, slow), slow);
+}
+
+/*
+ * Copy pop on a SHMRING_REDELIVER ring: claim, copy, release, so that a
+ * consumer that dies anywhere before the release leaves a claim to redeliver
+ * (it never returned the message: no duplicate). A message larger than cap
+ * is given back as the oldest redeliverable one (-EMSGSIZE).
+ */
+static ssize_t pop_claimed(shmring_t *r, void *buf, size_t cap, int slow)
+{
+    shmring_msg_t m;
+    int rc = claim_try_redeliver(r, &m, slow);
+    if (rc < 0)
+        return rc;
+    if (m.len > cap) {
+        struct shmring__rd_view v = rd_view(r);
+        shmring__rd_give_back(&v, m.pos, (unsigned)r->party);
+        uint64_t *held = &my_party(r)->counter[SHMRING__C_CLAIMS];
+        /* Relaxed: our own counter line. */
+        if (shmring__load_relaxed_64(held) > 0)
+            count(held, (uint64_t)-1);
+        return -EMSGSIZE;
+    }
+    shmring__copy_from_shared(buf, m.data, m.len);
+    SHMRING_FAULT(REDELIVER_POP);
+    shmring_release(r, &m);
+    return (ssize_t)m.len;
+}
+
+/* pop_batch on a SHMRING_REDELIVER ring: one claimed pop per message. */
+static ssize_t pop_batch_claimed(shmring_t *r, struct iovec *iov, size_t n)
+{
+    size_t k = 0;
+    for (; k < n; k++) {
+        ssize_t rc =
+            pop_claimed(r, iov[k].iov_base, iov[k].iov_len, k == 0 ? SLOW_YIELD : SLOW_NONE);
+        if (rc < 0) {
+            if (k == 0)
+                return pop_result(r, rc);
+            break;
+        }
+        iov[k].iov_len = (size_t)rc;
+    }
+    return (ssize_t)k;
 }
 
 /* ---- Waiting ------------------------------------------------------------ */
@@ -1518,9 +1671,9 @@ static ssize_t op_try(shmring_t *r, enum wait_op op, struct wait_args *a, int sl
         return reserve_slot(r, a->len, a->payload);
     }
     case OP_POP:
-        return pop_try(r, a->buf, a->len);
+        return pop_try(r, a->buf, a->len, slow);
     case OP_CLAIM:
-        return claim_try(r, a->m, slow);
+        return claim_next(r, a->m, slow);
     }
     return -EINVAL;
 }
@@ -1895,6 +2048,7 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     r->mask = (uint64_t)r->nslots - 1;
     r->overwrite = (seg->flags & SHMRING_OVERWRITE) != 0;
     r->single = (seg->flags & SHMRING_SINGLE_CONSUMER) != 0;
+    r->redeliver = (seg->flags & SHMRING_REDELIVER) != 0;
     r->roles = roles & ROLE_FLAGS;
     r->follow = (roles & SHMRING_FOLLOW) != 0;
     r->wait_strategy = SHMRING_WAIT_SLEEP;
@@ -1902,6 +2056,10 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     /* Fetch-add: handles of one process created by several threads. */
     r->cookie = (shmring__faa_32(&cookies, 1) * 2654435761u) | 1u;
     int rc = shmring__span_attach(&r->span, r->sh, r->data, r->nslots, r->slot_size, r->stride);
+    /* Redelivery hands out a dead claimer's slot as it is: not for messages
+     * that span slots (refused at creation; a segment that says so is corrupt). */
+    if (rc == 0 && r->redeliver && shmring__span_on(&r->span))
+        rc = -EPROTO;
     if (rc == 0)
         rc = attach_roles(r, r->roles);
     if (rc < 0) {
@@ -2003,10 +2161,10 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
         return -EINVAL;
     param[2] = (uint32_t)stride_of(slot_size);
     int64_t max_message = shmring__span_config(slots, slot_size, cfg ? cfg->max_message : 0);
-    if (max_message < 0)
+    if (max_message < 0 || ((flags & SHMRING_REDELIVER) && max_message > slot_size))
         return -EINVAL;
     struct shmring__seg *seg;
-    if ((flags & RING_FLAGS) == RING_FLAGS)
+    if (RING_FLAGS_BAD(flags))
         return -EINVAL;
     uint64_t start = shmring__now_ns();
     for (;;) {
@@ -2202,6 +2360,7 @@ SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st)
     st->dropped = shmring__load_relaxed_64(&r->sh->dropped);
     st->abandoned = shmring__load_relaxed_64(&r->sh->abandoned);
     st->full_events = shmring__load_relaxed_64(&r->sh->full_events);
+    st->redelivered = (uint32_t)shmring__load_relaxed_64(&r->sh->redelivered);
     stats_parties(r, st);
     uint64_t o = shmring__load_acquire_64(&h->party[0].owner);
     uint32_t ls = SHMRING__OWNER_STATE(o);

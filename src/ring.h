@@ -10,6 +10,8 @@
  *   line 4  rare writes: abandoned (retired_*: never written any more, zero;
  *           consumers' counters stay in their party entries, see ring.c)
  *   line 5  wake_created: the wake-up path chosen at creation (immutable)
+ *   line 6  redelivery (SHMRING_REDELIVER rings, src/redeliver.h):
+ *           redeliver_hint, redelivered
  *   line 11 span: max_message (immutable), span_extra (producer); span.h
  *
  * Data: `slots` slots of `stride` bytes (a multiple of 64) after the page:
@@ -26,6 +28,8 @@
  * len   payload length of the published message.
  * reserved0  spanning messages (span.h): 0 in a head, the offset back to
  *       the head in a continuation slot.
+ * reserved1  SHMRING_REDELIVER rings: p + 1 once a consumer released
+ *       position p from this slot (src/redeliver.h), else 0.
  */
 #ifndef SHMRING_RING_H
 #define SHMRING_RING_H
@@ -63,8 +67,12 @@ struct shmring__ring_shared {
      * read-only (docs/design.md, "Wake-ups") */
     uint32_t wake_created; /* SHMRING__WAKE_CREATED_* */
     uint32_t pad5[15];
-    /* lines 6..10: not used by spanning messages */
-    uint64_t pad6_10[5 * 8];
+    /* line 6: redelivery, rare writes (fetch-add / CAS by anyone) */
+    uint64_t redeliver_hint; /* redeliverable claims waiting (a hint) */
+    uint64_t redelivered;    /* claims made redeliverable since creation */
+    uint64_t pad6[6];
+    /* lines 7..10: not used yet */
+    uint64_t pad7_10[4 * 8];
     /* line 11: messages larger than a slot (src/span.h). max_message: written
      * by the creator before the segment is ready, then read-only (0 or the
      * slot size: no message spans). span_extra: written by the producer

@@ -66,6 +66,15 @@ Test(span, config_limits)
     cr_assert_eq(shmring_create(name, &cfg, &r), -EINVAL);
     cfg.max_message = 1;
     cr_assert_eq(shmring_create(name, &cfg, &r), -EINVAL);
+    /* Redelivery hands out slots as they are: no spanning messages with it. */
+    cfg.max_message = 128;
+    cfg.flags = SHMRING_REDELIVER;
+    cr_assert_eq(shmring_create(name, &cfg, &r), -EINVAL);
+    cfg.max_message = 64;
+    cr_assert_eq(shmring_create(name, &cfg, &r), 0);
+    shmring_close(r);
+    shmring_unlink(name);
+    cfg.flags = 0;
     /* No slot bytes: only 0 (or 0 == slot_size). */
     cfg = (shmring_config_t){.slots = 16, .slot_size = 0, .max_message = 16};
     cr_assert_eq(shmring_create(name, &cfg, &r), -EINVAL);

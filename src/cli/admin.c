@@ -9,6 +9,7 @@
 static const char create_help[] =
     "Usage: shmring create NAME [--slots N] [--slot-size N] [--overwrite] [--mode MODE]\n"
     "                            [--insecure] [--allow-fallback] [--max-message N]\n"
+    "                            [--redeliver]\n"
     "       shmring create --table NAME [--entries N] [--value-size N] [--mode MODE]\n"
     "                            [--insecure] [--allow-fallback]\n"
     "\n"
@@ -23,6 +24,9 @@ static const char create_help[] =
     "  --max-message N   larger messages, up to N bytes (at most slots * slot size / 2),\n"
     "                    each spanning consecutive slots\n"
     "  --overwrite       a full ring drops its oldest messages instead of blocking\n"
+    "  --redeliver       a message claimed by a consumer that dies before releasing it\n"
+    "                    goes to another consumer (SHMRING_REDELIVER; not with\n"
+    "                    --overwrite)\n"
     "  --mode MODE       octal permission bits (default 0600)\n"
     "  --insecure        allow a MODE writable by group or others\n"
     "  --table, --state  create a state table (shmring_state_*), not a ring\n"
@@ -60,6 +64,7 @@ enum {
     OPT_ENTRIES,
     OPT_VALUE_SIZE,
     OPT_ALLOW_FALLBACK,
+    OPT_REDELIVER,
 };
 
 static int state_option(int opt, const char *arg, struct create_args *a)
@@ -92,8 +97,8 @@ static int state_option(int opt, const char *arg, struct create_args *a)
 static int create_option(int opt, const char *arg, struct create_args *a)
 {
     uint64_t v = 0;
-    a->ring_options |=
-        opt == OPT_SLOTS || opt == OPT_SLOT_SIZE || opt == OPT_OVERWRITE || opt == OPT_MAX_MESSAGE;
+    a->ring_options |= opt == OPT_SLOTS || opt == OPT_SLOT_SIZE || opt == OPT_OVERWRITE ||
+                       opt == OPT_MAX_MESSAGE || opt == OPT_REDELIVER;
     switch (opt) {
     case OPT_SLOTS:
         if (cli_parse_count(arg, 2, SHMRING_MAX_SLOTS, &v) < 0 || (v & (v - 1)) != 0)
@@ -116,6 +121,9 @@ static int create_option(int opt, const char *arg, struct create_args *a)
     case OPT_OVERWRITE:
         a->cfg.flags |= SHMRING_OVERWRITE;
         return CLI_OK;
+    case OPT_REDELIVER:
+        a->cfg.flags |= SHMRING_REDELIVER;
+        return CLI_OK;
     case OPT_MODE:
         if (cli_parse_mode(arg, &a->cfg.mode) < 0 || a->cfg.mode == 0)
             return cli_usage("create", "--mode: '%s' is not an octal mode in [1, 0777]", arg);
@@ -135,6 +143,7 @@ static int create_parse(int argc, char **argv, struct create_args *a)
         {"slot-size", required_argument, NULL, OPT_SLOT_SIZE},
         {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
         {"overwrite", no_argument, NULL, OPT_OVERWRITE},
+        {"redeliver", no_argument, NULL, OPT_REDELIVER},
         {"mode", required_argument, NULL, OPT_MODE},
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"state", no_argument, NULL, OPT_STATE},
@@ -155,7 +164,8 @@ static int create_parse(int argc, char **argv, struct create_args *a)
     }
     if (a->state && a->ring_options)
         return cli_usage("create",
-                         "--slots, --slot-size and --overwrite are for rings, not --table");
+                         "--slots, --slot-size, --overwrite and --redeliver are for rings, not "
+                         "--table");
     if (!a->state && (a->state_cfg.entries || a->state_cfg.value_size))
         return cli_usage("create", "--entries and --value-size need --table");
     if ((a->cfg.mode & 0022u) && !(a->cfg.flags & SHMRING_ALLOW_INSECURE))

@@ -2,21 +2,25 @@
  * `shmring bridge --jetstream`: at-least-once over JetStream, duplicates
  * removed on both sides.
  *
- * out: every message taken from the ring goes first into a spool (a state
- * table RING.bridge-out), then to JetStream with the message id
- * HOST:RING:EPOCH-N (EPOCH counts the bridge's starts, N its messages); a window of them is
- * published asynchronously and the spool entries are deleted once every one is acknowledged. After
- * an error (server restart, timeout) the window is published again one by one in order; after a
- * restart of the bridge, whatever the spool still holds is published again first. JetStream's
- * duplicate window drops the copies it already stored.
+ * out: every message is taken from the ring as a zero-copy claim and
+ * published with the message id HOST:RING:CREATED-POS (the ring's creation
+ * time and the message's position); a window of them is published
+ * asynchronously, and the claims are released once every one is
+ * acknowledged. After an error (server restart, timeout) the window is
+ * published again one by one in order. A bridge killed with claims in flight
+ * leaves them to the ring, which on a SHMRING_REDELIVER ring redelivers them
+ * to the restarted bridge; JetStream's duplicate window drops the copies it
+ * already stored.
  *
  * in: a durable pull consumer (acknowledge-all). Each message is pushed into
- * the ring, then its stream sequence is recorded in a state table
- * RING.bridge-in, and only then acknowledged; a redelivered message at or
- * below the recorded sequence is acknowledged and skipped. A message that
- * arrives after a gap (an earlier one was delivered on a connection that
- * broke) is refused (NAK) until the earlier one is redelivered, so the ring
- * receives the stream in order.
+ * the ring, then its stream sequence and the ring's pushed count are
+ * recorded in a state table RING.bridge-in, and only then acknowledged; a
+ * redelivered message at or below the recorded sequence is acknowledged and
+ * skipped, and after a restart a ring that counts one push more than the
+ * record (killed between push and record) makes the next message skipped.
+ * A message that arrives after a gap (an earlier one was delivered on a
+ * connection that broke) is refused (NAK) until the earlier one is
+ * redelivered, so the ring receives the stream in order.
  */
 #define _GNU_SOURCE
 #include "bridge.h"
@@ -29,9 +33,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SPOOL_EPOCH_KEY "epoch"
-#define ACK_WAIT_MS     5000 /* longest wait for a window's acknowledgements */
-#define RETRY_NS        250000000LL
+#define ACK_WAIT_MS 5000 /* longest wait for a window's acknowledgements */
+#define RETRY_NS    250000000LL
 
 static void sleep_ns(int64_t ns)
 {
@@ -60,41 +63,32 @@ static int open_table(const char *name, uint32_t entries, uint32_t value_size,
     return err;
 }
 
-/* ---- out: the spool -------------------------------------------------------- */
+/* ---- out: claims held until acknowledged ----------------------------------- */
 
 /*
- * The spool has a fixed set of keys "s0" .. "s<cap-1>" (cap = 2 x window),
- * so that after the first rounds every write updates an existing entry
- * (no inserts, no tombstones). Message n of epoch e lives in slot n % cap;
- * an entry whose `live` is 0 is free. The window never exceeds cap / 2 and
- * is emptied before the next one starts, so a slot is always free when its
- * turn comes.
+ * `out` holds each message as a zero-copy claim of the ring until JetStream
+ * has acknowledged it, then releases it. A bridge killed with claims in
+ * flight leaves them to the ring: on a ring created with SHMRING_REDELIVER
+ * they are redelivered to the restarted bridge (oldest first, before any
+ * newer message, since it reclaims dead consumers before its first claim)
+ * and published again with the same id, which JetStream drops if it stored
+ * the first copy; on another ring they are counted as abandoned.
+ *
+ * The id is HOST:RING:CREATED-POS: the ring's creation time (microseconds:
+ * a ring made again under the same name starts new ids) and the message's
+ * position in the ring, which every delivery of one message shares and
+ * which grows with the ring's order (positions never repeat, also across
+ * producers), so that `in` can tell a message it has pushed by its id.
  */
-struct spool_hdr {
-    uint64_t epoch, n;
-    uint32_t len;
-    uint32_t live;
-};
-
-struct spool {
-    shmring_state_t *st;
-    uint64_t epoch, next;
-    uint32_t cap;         /* slots */
-    unsigned char *entry; /* header + one payload */
-    size_t entry_size;
+struct out_ids {
     char prefix[256];  /* HOST:RING: */
+    uint64_t created;  /* the ring's creation time, us */
     char last_id[320]; /* id of the message published before the next one */
 };
 
-static void slot_key(const struct spool *sp, uint64_t n, char key[32])
+static void msg_id(const struct out_ids *o, uint64_t pos, char out[320])
 {
-    snprintf(key, 32, "s%" PRIu64, n % sp->cap);
-}
-
-/* Message id: HOST:RING:EPOCH-N, the same however often it is sent. */
-static void msg_id(const struct spool *sp, const struct spool_hdr *h, char out[320])
-{
-    snprintf(out, 320, "%s%" PRIu64 "-%" PRIu64, sp->prefix, h->epoch, h->n);
+    snprintf(out, 320, "%s%" PRIu64 "-%" PRIu64, o->prefix, o->created, pos);
 }
 
 /* Publish one message synchronously, retrying until JetStream stores it (or
@@ -136,117 +130,30 @@ static int publish_sync(struct bridge_args *a, jsCtx *js, const char *id, const 
     }
 }
 
-static int spool_open(struct bridge_args *a, struct spool *sp, uint32_t slot_size)
+/*
+ * Before the first claim: reclaim dead consumers (a killed predecessor's
+ * claims become redeliverable, and so come before anything newer), and
+ * name the ring's messages.
+ */
+static int out_ids_init(struct bridge_args *a, struct out_ids *o, shmring_t *r)
 {
-    char name[SHMRING_NAME_MAX + 1];
-    if (side_name(a->ring, ".bridge-out", name) < 0)
-        return cli_fail("bridge", "out: ring name too long for its spool name");
-    sp->cap = 2 * a->window;
-    sp->entry_size = sizeof(struct spool_hdr) + slot_size;
-    sp->entry = malloc(sp->entry_size);
-    if (sp->entry == NULL)
-        return cli_fail("bridge", "out of memory");
-    uint32_t entries = 4;
-    while (entries < sp->cap + 2)
-        entries *= 2;
-    int err = open_table(name, entries, (uint32_t)sp->entry_size, &sp->st);
+    shmring_stats_t st;
+    int err = shmring_stats(r, &st);
     if (err < 0)
-        return cli_fail("bridge", "out: spool %s: %s", name, shmring_strerror(err));
-    if (shmring_state_value_size(sp->st) < sp->entry_size ||
-        shmring_state_entries(sp->st) < sp->cap + 2)
-        return cli_fail("bridge",
-                        "out: spool %s was made for a smaller ring or --window; remove it "
-                        "(`shmring rm %s`) once the bridge has drained it",
-                        name, name);
-    /* The slot count is fixed when the spool is made: a later run with a
-     * larger --window uses the spool's (its live slots must all be found). */
-    uint32_t cap = 0;
-    if (shmring_state_read(sp->st, "cap", &cap, sizeof cap) == (ssize_t)sizeof cap && cap >= 2 &&
-        cap + 2 <= shmring_state_entries(sp->st)) {
-        sp->cap = cap;
-        if (a->window > cap / 2)
-            a->window = cap / 2;
-    } else if ((err = shmring_state_write(sp->st, "cap", &sp->cap, sizeof sp->cap)) < 0) {
-        return cli_fail("bridge", "out: spool %s: %s", name, shmring_strerror(err));
-    }
-    uint64_t epoch = 0;
-    ssize_t n = shmring_state_read(sp->st, SPOOL_EPOCH_KEY, &epoch, sizeof epoch);
-    if (n != (ssize_t)sizeof epoch)
-        epoch = 0;
-    sp->epoch = epoch + 1;
-    err = shmring_state_write(sp->st, SPOOL_EPOCH_KEY, &sp->epoch, sizeof sp->epoch);
-    if (err < 0)
-        return cli_fail("bridge", "out: spool %s: %s", name, shmring_strerror(err));
+        return cli_fail("bridge", "out: %s: %s", a->ring, shmring_strerror(err));
+    if (!(st.flags & SHMRING_REDELIVER))
+        fprintf(stderr,
+                "shmring: bridge: out: %s was not created with SHMRING_REDELIVER: messages in "
+                "flight when this bridge is killed are lost (the ring counts them as "
+                "abandoned)\n",
+                a->ring);
     char host[128] = "host";
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = '\0';
-    snprintf(sp->prefix, sizeof sp->prefix, "%s:%s:", host, a->ring);
+    snprintf(o->prefix, sizeof o->prefix, "%s:%s:", host, a->ring);
+    o->created = st.created_ns / 1000;
+    o->last_id[0] = '\0';
     return CLI_OK;
-}
-
-/* Read slot `key` into sp->entry; its header, or NULL when free/absent. */
-static const struct spool_hdr *spool_get(struct spool *sp, const char *key)
-{
-    ssize_t n = shmring_state_read(sp->st, key, sp->entry, sp->entry_size);
-    if (n < (ssize_t)sizeof(struct spool_hdr))
-        return NULL;
-    const struct spool_hdr *h = (const struct spool_hdr *)(void *)sp->entry;
-    if (!h->live || h->len > (size_t)n - sizeof *h) /* our own table, but check anyway */
-        return NULL;
-    return h;
-}
-
-static int spool_free(struct spool *sp, const char *key)
-{
-    struct spool_hdr h = {0, 0, 0, 0};
-    return shmring_state_write(sp->st, key, &h, sizeof h);
-}
-
-static int hdr_order(const void *x, const void *y)
-{
-    const struct spool_hdr *a = x, *b = y;
-    if (a->epoch != b->epoch)
-        return a->epoch < b->epoch ? -1 : 1;
-    return a->n < b->n ? -1 : a->n > b->n;
-}
-
-/* After a restart: publish what the spool still holds, oldest first. */
-static int spool_replay(struct bridge_args *a, struct spool *sp, jsCtx *js)
-{
-    struct spool_hdr *live = calloc(sp->cap, sizeof *live);
-    if (live == NULL)
-        return cli_fail("bridge", "out of memory");
-    size_t n = 0;
-    for (uint32_t i = 0; i < sp->cap; i++) {
-        char key[32];
-        slot_key(sp, i, key);
-        const struct spool_hdr *h = spool_get(sp, key);
-        if (h != NULL)
-            live[n++] = *h;
-    }
-    qsort(live, n, sizeof *live, hdr_order);
-    if (n > 0)
-        fprintf(stderr, "shmring: bridge: out: publishing %zu message(s) left in the spool\n", n);
-    int rc = CLI_OK;
-    for (size_t i = 0; i < n && rc == CLI_OK; i++) {
-        char key[32], id[320];
-        snprintf(key, sizeof key, "s%" PRIu64, live[i].n % sp->cap);
-        const struct spool_hdr *h = spool_get(sp, key);
-        if (h == NULL || h->epoch != live[i].epoch || h->n != live[i].n)
-            continue;
-        msg_id(sp, h, id);
-        if (publish_sync(a, js, id, h + 1, h->len) < 0) {
-            rc = -1;
-            break;
-        }
-        snprintf(sp->last_id, sizeof sp->last_id, "%s", id);
-        bridge_count(BRIDGE_RESENT, 1);
-        bridge_count_message(h->len);
-        if (spool_free(sp, key) < 0)
-            rc = cli_fail("bridge", "out: spool: cannot free %s", key);
-    }
-    free(live);
-    return rc;
 }
 
 /* Acknowledgements of the asynchronous publishes of one window. */
@@ -269,30 +176,16 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
 }
 
 struct window {
-    uint64_t first; /* spool number of its first message */
+    shmring_msg_t *claims; /* held, oldest first */
     unsigned n;
     int failed; /* a publish was refused: send the window again in order */
 };
 
-/*
- * Spool one claimed message, then publish it. The claim is held until it
- * is in the spool (the caller releases it): a bridge killed in between
- * leaves the claim to the ring, which counts it as abandoned.
- */
-static int window_add(struct bridge_args *a, struct spool *sp, jsCtx *js, struct window *w,
-                      natsConnection *nc, const shmring_msg_t *m)
+/* Publish one claimed message (still held) asynchronously. */
+static void window_add(struct bridge_args *a, struct out_ids *o, jsCtx *js, struct window *w,
+                       natsConnection *nc, const shmring_msg_t *m)
 {
-    if (w->n == 0)
-        w->first = sp->next;
-    struct spool_hdr *h = (struct spool_hdr *)(void *)sp->entry;
-    *h = (struct spool_hdr){sp->epoch, sp->next++, (uint32_t)m->len, 1};
-    memcpy(h + 1, m->data, m->len);
-    char key[32], id[320];
-    slot_key(sp, h->n, key);
-    int err = shmring_state_write(sp->st, key, sp->entry, sizeof *h + m->len);
-    if (err < 0)
-        return err;
-    w->n++;
+    w->claims[w->n++] = *m;
     natsMsg *nm = NULL;
     natsStatus s = natsMsg_Create(&nm, a->subject, NULL, m->data, (int)m->len);
     if (s != NATS_OK || w->failed || natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED) {
@@ -300,28 +193,33 @@ static int window_add(struct bridge_args *a, struct spool *sp, jsCtx *js, struct
          * that nothing goes on a new connection ahead of an older message. */
         natsMsg_Destroy(nm);
         w->failed = 1;
-        return 0;
+        return;
     }
     /* Each message may only follow its predecessor: a message that the
      * client library sends on a new connection after older ones were lost
      * with the old one is refused, so the stream keeps the ring's order
      * (the window is then sent again in order). */
+    char id[320];
     jsPubOptions po;
     jsPubOptions_Init(&po);
-    msg_id(sp, h, id);
+    msg_id(o, m->pos, id);
     po.MsgId = id;
-    po.ExpectLastMsgId = sp->last_id[0] != '\0' ? sp->last_id : NULL;
+    po.ExpectLastMsgId = o->last_id[0] != '\0' ? o->last_id : NULL;
     s = js_PublishMsgAsync(js, &nm, &po);
-    snprintf(sp->last_id, sizeof sp->last_id, "%s", id);
+    snprintf(o->last_id, sizeof o->last_id, "%s", id);
     natsMsg_Destroy(nm);
     if (s != NATS_OK)
         w->failed = 1;
-    return 0;
 }
 
-/* Wait for the window's acknowledgements; on any error send it again in
- * order. Then the spool lets go of it. */
-static int window_finish(struct bridge_args *a, struct spool *sp, jsCtx *js, struct window *w)
+/*
+ * Wait for the window's acknowledgements; on any error send it again in
+ * order, one message at a time. Then release its claims. Returns -1 when
+ * asked to stop before every message was stored (the claims stay held: the
+ * close hands them back to the ring).
+ */
+static int window_finish(struct bridge_args *a, struct out_ids *o, jsCtx *js, shmring_t *r,
+                         struct window *w)
 {
     bridge_set_in_flight(w->n);
     jsPubOptions po;
@@ -337,26 +235,19 @@ static int window_finish(struct bridge_args *a, struct spool *sp, jsCtx *js, str
         if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
             natsMsgList_Destroy(&pending);
         for (unsigned i = 0; i < w->n; i++) {
-            char key[32], id[320];
-            slot_key(sp, w->first + i, key);
-            const struct spool_hdr *h = spool_get(sp, key);
-            if (h == NULL)
-                return cli_fail("bridge", "out: spool entry %s vanished", key);
-            msg_id(sp, h, id);
-            if (publish_sync(a, js, id, h + 1, h->len) < 0)
-                return -1; /* stopping: the spool keeps the rest */
-            snprintf(sp->last_id, sizeof sp->last_id, "%s", id);
+            char id[320];
+            msg_id(o, w->claims[i].pos, id);
+            if (publish_sync(a, js, id, w->claims[i].data, w->claims[i].len) < 0)
+                return -1;
+            snprintf(o->last_id, sizeof o->last_id, "%s", id);
             bridge_count(BRIDGE_RESENT, 1);
         }
     }
     for (unsigned i = 0; i < w->n; i++) {
-        char key[32];
-        slot_key(sp, w->first + i, key);
-        const struct spool_hdr *h = spool_get(sp, key);
-        if (h != NULL)
-            bridge_count_message(h->len);
-        if (spool_free(sp, key) < 0)
-            return cli_fail("bridge", "out: spool: cannot free %s", key);
+        bridge_count_message(w->claims[i].len);
+        int err = shmring_release(r, &w->claims[i]);
+        if (err < 0)
+            return cli_fail("bridge", "out: release: %s", shmring_strerror(err));
     }
     w->n = 0;
     w->failed = 0;
@@ -366,13 +257,13 @@ static int window_finish(struct bridge_args *a, struct spool *sp, jsCtx *js, str
 
 /* The end of stream, with an id that is the same however often it is sent:
  * the ring's creation time and producer epoch. */
-static int send_eos(struct bridge_args *a, struct spool *sp, shmring_t *r, jsCtx *js)
+static int send_eos(struct bridge_args *a, const struct out_ids *o, shmring_t *r, jsCtx *js)
 {
     shmring_stats_t st;
     memset(&st, 0, sizeof st);
     shmring_stats(r, &st);
     char id[320];
-    snprintf(id, sizeof id, "%seos-%" PRIu64 "-%" PRIu64, sp->prefix, st.created_ns,
+    snprintf(id, sizeof id, "%seos-%" PRIu64 "-%" PRIu64, o->prefix, st.created_ns,
              st.producer_epoch);
     for (;;) {
         natsMsg *m = NULL;
@@ -399,53 +290,63 @@ static int send_eos(struct bridge_args *a, struct spool *sp, shmring_t *r, jsCtx
 int bridge_out_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc, jsCtx *js_admin)
 {
     (void)js_admin;
-    struct spool sp;
-    memset(&sp, 0, sizeof sp);
-    struct window w = {0, 0, 0};
+    struct out_ids ids;
+    struct window w = {calloc(a->window, sizeof(shmring_msg_t)), 0, 0};
     jsCtx *js = NULL;
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.PublishAsync.MaxPending = a->window;
     jo.PublishAsync.AckHandler = on_pub_ack;
-    int rc = CLI_OK;
-    if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK)
+    int rc = w.claims != NULL ? CLI_OK : cli_fail("bridge", "out of memory");
+    if (rc == CLI_OK && natsConnection_JetStream(&js, nc, &jo) != NATS_OK)
         rc = cli_fail("bridge", "out: JetStream context");
     if (rc == CLI_OK)
-        rc = spool_open(a, &sp, shmring_max_message(r));
-    if (rc == CLI_OK && spool_replay(a, &sp, js) != CLI_OK)
-        rc = bridge_stopping() ? CLI_OK : CLI_FAIL;
+        rc = out_ids_init(a, &ids, r);
     int ended = 0;
     while (rc == CLI_OK && !bridge_stopping() && !ended) {
         bridge_tick(a);
         shmring_msg_t m;
         int err = shmring_claim_wait(r, &m, 100000000LL);
         while (err == 0) {
-            int e = window_add(a, &sp, js, &w, nc, &m);
-            shmring_release(r, &m);
-            if (e < 0) {
-                rc = cli_fail("bridge", "out: spool: %s", shmring_strerror(e));
-                break;
-            }
+            window_add(a, &ids, js, &w, nc, &m);
             if (w.n == a->window)
                 break;
             err = shmring_claim(r, &m);
         }
         if (err == -EPIPE)
             ended = 1;
-        else if (err < 0 && err != -EAGAIN && err != -ETIMEDOUT && rc == CLI_OK)
+        else if (err < 0 && err != -EAGAIN && err != -ETIMEDOUT && err != -EINPROGRESS &&
+                 rc == CLI_OK)
             rc = cli_fail("bridge", "out: %s: %s", a->ring, shmring_strerror(err));
-        if (w.n > 0 && window_finish(a, &sp, js, &w) != CLI_OK)
+        if (w.n > 0 && window_finish(a, &ids, js, r, &w) != CLI_OK)
             rc = bridge_stopping() ? CLI_OK : CLI_FAIL;
     }
     if (ended && rc == CLI_OK) {
-        rc = send_eos(a, &sp, r, js);
+        rc = send_eos(a, &ids, r, js);
         a->eos = 1;
     }
-    if (w.n > 0) /* stopping: whatever is unconfirmed stays in the spool */
-        js_PublishAsyncComplete(js, NULL);
+    /* Stopping with a window in flight: one more bounded wait for its
+     * acknowledgements; whatever is not confirmed stays claimed, and the
+     * ring takes it back when the handle closes (redelivered on a
+     * SHMRING_REDELIVER ring). */
+    if (w.n > 0 && js != NULL) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = ACK_WAIT_MS;
+        pthread_mutex_lock(&ack_lock);
+        ack_errors = 0;
+        pthread_mutex_unlock(&ack_lock);
+        natsStatus s = js_PublishAsyncComplete(js, &po);
+        pthread_mutex_lock(&ack_lock);
+        int ok = s == NATS_OK && ack_errors == 0 && !w.failed;
+        pthread_mutex_unlock(&ack_lock);
+        for (unsigned i = 0; ok && i < w.n; i++) {
+            bridge_count_message(w.claims[i].len);
+            shmring_release(r, &w.claims[i]);
+        }
+    }
     jsCtx_Destroy(js);
-    shmring_state_close(sp.st);
-    free(sp.entry);
+    free(w.claims);
     return rc;
 }
 
@@ -454,13 +355,21 @@ int bridge_out_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc
 /*
  * What `in` remembers between runs, under key "last" of RING.bridge-in: the
  * stream sequence and the message id (from `out`) of the last message it
- * pushed into the ring.
+ * pushed into the ring, and the ring's count of pushed messages just after
+ * it. `in` is the ring's only producer (it holds the lease), so a ring that
+ * counts more pushes than the record says that `in` was killed between a
+ * push and its record: the next message of the stream is in the ring
+ * already. The ring's own count is exact across a producer's death (a new
+ * holder of the lease counts what its predecessor published and did not
+ * count).
  */
 struct in_mark {
     int64_t stream_created;
-    uint64_t last_seq;  /* stream sequence of the last message pushed */
-    char last_id[320];  /* its Nats-Msg-Id, "" if it had none */
-    char consumer[448]; /* STREAM/DURABLE */
+    uint64_t last_seq;     /* stream sequence of the last message pushed */
+    char last_id[320];     /* its Nats-Msg-Id, "" if it had none */
+    char consumer[432];    /* STREAM/DURABLE */
+    uint64_t ring_created; /* the ring's created_ns */
+    uint64_t ring_pushed;  /* the ring's pushed count after that message */
 };
 
 struct in_state {
@@ -468,6 +377,8 @@ struct in_state {
     struct in_mark mark;
     natsSubscription *sub;
     uint64_t reconnects; /* bridge_reconnects() when last checked */
+    uint64_t pushed;     /* the ring's pushed count now (we are its producer) */
+    uint64_t skip;       /* messages pushed but not recorded by a killed run */
 };
 
 /* An id HOST:RING:EPOCH-N from `out`: its source (HOST:RING:) and numbers. */
@@ -518,7 +429,7 @@ static const char *msg_id_of(natsMsg *m)
     return natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK ? v : NULL;
 }
 
-static int in_state_open(struct bridge_args *a, struct in_state *is, int64_t created)
+static int in_state_open(struct bridge_args *a, struct in_state *is, shmring_t *r, int64_t created)
 {
     char name[SHMRING_NAME_MAX + 1];
     if (side_name(a->ring, ".bridge-in", name) < 0)
@@ -540,13 +451,33 @@ static int in_state_open(struct bridge_args *a, struct in_state *is, int64_t cre
         m.stream_created = created;
         snprintf(m.consumer, sizeof m.consumer, "%s", consumer);
     }
+    shmring_stats_t rs;
+    err = shmring_stats(r, &rs);
+    if (err < 0)
+        return cli_fail("bridge", "in: %s: %s", a->ring, shmring_strerror(err));
+    is->pushed = rs.pushed;
+    if (m.ring_created == rs.created_ns && rs.pushed > m.ring_pushed) {
+        is->skip = rs.pushed - m.ring_pushed;
+        fprintf(stderr,
+                "shmring: bridge: in: %s holds %" PRIu64 " message(s) pushed after the last "
+                "record (sequence %" PRIu64 "): skipping them in the stream\n",
+                a->ring, is->skip, m.last_seq);
+    }
+    m.ring_created = rs.created_ns;
+    m.ring_pushed = rs.pushed - is->skip; /* the skipped ones count once skipped */
     is->mark = m;
+    /* Recorded before the first push: a run killed right after it is
+     * caught too (and one killed again before its skip, once more). */
+    err = shmring_state_write(is->st, "last", &is->mark, sizeof is->mark);
+    if (err < 0)
+        return cli_fail("bridge", "in: state: %s", shmring_strerror(err));
     return CLI_OK;
 }
 
 static int in_state_record(struct in_state *is, uint64_t seq, const char *id)
 {
     is->mark.last_seq = seq;
+    is->mark.ring_pushed = is->pushed;
     snprintf(is->mark.last_id, sizeof is->mark.last_id, "%s", id != NULL ? id : "");
     return shmring_state_write(is->st, "last", &is->mark, sizeof is->mark);
 }
@@ -595,8 +526,10 @@ static int in_restart_consumer(struct bridge_args *a, jsCtx *js, struct in_state
 {
     natsSubscription_Destroy(is->sub);
     is->sub = NULL;
-    if (last > 0)
-        js_DeleteConsumer(js, a->stream, a->durable, NULL, NULL);
+    /* Also before the first record: a consumer left by a run killed after
+     * its first fetch holds those deliveries until the acknowledgement
+     * wait, and would hand out later ones first. */
+    js_DeleteConsumer(js, a->stream, a->durable, NULL, NULL);
     return in_subscribe(a, js, is, last > 0 ? last + 1 : 0);
 }
 
@@ -711,8 +644,16 @@ static int in_batch(struct bridge_args *a, shmring_t *r, jsCtx *js, struct in_st
         if (last > 0 && seq > last + 1 && !seq_absent(js, a, last + 1))
             break; /* an earlier message is still on its way: refuse the rest */
         int eos = bridge_is_eos(m);
-        int p = eos ? BRIDGE_PUSH_OK
-                    : bridge_push(a, r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+        size_t len = (size_t)natsMsg_GetDataLength(m);
+        int p = BRIDGE_PUSH_OK;
+        if (!eos && is->skip > 0 && len <= shmring_slot_size(r)) {
+            /* Pushed by a run killed before its record: in the ring already. */
+            is->skip--;
+            bridge_count(BRIDGE_DUPLICATES, 1);
+        } else if (!eos) {
+            p = bridge_push(a, r, natsMsg_GetData(m), len);
+            is->pushed += p == BRIDGE_PUSH_OK;
+        }
         if (p == BRIDGE_PUSH_STOPPED || p == BRIDGE_PUSH_FATAL) {
             rc = p == BRIDGE_PUSH_FATAL ? CLI_FAIL : CLI_OK;
             break;
@@ -745,7 +686,7 @@ int bridge_in_jetstream(struct bridge_args *a, shmring_t *r, natsConnection *nc,
     struct in_state is;
     memset(&is, 0, sizeof is);
     is.reconnects = bridge_reconnects();
-    int rc = in_state_open(a, &is, stream_created);
+    int rc = in_state_open(a, &is, r, stream_created);
     if (rc == CLI_OK)
         rc = in_resume(a, js, &is);
     while (rc == CLI_OK && is.sub != NULL && !bridge_stopping() && !a->eos) {

@@ -50,7 +50,9 @@ static void print_producer(const shmring_stats_t *st)
 static void print_stats(const char *name, const shmring_stats_t *st)
 {
     printf("name:            %s\n", name);
-    printf("type:            ring%s\n", (st->flags & SHMRING_OVERWRITE) ? " (overwrite)" : "");
+    printf("type:            ring%s\n", (st->flags & SHMRING_OVERWRITE)   ? " (overwrite)"
+                                        : (st->flags & SHMRING_REDELIVER) ? " (redeliver)"
+                                                                          : "");
     printf("backend:         %s\n", cli_backend_name(st->backend));
     printf("wake-ups:        %s\n",
            st->wake == SHMRING_WAKE_MEMBARRIER ? "membarrier (no locked instruction on push)"
@@ -64,6 +66,8 @@ static void print_stats(const char *name, const shmring_stats_t *st)
            (unsigned long long)st->bytes_popped);
     printf("dropped:         %llu\n", (unsigned long long)st->dropped);
     printf("abandoned:       %llu\n", (unsigned long long)st->abandoned);
+    if (st->flags & SHMRING_REDELIVER)
+        printf("redelivered:     %u\n", st->redelivered);
     printf("full events:     %llu\n", (unsigned long long)st->full_events);
     printf("empty events:    %llu\n", (unsigned long long)st->empty_events);
     print_producer(st);

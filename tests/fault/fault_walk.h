@@ -29,5 +29,6 @@ extern const struct fault_scenario fault_state_scenarios[];
 extern const struct fault_scenario fault_pool_scenarios[];
 extern const struct fault_scenario fault_cancel_scenarios[];
 extern const struct fault_scenario fault_span_scenarios[];
+extern const struct fault_scenario fault_redeliver_scenarios[];
 
 #endif /* SHMRING_TEST_FAULT_WALK_H */
