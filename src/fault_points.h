@@ -77,11 +77,19 @@
     X(POOL_COMPLETE, "pool.complete", "worker ran its chunk, completion not yet stored")           \
     X(POOL_NOTIFY, "pool.notify", "worker stored its chunk's completion, parent not yet woken")
 
+/* ---- Event descriptors (src/event.c) ----------------------------------- */
+#define SHMRING__FAULT_POINTS_EVENT(X)                                                             \
+    X(EVENT_ARM, "event.arm",                                                                      \
+      "descriptor's party entry marked armed, eventcount not yet flagged: no notifier looks")      \
+    X(EVENT_SEND, "event.send",                                                                    \
+      "notifier cleared an armed entry, datagram not yet sent: that descriptor is not signalled")
+
 #define SHMRING__FAULT_POINTS(X)                                                                   \
     SHMRING__FAULT_POINTS_RING(X)                                                                  \
     SHMRING__FAULT_POINTS_CLAIM(X)                                                                 \
     SHMRING__FAULT_POINTS_PARTY(X)                                                                 \
     SHMRING__FAULT_POINTS_STATE(X)                                                                 \
-    SHMRING__FAULT_POINTS_POOL(X)
+    SHMRING__FAULT_POINTS_POOL(X)                                                                  \
+    SHMRING__FAULT_POINTS_EVENT(X)
 
 #endif /* SHMRING_FAULT_POINTS_H */

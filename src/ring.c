@@ -62,6 +62,7 @@
 
 #include "appear.h"
 #include "atomic.h"
+#include "event.h"
 #include "fault.h"
 #include "wait.h"
 
@@ -127,6 +128,7 @@ struct shmring {
     int membarrier_wait; /* sleeps are announced with membarrier() (M2) */
     int ring_fenced;     /* created without membarrier: every party is symmetric */
     enum shmring__barrier barrier;
+    struct shmring__event *event; /* shmring_event_fd(), or NULL */
 };
 
 /* Longest sleep of a waiter that cannot rely on being woken (D1). */
@@ -578,6 +580,10 @@ static int push_full(shmring_t *r, int rc)
         if (lease_lost(r))
             return -EOWNERDEAD;
     }
+    if ((rc == -EAGAIN || rc == CONTENDED) && r->event != NULL) {
+        int erc = shmring__event_idle(r, r->event, SHMRING__EV_ROOM);
+        return erc < 0 ? erc : rc;
+    }
     return rc;
 }
 
@@ -856,6 +862,10 @@ static ssize_t pop_result(shmring_t *r, ssize_t rc)
         return -ETIMEDOUT; /* a claim part-way through to the end: not empty */
     if (rc == -EAGAIN || rc == -EPIPE || rc == -ETIMEDOUT)
         count(&my_party(r)->counter[SHMRING__C_EMPTY], 1);
+    if ((rc == -EAGAIN || rc == CONTENDED) && r->event != NULL) {
+        int erc = shmring__event_idle(r, r->event, SHMRING__EV_DATA);
+        return erc < 0 ? erc : rc;
+    }
     return rc;
 }
 
@@ -1519,11 +1529,15 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     r->spins = SHMRING_DEFAULT_SPINS;
     /* Fetch-add: handles of one process created by several threads. */
     r->cookie = (shmring__faa_32(&cookies, 1) * 2654435761u) | 1u;
-    int rc = attach_roles(r, roles);
+    int rc = shmring__event_register(seg);
+    if (rc == 0 && (rc = attach_roles(r, roles)) < 0)
+        shmring__event_unregister(seg);
     if (rc < 0) {
         free(r);
         return rc;
     }
+    if (r->party >= 0)
+        shmring__event_reset(seg, (unsigned)r->party);
     wake_attach(r);
     *out = r;
     return 0;
@@ -1695,6 +1709,7 @@ SHMRING_API void shmring_close(shmring_t *r)
 {
     if (r == NULL)
         return;
+    shmring__event_close(r->event);
     if (r->party >= 0) {
         /* Only a handle that still holds claims walks the slots for them:
          * closing is O(1) otherwise. Relaxed: our own counter line. */
@@ -1708,6 +1723,7 @@ SHMRING_API void shmring_close(shmring_t *r)
         /* Wake consumers so that they see the end of the stream. */
         shmring__ec_notify(&r->sh->data_ec);
     }
+    shmring__event_unregister(r->seg);
     shmring__seg_close(r->seg);
     free(r->bounce);
     free(r);
@@ -1738,6 +1754,65 @@ SHMRING_API uint32_t shmring_slots(const shmring_t *r)
 SHMRING_API uint32_t shmring_slot_size(const shmring_t *r)
 {
     return r == NULL ? 0 : r->slot_size;
+}
+
+/* ---- Event descriptors (src/event.c) ------------------------------------ */
+
+SHMRING_API int shmring_event_fd(shmring_t *r)
+{
+    if (r == NULL)
+        return -EINVAL;
+    int consumer = (r->roles & SHMRING_CONSUMER) != 0;
+    if (!consumer && !r->producer)
+        return -EPERM; /* an observer: nothing to wait for */
+    if (!consumer && lease_lost(r))
+        return -EOWNERDEAD;
+    if (r->event == NULL) {
+        int rc = shmring__event_create(r->seg, consumer ? r->party : -1,
+                                       r->producer && !r->lease_gone, &r->event);
+        if (rc < 0)
+            return rc;
+    }
+    return shmring__event_fd_of(r->event);
+}
+
+int shmring__ring_event_announce(shmring_t *r, enum shmring__event_side side)
+{
+    uint32_t *ec = side == SHMRING__EV_ROOM ? &r->sh->space_ec : &r->sh->data_ec;
+    int covered;
+    /* V1 (M2 with membarrier, else W): pairs with M1 and the symmetric
+     * notifiers' barriers, then with V2. */
+    uint32_t v = shmring__ec_announce(ec, r->membarrier_wait, r->barrier, &covered);
+    if (covered)
+        return 1;
+    /* As wait_prepare(): without membarrier only symmetric notifiers see us
+     * for sure: all of a fenced ring, or a producer that said ACK (F2). */
+    return r->ring_fenced || (ec == &r->sh->data_ec && (v & SHMRING__EC_ACK));
+}
+
+int shmring__ring_event_ready(shmring_t *r, enum shmring__event_side side)
+{
+    if (side == SHMRING__EV_ROOM)
+        return r->lease_gone || r->reserved || room_for(r, r->w, SLOW_NONE) != -EAGAIN;
+    /* Acquire: pairs with C3 of other consumers; a hint (the pop decides). */
+    uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
+    uint64_t seq;
+    return read_slot(r, pos, &seq) != SLOT_EMPTY || empty_result(r, pos) == -EPIPE;
+}
+
+int shmring__ring_event_peers(shmring_t *r, enum shmring__event_side side)
+{
+    if (side == SHMRING__EV_ROOM)
+        return peer_check(r, OP_PUSH);
+    int rc = peer_check(r, OP_POP);
+    if (rc == -EPIPE) {
+        /* The producer died: the end only once its messages are taken. */
+        uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
+        uint64_t seq;
+        if (read_slot(r, pos, &seq) != SLOT_EMPTY)
+            return 0;
+    }
+    return rc;
 }
 
 /* ---- Stats -------------------------------------------------------------- */
