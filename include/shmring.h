@@ -362,10 +362,14 @@ SHMRING_API ssize_t shmring_pop_wait(shmring_t *r, void *buf, size_t cap, int64_
  * never misses a message and never spins: after -EAGAIN, the descriptor
  * stays unreadable until the condition becomes true (or a spurious wake,
  * below), and becomes readable once it does, even if it became true during
- * the call. It starts readable (so the first round arms it). After a wake
- * the caller must retry the calls: a wake that it ignores (no call returning
- * -EAGAIN) leaves the descriptor readable, and level-triggered loops will
- * see it again. With EPOLLET, retry until -EAGAIN each time, as above.
+ * the call. The data side is armed when the descriptor is made (readable at
+ * once if a message is already there); the room side only by a call that
+ * returned -EAGAIN (a producer is not told about room it did not ask for).
+ * After a wake the caller must retry the calls: a wake that it ignores (no
+ * call returning -EAGAIN) leaves the descriptor readable, and level-triggered
+ * loops will see it again. With EPOLLET, retry until -EAGAIN each time, as
+ * above. A handle with both roles has one descriptor for both sides: after
+ * a wake, retry the calls of each side you wait for.
  * Spurious wakes happen: every SHMRING_DEAD_PEER_NS / 2 (the peer check),
  * after a race between arming and a push, and for each datagram another
  * process sends to the descriptor's socket; they cost a call that returns

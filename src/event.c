@@ -49,10 +49,11 @@
 
 struct shmring__event {
     struct shmring__seg *seg;
-    int epfd;   /* what the caller polls: sock and timer */
-    int sock;   /* datagram socket bound to the token's abstract name */
-    int timer;  /* periodic peer check */
-    int unsure; /* the last announcement may escape a notifier (D1) */
+    int epfd;     /* what the caller polls: sock and timer */
+    int sock;     /* datagram socket bound to the token's abstract name */
+    int timer;    /* periodic peer check */
+    int unsure;   /* the last announcement may escape a notifier (D1) */
+    int wants[2]; /* this side was armed and its signal not yet passed on */
     uint64_t token;
     int entry[2]; /* party entry per side, or -1 */
     struct sockaddr_un addr;
@@ -297,8 +298,6 @@ int shmring__event_create(struct shmring__seg *seg, int data_entry, int room,
         if (ev->entry[side] >= 0)
             /* Release: the token, not armed; notifiers only clear ARM. */
             shmring__store_release_64(event_word(ev, side), ev->token);
-    /* Readable at first: the caller's first round of calls arms it. */
-    kick(ev);
     *out = ev;
     return 0;
 }
@@ -349,6 +348,32 @@ static int drain(struct shmring__event *ev)
     return due;
 }
 
+/* Arm `side` unless it is armed (V1), and re-check its condition. */
+static void arm(shmring_t *r, struct shmring__event *ev, enum shmring__event_side side)
+{
+    uint64_t *w = event_word(ev, side);
+    /* Relaxed: our own word; notifiers only clear ARM. Still armed: no
+     * notifier has looked since, and the next one will (V2). */
+    if ((shmring__load_relaxed_64(w) & SHMRING__EVENT_ARM) && !ev->unsure)
+        return;
+    /* V1: release store, then the announcing CAS (pairs with V2). */
+    shmring__store_release_64(w, ev->token | SHMRING__EVENT_ARM);
+    SHMRING_FAULT(EVENT_ARM);
+    ev->unsure = !shmring__ring_event_announce(r, side);
+    if (ev->unsure)
+        /* A notifier may miss us (D1): look again soon by ourselves. */
+        set_timer(ev->timer, UNSURE_NS);
+    ev->wants[side] = 1;
+    if (shmring__ring_event_ready(r, side))
+        kick(ev);
+}
+
+void shmring__event_start(shmring_t *r, struct shmring__event *ev)
+{
+    if (ev->entry[SHMRING__EV_DATA] >= 0)
+        arm(r, ev, SHMRING__EV_DATA);
+}
+
 int shmring__event_idle(shmring_t *r, struct shmring__event *ev, enum shmring__event_side side)
 {
     if (ev->entry[side] < 0)
@@ -360,19 +385,16 @@ int shmring__event_idle(shmring_t *r, struct shmring__event *ev, enum shmring__e
             return rc;
         }
     }
-    uint64_t *w = event_word(ev, side);
-    /* Relaxed: our own word; notifiers only clear ARM. Still armed: no
-     * notifier has looked since, and the next one will (V2). */
-    if ((shmring__load_relaxed_64(w) & SHMRING__EVENT_ARM) && !ev->unsure)
-        return 0;
-    /* V1: release store, then the announcing CAS (pairs with V2). */
-    shmring__store_release_64(w, ev->token | SHMRING__EVENT_ARM);
-    SHMRING_FAULT(EVENT_ARM);
-    ev->unsure = !shmring__ring_event_announce(r, side);
-    if (ev->unsure)
-        /* A notifier may miss us (D1): look again soon by ourselves. */
-        set_timer(ev->timer, UNSURE_NS);
-    if (shmring__ring_event_ready(r, side))
+    /* Both roles share the socket: a signal for the other side that this
+     * drain may have taken (its ARM was cleared by a notifier) is passed
+     * on once, as one more datagram. */
+    enum shmring__event_side other = side == SHMRING__EV_DATA ? SHMRING__EV_ROOM : SHMRING__EV_DATA;
+    /* Relaxed: our own word; a clear ARM means a notifier took it. */
+    if (ev->wants[other] &&
+        !(shmring__load_relaxed_64(event_word(ev, other)) & SHMRING__EVENT_ARM)) {
+        ev->wants[other] = 0;
         kick(ev);
+    }
+    arm(r, ev, side);
     return 0;
 }

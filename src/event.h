@@ -54,13 +54,17 @@ void shmring__event_woke(uint32_t *word);
 
 /*
  * A descriptor for a handle whose data side is party entry data_entry (or
- * -1) and whose room side is entry 0 when room is set. Starts readable.
+ * -1) and whose room side is entry 0 when room is set; not armed.
  * 0, -ENOMEM, -EMFILE, -ENFILE, -EADDRINUSE (no free name found).
  */
 int shmring__event_create(struct shmring__seg *seg, int data_entry, int room,
                           struct shmring__event **out);
 int shmring__event_fd_of(const struct shmring__event *ev);
 void shmring__event_close(struct shmring__event *ev);
+
+/* Arm a new descriptor's data side (readable at once if a message is there
+ * or the stream ended). The room side waits for the first -EAGAIN. */
+void shmring__event_start(shmring_t *r, struct shmring__event *ev);
 
 /*
  * The handle's call on `side` found nothing to do (-EAGAIN or

@@ -1772,6 +1772,7 @@ SHMRING_API int shmring_event_fd(shmring_t *r)
                                        r->producer && !r->lease_gone, &r->event);
         if (rc < 0)
             return rc;
+        shmring__event_start(r, r->event);
     }
     return shmring__event_fd_of(r->event);
 }

@@ -85,6 +85,7 @@ _Static_assert(sizeof(struct shmring__slot) == SHMRING__SLOT_HEADER, "slot heade
 #define SHMRING__C_BYTES  1
 #define SHMRING__C_EMPTY  2
 #define SHMRING__C_CLAIMS 3
+/* 4: SHMRING__C_EVENT, the event descriptor's token (src/event.h) */
 
 /* Layout function of rings (segment.h), also used by the fuzzers. */
 int shmring__ring_layout(const uint32_t param[4], uint32_t flags, uint64_t *total);

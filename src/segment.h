@@ -37,9 +37,10 @@
 
 #include "shmring.h"
 
-/* Layout 2: party owner words carry a generation; state lock words name a handle. */
+/* Layout 2: party owner words carry a generation; state lock words name a handle.
+ * Layout 3: a ring party's counter[4] holds its event descriptor's token (src/event.h). */
 #define SHMRING__MAGIC        0x474e49524d485353ull /* "SSHMRING" little-endian */
-#define SHMRING__LAYOUT       2u
+#define SHMRING__LAYOUT       3u
 #define SHMRING__HEADER_SIZE  4096u
 #define SHMRING__LINE         64u
 #define SHMRING__OBJECT_LINES 29u
@@ -94,7 +95,8 @@ struct shmring__party {
     uint32_t role;       /* SHMRING__ROLE_* */
     uint32_t generation; /* the owner word's generation, once start_time is valid */
     uint64_t start_time; /* process start, clock ticks since boot */
-    uint64_t counter[5]; /* object-defined, written by the owner only */
+    uint64_t counter[5]; /* object-defined, written by the owner only (rings: counter[4], see
+                          * src/event.h, also has ARM cleared by notifiers) */
 };
 
 #define SHMRING__OWNER_LOCKED 0x8u
