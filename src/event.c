@@ -42,10 +42,12 @@
 #include "fault.h"
 #include "ring.h"
 
-#define PEER_CHECK_NS (SHMRING_DEAD_PEER_NS / 2) /* as the waiting calls */
-#define UNSURE_NS     1000000ll                  /* a notifier may not see us: look this soon */
-#define BIND_TRIES    16
-#define DRAIN_MAX     256 /* datagrams per drain; more (a flood) leaves it readable */
+/* The peer check's period, as the waiting calls' (tests lengthen it to show
+ * that no wake-up depends on it). */
+long long shmring__event_check_ns = SHMRING_DEAD_PEER_NS / 2;
+#define UNSURE_NS  1000000ll /* a notifier may not see us: look this soon */
+#define BIND_TRIES 16
+#define DRAIN_MAX  256 /* datagrams per drain; more (a flood) leaves it readable */
 
 struct shmring__event {
     struct shmring__seg *seg;
@@ -240,8 +242,9 @@ static int bind_new_name(struct shmring__event *ev)
 
 static int set_timer(int fd, long long first_ns)
 {
+    long long every = shmring__event_check_ns;
     struct itimerspec it = {
-        .it_interval = {PEER_CHECK_NS / 1000000000ll, PEER_CHECK_NS % 1000000000ll},
+        .it_interval = {every / 1000000000ll, every % 1000000000ll},
         .it_value = {first_ns / 1000000000ll, first_ns % 1000000000ll},
     };
     return timerfd_settime(fd, 0, &it, NULL) == 0 ? 0 : -errno;
@@ -264,7 +267,7 @@ static int open_fds(struct shmring__event *ev)
     ev->timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     if (ev->timer < 0)
         return -errno;
-    if ((rc = set_timer(ev->timer, PEER_CHECK_NS)) < 0)
+    if ((rc = set_timer(ev->timer, shmring__event_check_ns)) < 0)
         return rc;
     ev->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (ev->epfd < 0)

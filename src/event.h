@@ -75,6 +75,10 @@ void shmring__event_start(shmring_t *r, struct shmring__event *ev);
  */
 int shmring__event_idle(shmring_t *r, struct shmring__event *ev, enum shmring__event_side side);
 
+/* Period of a descriptor's peer check, SHMRING_DEAD_PEER_NS / 2 (tests may
+ * lengthen it before making descriptors, to show that no wake-up needs it). */
+extern long long shmring__event_check_ns;
+
 /* ---- Provided by ring.c ------------------------------------------------- */
 
 /* Announce an armed descriptor on the side's eventcount (V1, M2, D1). 1 if
