@@ -302,6 +302,7 @@ Test(event_fd, close_with_an_armed_descriptor)
 {
     const char *name = test_name("ev-close");
     shmring_t *p = test_make(name, 8, 64, 0);
+    int fds = test_dir_count("/proc/self/fd");
     for (int i = 0; i < 40; i++) {
         shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
         cr_assert_geq(shmring_event_fd(c), 0);
@@ -309,6 +310,7 @@ Test(event_fd, close_with_an_armed_descriptor)
         cr_assert_eq(shmring_pop(c, buf, sizeof buf), -EAGAIN); /* armed */
         shmring_close(c);
     }
+    cr_assert_eq(test_dir_count("/proc/self/fd"), fds, "close closes the descriptor's fds");
     /* The entries were reused; the producer still pushes and a new
      * descriptor still wakes. */
     shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
