@@ -4,6 +4,9 @@
  *
  * Memory-ordering edges:
  *
+ *   V0  owner: sets its entry's bit in event_entries (CAS) when it makes a
+ *       descriptor, before it stores the token; cleared only by the entry's
+ *       next owner (shmring__event_reset). V2 reads that word first.
  *   V1  owner: ARM := 1 in its entry (release store), then a CAS that sets
  *       SLEEPER in the side's eventcount even if it is set (seq_cst), then
  *       membarrier() or a fence (M2 / W), then a re-check of the condition.
@@ -41,6 +44,8 @@
 #include "atomic.h"
 #include "fault.h"
 #include "ring.h"
+
+_Static_assert(SHMRING__PARTIES <= 64, "event_entries has a bit per party entry");
 
 /* The peer check's period, as the waiting calls' (tests lengthen it to show
  * that no wake-up depends on it). */
@@ -103,11 +108,32 @@ static struct node *first_node(void)
     return (struct node *)(uintptr_t)shmring__load_acquire_64(&head);
 }
 
+static uint64_t *entries_of(struct shmring__hdr *hdr)
+{
+    return &((struct shmring__ring_shared *)(void *)hdr->object)->event_entries;
+}
+
+/* Set or clear bit `entry` of event_entries (CAS). */
+static void mark_entry(struct shmring__hdr *hdr, unsigned entry, int set)
+{
+    uint64_t *w = entries_of(hdr);
+    uint64_t bit = 1ull << entry;
+    /* Relaxed: the CAS decides. */
+    uint64_t v = shmring__load_relaxed_64(w);
+    /* V0: CAS (seq_cst), before the token is stored and long before any
+     * V1: a notifier's V2 that sees ARM sees the bit first. */
+    while (!shmring__cas_64(w, &v, set ? v | bit : v & ~bit))
+        ;
+}
+
 void shmring__event_reset(struct shmring__seg *seg, unsigned entry)
 {
     /* Relaxed: a notifier racing with it clears ARM and sends one stale
      * datagram, or finds nothing; harmless either way. */
     shmring__store_relaxed_64(&seg->hdr->party[entry].counter[SHMRING__C_EVENT], 0);
+    /* The entry is ours and has no token: nobody needs the bit (a
+     * previous owner's descriptor died with it). */
+    mark_entry(seg->hdr, entry, 0);
 }
 
 int shmring__event_register(struct shmring__seg *seg)
@@ -199,9 +225,12 @@ void shmring__event_woke(uint32_t *word)
     int side = find(word, &hdr);
     if (side < 0)
         return;
-    unsigned first = side == SHMRING__EV_ROOM ? 0 : 1;
-    unsigned last = side == SHMRING__EV_ROOM ? 0 : SHMRING__PARTIES - 1;
-    for (unsigned i = first; i <= last; i++) {
+    /* V2: acquire, after the CAS that cleared SLEEPER; pairs with V0. */
+    uint64_t entries = shmring__load_acquire_64(entries_of(hdr));
+    entries &= side == SHMRING__EV_ROOM ? 1ull : ~1ull;
+    for (unsigned i = 0; i < SHMRING__PARTIES; i++) {
+        if (!(entries & (1ull << i)))
+            continue;
         uint64_t *w = &hdr->party[i].counter[SHMRING__C_EVENT];
         /* V2: acquire, after the CAS that cleared SLEEPER; pairs with V1. */
         uint64_t v = shmring__load_acquire_64(w);
@@ -298,9 +327,11 @@ int shmring__event_create(struct shmring__seg *seg, int data_entry, int room,
         return rc == -ENFILE || rc == -EMFILE || rc == -ENOMEM || rc == -EADDRINUSE ? rc : -ENOMEM;
     }
     for (int side = 0; side < 2; side++)
-        if (ev->entry[side] >= 0)
+        if (ev->entry[side] >= 0) {
+            mark_entry(seg->hdr, (unsigned)ev->entry[side], 1);
             /* Release: the token, not armed; notifiers only clear ARM. */
             shmring__store_release_64(event_word(ev, side), ev->token);
+        }
     *out = ev;
     return 0;
 }

@@ -10,6 +10,8 @@
  *   line 4  rare writes: abandoned (retired_*: never written any more, zero;
  *           consumers' counters stay in their party entries, see ring.c)
  *   line 5  wake_created: the wake-up path chosen at creation (immutable)
+ *   line 7  event_entries: party entries that may hold an event descriptor's
+ *           token (src/event.h), so that a wake-up reads one line, not 33
  *
  * Data: `slots` slots of `stride` bytes (a multiple of 64) after the page:
  *
@@ -60,6 +62,13 @@ struct shmring__ring_shared {
      * read-only (docs/design.md, "Wake-ups") */
     uint32_t wake_created; /* SHMRING__WAKE_CREATED_* */
     uint32_t pad5[15];
+    /* line 6 */
+    uint64_t pad6[8];
+    /* line 7: bit i set (CAS) by the owner of party entry i before it
+     * stores a descriptor's token there; cleared only by the entry's next
+     * owner (src/event.c) */
+    uint64_t event_entries;
+    uint64_t pad7[7];
 };
 
 /* wake_created: every party may use membarrier (0), or none does. */

@@ -38,7 +38,8 @@
 #include "shmring.h"
 
 /* Layout 2: party owner words carry a generation; state lock words name a handle.
- * Layout 3: a ring party's counter[4] holds its event descriptor's token (src/event.h). */
+ * Layout 3: a ring party's counter[4] holds its event descriptor's token, ring
+ * line 7 the entries that have one (src/event.h). */
 #define SHMRING__MAGIC        0x474e49524d485353ull /* "SSHMRING" little-endian */
 #define SHMRING__LAYOUT       3u
 #define SHMRING__HEADER_SIZE  4096u
