@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -21,6 +22,7 @@
 #include "common.h"
 #include "event.h"
 #include "harness.h"
+#include "segment.h"
 
 #define MS 1000000LL
 
@@ -97,6 +99,28 @@ Test(event_fd, no_descriptors_left_is_emfile)
     }
     cr_assert_eq(test_wait_child(pid), 0);
     shmring_close(c);
+    shmring_close(p);
+    shmring_unlink(name);
+}
+
+Test(event_fd, producer_that_lost_its_lease_is_eownerdead)
+{
+    if (test_heap_forced())
+        cr_skip_test("the lease word is changed through a second mapping of the segment");
+    const char *name = test_name("ev-lease");
+    shmring_t *p = test_make(name, 8, 64, SHMRING_PRODUCER);
+    struct shmring__hdr *h =
+        mmap(NULL, SHMRING__HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, shmring_fd(p), 0);
+    cr_assert(h != MAP_FAILED);
+    /* Another holder's word (a later generation), as after a takeover. */
+    uint64_t o = __atomic_load_n(&h->party[0].owner, __ATOMIC_ACQUIRE);
+    __atomic_store_n(&h->party[0].owner,
+                     SHMRING__OWNER_WORD(SHMRING__PARTY_ACTIVE, SHMRING__OWNER_GEN(o) + 1,
+                                         SHMRING__OWNER_PID(o)),
+                     __ATOMIC_RELEASE);
+    cr_assert_eq(shmring_event_fd(p), -EOWNERDEAD);
+    cr_assert_eq(shmring_event_fd(p), -EOWNERDEAD);
+    munmap(h, SHMRING__HEADER_SIZE);
     shmring_close(p);
     shmring_unlink(name);
 }
