@@ -954,7 +954,7 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
             return (ssize_t)k;
         }
     }
-    return CONTENDED; /* other consumers kept taking the oldest: not empty */
+    return pop_result(r, CONTENDED); /* others kept taking the oldest: not empty */
 }
 
 /* ---- Zero-copy consumer ------------------------------------------------- */
