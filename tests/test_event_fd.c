@@ -392,6 +392,23 @@ Test(event_fd, a_stranger_causes_at_most_a_spurious_wake)
     cr_assert_eq(drain_ring(c), 0);
     cr_assert_not(readable(fd, 0));
 
+    /* The same from another user (when the tests run as root: a child
+     * that drops to nobody). */
+    if (getuid() == 0) {
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            if (setgid(65534) != 0 || setuid(65534) != 0)
+                _exit(2);
+            int own = socket(AF_UNIX, SOCK_DGRAM, 0);
+            _exit(own >= 0 && sendto(own, "y", 1, 0, (struct sockaddr *)&a, alen) == 1 ? 0 : 3);
+        }
+        cr_assert_eq(test_wait_child(pid), 0);
+        cr_assert(readable(fd, 0), "another user's datagram: a spurious wake");
+        cr_assert_eq(drain_ring(c), 0);
+        cr_assert_not(readable(fd, 0), "and nothing more");
+    }
+
     /* A flood fills the socket's queue: the producer's datagram finds it
      * full, yet the message is seen, and the flood ends with one round. */
     int sent = 0;
