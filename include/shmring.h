@@ -437,6 +437,67 @@ SHMRING_API ssize_t shmring_pop_wait(shmring_t *r, void *buf, size_t cap, int64_
  * Returns 0. Errors: -EINVAL (NULL).
  */
 SHMRING_API int shmring_interrupt(shmring_t *r);
+/* ---- Event descriptors (poll, epoll, libuv) ----------------------------- */
+
+/*
+ * A descriptor to wait on with poll(), select(), epoll or libuv's uv_poll_t
+ * (POLLIN / EPOLLIN / UV_READABLE), for this handle:
+ *   - consumer: readable when a message is there for it, or the stream
+ *     ended (its next pop or claim returns -EPIPE: the producer closed, or
+ *     died and the ring is empty, found by a check every
+ *     SHMRING_DEAD_PEER_NS / 2);
+ *   - producer: readable when there is room (a push or reserve that
+ *     returned -EAGAIN would succeed), or the lease was lost (-EOWNERDEAD);
+ *   - both roles: readable when either is true, for the side(s) armed below.
+ *
+ * Level-triggered, with a one-shot arming done by the ring calls: the
+ * descriptor is armed for a side when a call of that side on this handle
+ * returns -EAGAIN or -EINPROGRESS (shmring_pop, shmring_pop_batch,
+ * shmring_claim and their *_wait with timeout 0 for the data side;
+ * shmring_push, shmring_push_batch, shmring_reserve and their *_wait with
+ * timeout 0 for room). That call also empties the descriptor first. So:
+ *
+ *     wait until the descriptor is readable, then repeat the call(s) you
+ *     wait for until one returns -EAGAIN (or -EPIPE / -EOWNERDEAD: stop),
+ *     then wait again.
+ *
+ * never misses a message and never spins: after -EAGAIN, the descriptor
+ * stays unreadable until the condition becomes true (or a spurious wake,
+ * below), and becomes readable once it does, even if it became true during
+ * the call. The data side is armed when the descriptor is made (readable at
+ * once if a message is already there); the room side only by a call that
+ * returned -EAGAIN (a producer is not told about room it did not ask for).
+ * After a wake the caller must retry the calls: a wake that it ignores (no
+ * call returning -EAGAIN) leaves the descriptor readable, and level-triggered
+ * loops will see it again. With EPOLLET, retry until -EAGAIN each time, as
+ * above. A handle with both roles has one descriptor for both sides: after
+ * a wake, retry the calls of each side you wait for.
+ * Spurious wakes happen: every SHMRING_DEAD_PEER_NS / 2 (the peer check),
+ * after a race between arming and a push, and for each datagram another
+ * process sends to the descriptor's socket; they cost a call that returns
+ * -EAGAIN, nothing else. -EINPROGRESS re-arms too, and makes the descriptor
+ * readable at once (another consumer is part-way through a claim: retry).
+ *
+ * The descriptor belongs to the handle: the same one is returned by every
+ * call, shmring_close() closes it, the caller must not close it or read from
+ * it. It is an epoll instance (a Unix datagram socket with a random
+ * abstract name and a timer inside), close-on-exec. Across processes no
+ * daemon and no thread are involved: a push, commit, release or close that
+ * finds an armed descriptor sends it one datagram; one that finds none makes
+ * no syscall. On a handle with a descriptor, a call that returns -EAGAIN
+ * makes a few syscalls (emptying and arming the descriptor); other calls are
+ * unchanged. Works on every backend (the heap backend within one process).
+ * Parties in other network namespaces cannot reach the socket: their
+ * wake-ups then come from the periodic check only (docs/design.md, "Event
+ * descriptors"). Like the handle, it is for one thread at a time.
+ *
+ * Returns the descriptor (>= 0). Errors: -EINVAL (NULL); -EPERM (an observer
+ * handle: no role to wait for); -EOWNERDEAD (a producer-only handle that lost
+ * its lease); -EMFILE, -ENFILE, -ENOMEM (no descriptor or memory for the
+ * socket, timer or epoll instance); -EADDRINUSE (no free socket name after
+ * 16 random tries).
+ */
+SHMRING_API int shmring_event_fd(shmring_t *r);
 
 /* ---- Zero-copy ---------------------------------------------------------- */
 

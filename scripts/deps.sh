@@ -12,7 +12,7 @@ if [ "${1:-}" = --build-only ]; then
     shift
 fi
 
-packages="cmake make gcc clang libclang-rt-14-dev libck-dev libcriterion-dev pkg-config libnats-dev nats-server $*"
+packages="cmake make gcc clang libclang-rt-14-dev libck-dev libcriterion-dev pkg-config libnats-dev nats-server libuv1-dev $*"
 [ "$build_only" -eq 0 ] || packages="cmake make gcc libck-dev $*"
 
 missing=""

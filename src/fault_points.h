@@ -101,6 +101,12 @@
     X(REDELIVER_TAKEN, "redeliver.taken",                                                          \
       "consumer holds a redelivered message, hint not lowered")                                    \
     X(REDELIVER_POP, "redeliver.pop", "copy pop copied its message out, claim not yet released")
+/* ---- Event descriptors (src/event.c) ----------------------------------- */
+#define SHMRING__FAULT_POINTS_EVENT(X)                                                             \
+    X(EVENT_ARM, "event.arm",                                                                      \
+      "descriptor's party entry marked armed, eventcount not yet flagged: no notifier looks")      \
+    X(EVENT_SEND, "event.send",                                                                    \
+      "notifier cleared an armed entry, datagram not yet sent: that descriptor is not signalled")
 
 #define SHMRING__FAULT_POINTS(X)                                                                   \
     SHMRING__FAULT_POINTS_RING(X)                                                                  \
@@ -110,6 +116,7 @@
     SHMRING__FAULT_POINTS_STATE(X)                                                                 \
     SHMRING__FAULT_POINTS_POOL(X)                                                                  \
     SHMRING__FAULT_POINTS_CANCEL(X)                                                                \
-    SHMRING__FAULT_POINTS_REDELIVER(X)
+    SHMRING__FAULT_POINTS_REDELIVER(X)                                                             \
+    SHMRING__FAULT_POINTS_EVENT(X)
 
 #endif /* SHMRING_FAULT_POINTS_H */

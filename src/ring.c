@@ -65,6 +65,7 @@
 #include "appear.h"
 #include "atomic.h"
 #include "cancel.h"
+#include "event.h"
 #include "fault.h"
 #include "redeliver.h"
 #include "span.h"
@@ -148,7 +149,8 @@ struct shmring {
     int span_reserved; /* the open reservation spans slots */
     /* SHMRING_REDELIVER (redeliver.h) */
     int redeliver;
-    uint64_t rd_next_idle; /* next idle look for dead consumers' claims */
+    uint64_t rd_next_idle;        /* next idle look for dead consumers' claims */
+    struct shmring__event *event; /* shmring_event_fd(), or NULL */
 };
 
 /* Longest sleep of a waiter that cannot rely on being woken (D1). */
@@ -623,6 +625,10 @@ static int push_full(shmring_t *r, int rc)
         count(&r->sh->full_events, 1);
         if (lease_lost(r))
             return -EOWNERDEAD;
+    }
+    if ((rc == -EAGAIN || rc == CONTENDED) && r->event != NULL) {
+        int erc = shmring__event_idle(r, r->event, SHMRING__EV_ROOM);
+        return erc < 0 ? erc : rc;
     }
     return rc;
 }
@@ -1190,6 +1196,10 @@ static ssize_t pop_result(shmring_t *r, ssize_t rc)
         return -ETIMEDOUT; /* a claim part-way through to the end: not empty */
     if (rc == -EAGAIN || rc == -EPIPE || rc == -ETIMEDOUT)
         count(&my_party(r)->counter[SHMRING__C_EMPTY], 1);
+    if ((rc == -EAGAIN || rc == CONTENDED) && r->event != NULL) {
+        int erc = shmring__event_idle(r, r->event, SHMRING__EV_DATA);
+        return erc < 0 ? erc : rc;
+    }
     return rc;
 }
 
@@ -1282,7 +1292,7 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
             return (ssize_t)k;
         }
     }
-    return CONTENDED; /* other consumers kept taking the oldest: not empty */
+    return pop_result(r, CONTENDED); /* others kept taking the oldest: not empty */
 }
 
 /* ---- Zero-copy consumer ------------------------------------------------- */
@@ -2061,11 +2071,15 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     if (rc == 0 && r->redeliver && shmring__span_on(&r->span))
         rc = -EPROTO;
     if (rc == 0)
-        rc = attach_roles(r, r->roles);
+        rc = shmring__event_register(seg);
+    if (rc == 0 && (rc = attach_roles(r, r->roles)) < 0)
+        shmring__event_unregister(seg);
     if (rc < 0) {
         free(r);
         return rc;
     }
+    if (r->party >= 0)
+        shmring__event_reset(seg, (unsigned)r->party);
     wake_attach(r);
     *out = r;
     return 0;
@@ -2250,6 +2264,7 @@ SHMRING_API void shmring_close(shmring_t *r)
 {
     if (r == NULL)
         return;
+    shmring__event_close(r->event);
     if (r->party >= 0) {
         /* Only a handle that still holds claims walks the slots for them:
          * closing is O(1) otherwise. Relaxed: our own counter line. */
@@ -2263,6 +2278,7 @@ SHMRING_API void shmring_close(shmring_t *r)
         /* Wake consumers so that they see the end of the stream. */
         shmring__ec_notify(&r->sh->data_ec);
     }
+    shmring__event_unregister(r->seg);
     shmring__seg_close(r->seg);
     shmring__span_detach(&r->span);
     free(r->bounce);
@@ -2299,6 +2315,67 @@ SHMRING_API uint32_t shmring_slot_size(const shmring_t *r)
 SHMRING_API uint32_t shmring_max_message(const shmring_t *r)
 {
     return r == NULL ? 0 : r->span.max_message;
+}
+
+/* ---- Event descriptors (src/event.c) ------------------------------------ */
+
+SHMRING_API int shmring_event_fd(shmring_t *r)
+{
+    if (r == NULL)
+        return -EINVAL;
+    int consumer = (r->roles & SHMRING_CONSUMER) != 0;
+    if (!consumer && !r->producer)
+        return -EPERM; /* an observer: nothing to wait for */
+    if (!consumer && lease_lost(r))
+        return -EOWNERDEAD;
+    if (r->event == NULL) {
+        int rc = shmring__event_create(r->seg, consumer ? r->party : -1,
+                                       r->producer && !r->lease_gone, &r->event);
+        if (rc < 0)
+            return rc;
+        shmring__event_start(r, r->event);
+    }
+    return shmring__event_fd_of(r->event);
+}
+
+int shmring__ring_event_announce(shmring_t *r, enum shmring__event_side side)
+{
+    uint32_t *ec = side == SHMRING__EV_ROOM ? &r->sh->space_ec : &r->sh->data_ec;
+    int covered;
+    /* V1 (M2 with membarrier, else W): pairs with M1 and the symmetric
+     * notifiers' barriers, then with V2. */
+    uint32_t v = shmring__ec_announce(ec, r->membarrier_wait, r->barrier, &covered);
+    if (covered)
+        return 1;
+    /* As wait_prepare(): without membarrier only symmetric notifiers see us
+     * for sure: all of a fenced ring, or a producer that said ACK (F2). */
+    return r->ring_fenced || (ec == &r->sh->data_ec && (v & SHMRING__EC_ACK));
+}
+
+int shmring__ring_event_ready(shmring_t *r, enum shmring__event_side side)
+{
+    if (side == SHMRING__EV_ROOM)
+        return r->lease_gone || r->reserved || room_for(r, r->w, SLOW_NONE) != -EAGAIN;
+    /* Acquire: pairs with C3 of other consumers; a hint (the pop decides). */
+    uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
+    uint64_t seq;
+    return read_slot(r, pos, &seq) != SLOT_EMPTY || (r->redeliver && shmring__rd_waiting(r->sh)) ||
+           empty_result(r, pos) == -EPIPE;
+}
+
+int shmring__ring_event_peers(shmring_t *r, enum shmring__event_side side)
+{
+    if (side == SHMRING__EV_ROOM)
+        return peer_check(r, OP_PUSH);
+    int rc = peer_check(r, OP_POP);
+    if (rc == -EPIPE) {
+        /* The producer died: the end only once its messages are taken. */
+        uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
+        uint64_t seq;
+        if (read_slot(r, pos, &seq) != SLOT_EMPTY)
+            return 0;
+    }
+    return rc;
 }
 
 /* ---- Stats -------------------------------------------------------------- */

@@ -12,6 +12,8 @@
  *   line 5  wake_created: the wake-up path chosen at creation (immutable)
  *   line 6  redelivery (SHMRING_REDELIVER rings, src/redeliver.h):
  *           redeliver_hint, redelivered
+ *   line 7  event_entries: party entries that may hold an event descriptor's
+ *           token (src/event.h), so that a wake-up reads one line, not 33
  *   line 11 span: max_message (immutable), span_extra (producer); span.h
  *
  * Data: `slots` slots of `stride` bytes (a multiple of 64) after the page:
@@ -71,8 +73,13 @@ struct shmring__ring_shared {
     uint64_t redeliver_hint; /* redeliverable claims waiting (a hint) */
     uint64_t redelivered;    /* claims made redeliverable since creation */
     uint64_t pad6[6];
-    /* lines 7..10: not used yet */
-    uint64_t pad7_10[4 * 8];
+    /* line 7: bit i set (CAS) by the owner of party entry i before it
+     * stores a descriptor's token there; cleared only by the entry's next
+     * owner (src/event.c) */
+    uint64_t event_entries;
+    uint64_t pad7[7];
+    /* lines 8..10: not used yet */
+    uint64_t pad8_10[3 * 8];
     /* line 11: messages larger than a slot (src/span.h). max_message: written
      * by the creator before the segment is ready, then read-only (0 or the
      * slot size: no message spans). span_extra: written by the producer
@@ -107,6 +114,7 @@ _Static_assert(sizeof(struct shmring__slot) == SHMRING__SLOT_HEADER, "slot heade
 #define SHMRING__C_BYTES  1
 #define SHMRING__C_EMPTY  2
 #define SHMRING__C_CLAIMS 3
+/* 4: SHMRING__C_EVENT, the event descriptor's token (src/event.h) */
 
 /* Layout function of rings (segment.h), also used by the fuzzers. */
 int shmring__ring_layout(const uint32_t param[4], uint32_t flags, uint64_t *total);

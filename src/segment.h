@@ -38,7 +38,10 @@
 #include "shmring.h"
 
 /* Layout 2: party owner words carry a generation; state lock words name a handle.
- * Layout 3: rings may carry messages larger than a slot (ring line 11, src/span.h). */
+ * Layout 3: rings may carry messages larger than a slot (ring line 11, src/span.h),
+ * redeliver dead claimers' messages (line 6, src/redeliver.h); a ring party's
+ * counter[4] holds its event descriptor's token, ring line 7 the entries that
+ * have one (src/event.h). */
 #define SHMRING__MAGIC        0x474e49524d485353ull /* "SSHMRING" little-endian */
 #define SHMRING__LAYOUT       3u
 #define SHMRING__HEADER_SIZE  4096u
@@ -95,7 +98,8 @@ struct shmring__party {
     uint32_t role;       /* SHMRING__ROLE_* */
     uint32_t generation; /* the owner word's generation, once start_time is valid */
     uint64_t start_time; /* process start, clock ticks since boot */
-    uint64_t counter[5]; /* object-defined, written by the owner only */
+    uint64_t counter[5]; /* object-defined, written by the owner only (rings: counter[4], see
+                          * src/event.h, also has ARM cleared by notifiers) */
 };
 
 #define SHMRING__OWNER_LOCKED 0x8u

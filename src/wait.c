@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "wait.h"
 
+#include "event.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -120,6 +122,27 @@ uint32_t shmring__ec_prepare_mb(uint32_t *word, enum shmring__barrier kind, int 
     return v;
 }
 
+uint32_t shmring__ec_announce(uint32_t *word, int use_mb, enum shmring__barrier kind, int *covered)
+{
+    /* Relaxed: the CAS below decides. */
+    uint32_t v = shmring__load_relaxed_32(word);
+    /* V1: CAS (seq_cst) even when SLEEPER is already set: the caller's
+     * earlier stores happen before any later CAS of a notifier that clears
+     * the flag (pairs with the CAS in shmring__ec_wake()). */
+    while (!shmring__cas_32(word, &v, v | SHMRING__EC_SLEEPER))
+        ;
+    v |= SHMRING__EC_SLEEPER;
+    *covered = 0;
+    /* M2: as in shmring__ec_prepare_mb(), pairs with M1. */
+    if (use_mb && membarrier(barrier_cmd(kind)) == 0) {
+        *covered = 1;
+        return v;
+    }
+    /* Full fence: pairs with the notifiers' fences and RMWs (Dekker). */
+    shmring__fence_seq_cst();
+    return v;
+}
+
 void shmring__ec_sleep(uint32_t *word, uint32_t value, uint64_t max_ns)
 {
     struct timespec ts;
@@ -147,6 +170,8 @@ void shmring__ec_wake(uint32_t *word)
             break;
     }
     futex(word, FUTEX_WAKE, INT_MAX, NULL);
+    /* V2: after the CAS that cleared SLEEPER: armed descriptors (V1). */
+    shmring__event_woke(word);
 }
 
 uint32_t shmring__ec_set_flags(uint32_t *word, uint32_t flags)

@@ -84,13 +84,28 @@ uint32_t shmring__ec_prepare(uint32_t *word);
 uint32_t shmring__ec_prepare_mb(uint32_t *word, enum shmring__barrier kind, int *covered);
 
 /*
+ * Announce a waiter that does not sleep on the word (an event descriptor,
+ * src/event.c): set SLEEPER with a CAS even when it is already set, so that
+ * the announcement is an RMW in the word's modification order: a notifier
+ * whose CAS in shmring__ec_wake() clears SLEEPER after it also sees every
+ * store the caller made before this call (V1 in src/event.c). Then
+ * membarrier(kind) with use_mb (M2), else a fence. Returns the new value;
+ * *covered as for shmring__ec_prepare_mb (0 without use_mb).
+ */
+uint32_t shmring__ec_announce(uint32_t *word, int use_mb, enum shmring__barrier kind, int *covered);
+
+/*
  * Sleep while *word == value, at most max_ns (> 0). Returns when woken, when
  * the word changed, on a signal, or when the time ran out; the caller
  * re-checks its condition and its deadline in every case.
  */
 void shmring__ec_sleep(uint32_t *word, uint32_t value, uint64_t max_ns);
 
-/* Wake every sleeper if there is one. Call after making the condition true. */
+/*
+ * Wake every sleeper if there is one. Call after making the condition true.
+ * The notifier that clears SLEEPER also signals the event descriptors armed
+ * on the word (shmring__event_woke, src/event.c).
+ */
 void shmring__ec_wake(uint32_t *word);
 
 /* Set `flags` (FENCED, ACK) in the word; returns the word's new value. */

@@ -171,8 +171,17 @@ Test(fault, consumer_killed_before_delivery_holds_nothing)
 /* ---- The crash walk: every point, a party killed there ------------------ */
 
 static const struct fault_scenario *const tables[] = {
-    fault_ring_scenarios, fault_claim_scenarios,  fault_party_scenarios, fault_state_scenarios,
-    fault_pool_scenarios, fault_cancel_scenarios, fault_span_scenarios,  fault_redeliver_scenarios,
+    // clang-format off
+    fault_ring_scenarios,
+    fault_claim_scenarios,
+    fault_party_scenarios,
+    fault_state_scenarios,
+    fault_pool_scenarios,
+    fault_cancel_scenarios,
+    fault_span_scenarios,
+    fault_redeliver_scenarios,
+    fault_event_scenarios,
+    // clang-format on
 };
 
 static unsigned scenarios_for(const char *point)

@@ -1,7 +1,7 @@
 /*
  * The crash walk of the fault-injection suite (tests/test_fault.c).
  *
- * Each module of the library has a file here (ring.c, claim.c, party.c,
+ * Each module of the library has a file here (ring.c, claim.c, party.c, event.c,
  * state.c, pool.c) with a table of scenarios. A scenario names one point and
  * a function that makes a party die (or stall) at that point, then checks
  * the invariants that another party relies on: the object keeps moving, no
@@ -30,5 +30,6 @@ extern const struct fault_scenario fault_pool_scenarios[];
 extern const struct fault_scenario fault_cancel_scenarios[];
 extern const struct fault_scenario fault_span_scenarios[];
 extern const struct fault_scenario fault_redeliver_scenarios[];
+extern const struct fault_scenario fault_event_scenarios[];
 
 #endif /* SHMRING_TEST_FAULT_WALK_H */
