@@ -49,6 +49,31 @@ extern "C" {
 #define SHMRING_PRODUCER 0x0001u /* holds the ring's single producer lease */
 #define SHMRING_CONSUMER 0x0002u /* competes with other consumers for messages */
 #define SHMRING_OBSERVER 0x0004u /* attaches for shmring_stats only */
+/*
+ * Broadcast subscriber: sees every message pushed after it attached, in
+ * order, whatever the competing consumers and the other subscribers take
+ * (shmring_pop, pop_wait, pop_batch, claim, claim_wait, release,
+ * shmring_missed and shmring_stats serve it). Not with SHMRING_CONSUMER or
+ * SHMRING_OBSERVER on the same handle (-EINVAL). Takes an entry like a
+ * consumer (SHMRING_MAX_CONSUMERS in all).
+ *
+ * Normal (lossless) mode: the producer never overwrites a message that a
+ * live subscriber has not passed (popped, or claimed and released): a slow
+ * subscriber makes pushes fail with -EAGAIN (push_wait waits), as a slow
+ * consumer does. A subscriber that dies stops holding the producer back
+ * within SHMRING_DEAD_PEER_NS of a waiting push (a plain push checks on
+ * each full try); it is counted in shmring_stats_t.subscribers_dead. While
+ * subscribers are attached and no consumer is, the consumers' read side
+ * does not hold the producer back either: the messages no consumer is
+ * attached to take are passed over once the ring is full (counted in
+ * shmring_stats_t.skipped). On a SHMRING_SINGLE_CONSUMER ring they never
+ * are: its read index is its consumer's alone.
+ *
+ * Overwrite mode: the producer never waits for subscribers. A subscriber
+ * that falls behind jumps to the oldest message still intact; shmring_missed
+ * tells it how many it lost. A torn or lapped message is never returned.
+ */
+#define SHMRING_SUBSCRIBER 0x0008u
 
 /* Backend selection. */
 #define SHMRING_FORCE_HEAP  0x0100u /* process-private heap memory */
@@ -435,7 +460,9 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
  * Messages the producer dropped (overwrite mode) since this handle last
  * asked or was opened: an upper bound on what this consumer missed, since
  * some dropped messages might have gone to other consumers had they been
- * faster. 0 for NULL.
+ * faster. For a subscriber: exactly the messages it lost to lapping since it
+ * last asked (messages it received plus those it missed are all the
+ * messages pushed after it attached). 0 for NULL.
  */
 SHMRING_API uint64_t shmring_missed(shmring_t *r);
 
@@ -468,6 +495,12 @@ typedef struct shmring_stats {
     uint64_t producer_epoch; /* how many producers have held the lease */
     uint32_t wake;           /* SHMRING_WAKE_*: how pushes wake sleepers */
     uint32_t reserved;
+    uint32_t subscribers; /* live attached subscriber handles */
+    uint32_t reserved2;
+    uint64_t delivered;        /* messages read by subscribers, each counting its own */
+    uint64_t sub_missed;       /* messages subscribers lost to lapping (overwrite mode) */
+    uint64_t subscribers_dead; /* subscribers that died attached, detached by a peer */
+    uint64_t skipped;          /* passed over with subscribers and no consumer attached */
 } shmring_stats_t;
 
 /* shmring_stats_t.wake */

@@ -77,11 +77,23 @@
     X(POOL_COMPLETE, "pool.complete", "worker ran its chunk, completion not yet stored")           \
     X(POOL_NOTIFY, "pool.notify", "worker stored its chunk's completion, parent not yet woken")
 
+/* ---- Broadcast subscribers (src/subscriber.c) -------------------------- */
+#define SHMRING__FAULT_POINTS_SUBSCRIBER(X)                                                        \
+    X(SUB_ATTACH, "sub.attach",                                                                    \
+      "subscriber registered at a conservative cursor, its start not yet chosen: the producer "    \
+      "may wait for it")                                                                           \
+    X(SUB_ADVANCE, "sub.advance", "subscriber read (or released) messages, cursor not yet moved")  \
+    X(SUB_RESCAN, "sub.rescan",                                                                    \
+      "producer announced its position and read the cursors, floor "                               \
+      "not yet used")                                                                              \
+    X(SUB_RECLAIM, "sub.reclaim", "a dead subscriber's registration cleared, not yet counted dead")
+
 #define SHMRING__FAULT_POINTS(X)                                                                   \
     SHMRING__FAULT_POINTS_RING(X)                                                                  \
     SHMRING__FAULT_POINTS_CLAIM(X)                                                                 \
     SHMRING__FAULT_POINTS_PARTY(X)                                                                 \
     SHMRING__FAULT_POINTS_STATE(X)                                                                 \
-    SHMRING__FAULT_POINTS_POOL(X)
+    SHMRING__FAULT_POINTS_POOL(X)                                                                  \
+    SHMRING__FAULT_POINTS_SUBSCRIBER(X)
 
 #endif /* SHMRING_FAULT_POINTS_H */

@@ -63,6 +63,7 @@
 #include "appear.h"
 #include "atomic.h"
 #include "fault.h"
+#include "subscriber.h"
 #include "wait.h"
 
 #define DEFAULT_SLOTS     1024u
@@ -85,7 +86,7 @@
 #define CLAIM_HELD         ((uint64_t)1 << CLAIM_OWNER_BITS)
 #define CLAIM_POS_SHIFT    (CLAIM_OWNER_BITS + 1u)
 
-#define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
+#define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER | SHMRING_SUBSCRIBER)
 #define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
 #define RING_FLAGS    (SHMRING_OVERWRITE | SHMRING_SINGLE_CONSUMER) /* stored with the ring */
 #define CREATE_FLAGS                                                                               \
@@ -113,6 +114,7 @@ struct shmring {
     /* producer-local */
     uint64_t w;           /* next position to write */
     uint64_t cached_read; /* last read_index seen (P3) */
+    uint64_t floor;       /* lowest of cached_read and the subscribers seen (G3) */
     int reserved;
     size_t reserved_len;
     struct shmring__slot *reserved_slot;
@@ -127,6 +129,7 @@ struct shmring {
     int membarrier_wait; /* sleeps are announced with membarrier() (M2) */
     int ring_fenced;     /* created without membarrier: every party is symmetric */
     enum shmring__barrier barrier;
+    struct shmring__subs subs; /* broadcast subscribers (subscriber.c) */
 };
 
 /* Longest sleep of a waiter that cannot rely on being woken (D1). */
@@ -151,7 +154,7 @@ int shmring__ring_layout(const uint32_t param[4], uint32_t flags, uint64_t *tota
         return -EINVAL;
     if ((flags & ~RING_FLAGS) || (flags & RING_FLAGS) == RING_FLAGS)
         return -EINVAL;
-    uint64_t t = SHMRING__HEADER_SIZE + (uint64_t)slots * param[2];
+    uint64_t t = SHMRING__RING_DATA + (uint64_t)slots * param[2];
     if (t > SHMRING__MAX_TOTAL)
         return -EINVAL;
     *total = t;
@@ -258,6 +261,7 @@ static void reclaim_entry(struct shmring__seg *seg, unsigned index, void *ctx)
     shmring_t *r = ctx;
     (void)seg;
     sweep_claims(r, index, 1);
+    shmring__sub_reclaim(&r->subs, index);
 }
 
 /* If consumer entry `owner` is dead, reclaim it. Returns 1 if it did. */
@@ -440,23 +444,44 @@ static int room_from_claims(shmring_t *r, uint64_t w, int slow)
 }
 
 /*
+ * Lossless mode: lower r->floor to the slowest live subscriber (G1..G3 in
+ * subscriber.c). Where the call may make syscalls and a subscriber holds the
+ * producer back, reclaim it if it died, and look again.
+ */
+static void subscribers_room(shmring_t *r, uint64_t w, int slow)
+{
+    for (unsigned i = 0; i < SHMRING__PARTIES; i++) {
+        unsigned blocker = 0;
+        shmring__sub_floor(&r->subs, w, &r->cached_read, &r->floor, &blocker);
+        if (w - r->floor < r->nslots || blocker == 0 || slow == SLOW_NONE ||
+            !reclaim_if_dead(r, blocker))
+            return;
+        r->floor = r->cached_read;
+    }
+}
+
+/*
  * Find room for the slot of position w: -EAGAIN if full (never in overwrite
  * mode), CONTENDED if a claim part-way through pins the slot. No syscall
  * unless the slot is claimed and slow allows it.
  */
 static __attribute__((noinline)) int room_slow(shmring_t *r, uint64_t w, int slow)
 {
-    if (w - r->cached_read >= r->nslots) {
+    if (w - r->floor >= r->nslots) {
         /* P3: acquire, pairs with C3 (and Z1 through it). */
         r->cached_read = shmring__load_acquire_64(&r->sh->read_index);
         if (r->cached_read > w)
             return -EPROTO;
-        if (w - r->cached_read >= r->nslots) {
+        r->floor = r->cached_read;
+        if (!r->overwrite)
+            subscribers_room(r, w, slow);
+        if (w - r->floor >= r->nslots) {
             if (!r->overwrite)
                 return -EAGAIN;
             int rc = overwrite_room(r, w);
             if (rc < 0)
                 return rc;
+            r->floor = r->cached_read;
         }
         SHMRING_FAULT(RING_P3);
     }
@@ -469,7 +494,7 @@ static __attribute__((noinline)) int room_slow(shmring_t *r, uint64_t w, int slo
  * is room, and the slot is not claimed. */
 static inline __attribute__((always_inline)) int room_for(shmring_t *r, uint64_t w, int slow)
 {
-    if (w - r->cached_read < r->nslots) {
+    if (w - r->floor < r->nslots) {
         if (r->overwrite)
             return 0;
         /* Z2: acquire, pairs with Z3 (release) and Z1. */
@@ -755,9 +780,15 @@ static int consumer_check(const shmring_t *r)
 {
     if (r == NULL)
         return -EINVAL;
-    if (!(r->roles & SHMRING_CONSUMER))
+    if (!(r->roles & (SHMRING_CONSUMER | SHMRING_SUBSCRIBER)))
         return -EPERM;
     return 0;
+}
+
+/* A subscriber handle: its reads go to subscriber.c. */
+static inline int is_sub(const shmring_t *r)
+{
+    return r->subs.index >= 0;
 }
 
 /*
@@ -866,6 +897,8 @@ SHMRING_API ssize_t shmring_pop(shmring_t *r, void *buf, size_t cap)
         return rc;
     if (buf == NULL && cap > 0)
         return -EINVAL;
+    if (is_sub(r))
+        return pop_result(r, shmring__sub_pop(&r->subs, buf, cap, &r->fenced_notify));
     return pop_result(r, pop_try(r, buf, cap));
 }
 
@@ -918,6 +951,8 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
         return 0;
     if (n > BATCH_MAX)
         n = BATCH_MAX;
+    if (is_sub(r))
+        return pop_result(r, shmring__sub_pop_batch(&r->subs, iov, n, &r->fenced_notify));
     uint64_t seqs[BATCH_MAX];
     size_t lens[BATCH_MAX];
     for (unsigned tries = 0; tries < MAX_RETRIES; tries++) {
@@ -1077,6 +1112,8 @@ SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
         return rc;
     if (m == NULL)
         return -EINVAL;
+    if (is_sub(r))
+        return (int)pop_result(r, shmring__sub_claim(&r->subs, m));
     return (int)pop_result(r, claim_try(r, m, SLOW_YIELD));
 }
 
@@ -1100,6 +1137,8 @@ static void release_claim(shmring_t *r, struct shmring__slot *s)
 
 SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
 {
+    if (r != NULL && m != NULL && is_sub(r))
+        return shmring__sub_release(&r->subs, m, &r->fenced_notify);
     if (r == NULL || m == NULL || r->party < 0 || !(r->roles & SHMRING_CONSUMER))
         return -EINVAL;
     if (m->cookie != r->cookie || m->slot >= r->nslots || (m->pos & r->mask) != m->slot ||
@@ -1140,6 +1179,8 @@ SHMRING_API uint64_t shmring_missed(shmring_t *r)
 {
     if (r == NULL)
         return 0;
+    if (is_sub(r))
+        return shmring__sub_missed(&r->subs);
     /* Relaxed: a statistic. */
     uint64_t d = shmring__load_relaxed_64(&r->sh->dropped);
     uint64_t n = d - r->seen_dropped;
@@ -1183,8 +1224,12 @@ static ssize_t op_try(shmring_t *r, enum wait_op op, struct wait_args *a, int sl
         return reserve_slot(r, a->len, a->payload);
     }
     case OP_POP:
+        if (is_sub(r))
+            return shmring__sub_pop(&r->subs, a->buf, a->len, &r->fenced_notify);
         return pop_try(r, a->buf, a->len);
     case OP_CLAIM:
+        if (is_sub(r))
+            return shmring__sub_claim(&r->subs, a->m);
         return claim_try(r, a->m, slow);
     }
     return -EINVAL;
@@ -1382,11 +1427,12 @@ SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, i
 static int attach_roles(shmring_t *r, uint32_t roles)
 {
     r->party = -1;
-    if (roles & (SHMRING_CONSUMER | SHMRING_OBSERVER)) {
-        uint32_t role =
-            (roles & SHMRING_CONSUMER) ? SHMRING__ROLE_CONSUMER : SHMRING__ROLE_OBSERVER;
+    if (roles & (SHMRING_CONSUMER | SHMRING_OBSERVER | SHMRING_SUBSCRIBER)) {
+        uint32_t role = (roles & SHMRING_CONSUMER)     ? SHMRING__ROLE_CONSUMER
+                        : (roles & SHMRING_SUBSCRIBER) ? SHMRING__ROLE_SUBSCRIBER
+                                                       : SHMRING__ROLE_OBSERVER;
         /* A single-consumer ring keeps entry 1 for its consumer. */
-        unsigned first = r->single && role == SHMRING__ROLE_OBSERVER ? 2 : 1;
+        unsigned first = r->single && role != SHMRING__ROLE_CONSUMER ? 2 : 1;
         unsigned last = r->single && role == SHMRING__ROLE_CONSUMER ? 1 : SHMRING__PARTIES - 1;
         int idx = shmring__party_take(r->seg, first, last, role | SHMRING__ROLE_KEEP_COUNTERS,
                                       reclaim_entry, r);
@@ -1400,6 +1446,15 @@ static int attach_roles(shmring_t *r, uint32_t roles)
         shmring__store_relaxed_64(&my_party(r)->counter[SHMRING__C_CLAIMS], 0);
         /* Relaxed: a statistic. */
         r->seen_dropped = shmring__load_relaxed_64(&r->sh->dropped);
+        if (role == SHMRING__ROLE_SUBSCRIBER) {
+            int rc = shmring__sub_attach(&r->subs, (unsigned)idx);
+            if (rc < 0) {
+                shmring__sub_detach(&r->subs);
+                shmring__party_release(r->seg, (unsigned)idx, SHMRING__PARTY_FREE);
+                r->party = -1;
+                return rc;
+            }
+        }
     }
     if (roles & SHMRING_PRODUCER) {
         int took_over = 0;
@@ -1417,6 +1472,8 @@ static int attach_roles(shmring_t *r, uint32_t roles)
         r->w = resume_position(r);
         /* P3: acquire, pairs with C3. */
         r->cached_read = shmring__load_acquire_64(&r->sh->read_index);
+        /* The first push looks at subscribers (G1): a floor a ring behind. */
+        r->floor = r->w - r->nslots;
         if (took_over)
             shmring__log("%s: producer lease taken over from a dead holder (epoch %u)",
                          r->seg->name[0] ? r->seg->name : "(anonymous)", r->lease_generation);
@@ -1465,7 +1522,7 @@ static void wake_attach(shmring_t *r)
 {
     r->fenced_notify = 1;
     r->ring_fenced = 1;
-    if (!(r->roles & (SHMRING_PRODUCER | SHMRING_CONSUMER)))
+    if (!(r->roles & (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_SUBSCRIBER)))
         return; /* observers never notify nor wait */
     /* Relaxed: immutable since the segment became ready (acquire at open).
      * Peer-written: any value but MEMBARRIER means fenced. */
@@ -1506,7 +1563,7 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     static uint32_t cookies;
     r->seg = seg;
     r->sh = (struct shmring__ring_shared *)(void *)seg->hdr->object;
-    r->data = seg->base + SHMRING__HEADER_SIZE;
+    r->data = seg->base + SHMRING__RING_DATA;
     /* Validated copies: never re-read from the segment. */
     r->nslots = seg->param[0];
     r->slot_size = seg->param[1];
@@ -1519,6 +1576,8 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     r->spins = SHMRING_DEFAULT_SPINS;
     /* Fetch-add: handles of one process created by several threads. */
     r->cookie = (shmring__faa_32(&cookies, 1) * 2654435761u) | 1u;
+    shmring__subs_init(&r->subs, seg, r->sh, r->data, r->nslots, r->slot_size, r->stride,
+                       r->overwrite, r->single, r->cookie);
     int rc = attach_roles(r, roles);
     if (rc < 0) {
         free(r);
@@ -1547,6 +1606,8 @@ static int check_create_config(const shmring_config_t *cfg, uint32_t *slots, uin
         return -EINVAL;
     if (!(*flags & ROLE_FLAGS))
         *flags |= SHMRING_PRODUCER;
+    if ((*flags & SHMRING_SUBSCRIBER) && (*flags & (SHMRING_CONSUMER | SHMRING_OBSERVER)))
+        return -EINVAL;
     return 0;
 }
 
@@ -1646,6 +1707,8 @@ static int check_open_flags(uint32_t flags)
         return -EINVAL;
     if (!(flags & ROLE_FLAGS))
         return -EINVAL;
+    if ((flags & SHMRING_SUBSCRIBER) && (flags & (SHMRING_CONSUMER | SHMRING_OBSERVER)))
+        return -EINVAL;
     return 0;
 }
 
@@ -1696,6 +1759,7 @@ SHMRING_API void shmring_close(shmring_t *r)
     if (r == NULL)
         return;
     if (r->party >= 0) {
+        shmring__sub_detach(&r->subs);
         /* Only a handle that still holds claims walks the slots for them:
          * closing is O(1) otherwise. Relaxed: our own counter line. */
         if (shmring__load_relaxed_64(&my_party(r)->counter[SHMRING__C_CLAIMS]) > 0)
@@ -1759,6 +1823,8 @@ static void stats_parties(shmring_t *r, shmring_stats_t *st)
             st->consumers++;
         else if (role & SHMRING__ROLE_OBSERVER)
             st->observers++;
+        else if (role & SHMRING__ROLE_SUBSCRIBER)
+            st->subscribers++;
     }
 }
 
@@ -1797,6 +1863,7 @@ SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st)
     st->abandoned = shmring__load_relaxed_64(&r->sh->abandoned);
     st->full_events = shmring__load_relaxed_64(&r->sh->full_events);
     stats_parties(r, st);
+    shmring__sub_stats(&r->subs, st);
     uint64_t o = shmring__load_acquire_64(&h->party[0].owner);
     uint32_t ls = SHMRING__OWNER_STATE(o);
     st->producer_pid = ls == SHMRING__PARTY_FREE ? 0 : SHMRING__OWNER_PID(o);

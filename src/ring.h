@@ -10,8 +10,30 @@
  *   line 4  rare writes: abandoned (retired_*: never written any more, zero;
  *           consumers' counters stay in their party entries, see ring.c)
  *   line 5  wake_created: the wake-up path chosen at creation (immutable)
+ *   line 9  producer, subscribers (subscriber.c): sub_announce (the position
+ *           of the producer's last look at subscribers), sub_skipped
+ *   line 10 subscribers, rare (fetch-add / CAS by anyone): sub_count (live
+ *           registrations), sub_dead (subscribers detached as dead)
  *
- * Data: `slots` slots of `stride` bytes (a multiple of 64) after the page:
+ * Subscriber region (layout 3): one page after the header page, one line per
+ * party entry (line i belongs to entry i; line 0 unused):
+ *
+ *   +--------+-------+-----------+-------+--------+-----+
+ *   | cursor | state | delivered | bytes | missed | pad |   x 33, pad to 4096
+ *   +--------+-------+-----------+-------+--------+-----+
+ *   0        8       16          24      32       40    64
+ *
+ * cursor    next position the subscriber has not passed (it may still read
+ *           or hold it): written by the subscriber only, release stores.
+ * state     0, or the owner word of the registered subscriber (nonzero):
+ *           stored by the subscriber at attach; cleared by it at close, or by
+ *           whoever reclaims its dead entry (CAS).
+ * delivered, bytes, missed: the entry's counters, written by the subscriber
+ *           only, carried over from one owner to the next (like party
+ *           counters).
+ *
+ * Data: `slots` slots of `stride` bytes (a multiple of 64) after the
+ * subscriber region (at SHMRING__RING_DATA):
  *
  *   +-------+-------+-----+-----+----------------------------+
  *   | seq   | claim | len | pad | payload (slot_size bytes)  |  pad to 64
@@ -32,6 +54,8 @@
 #include "segment.h"
 
 #define SHMRING__SLOT_HEADER 32u
+#define SHMRING__SUB_REGION  4096u /* the subscriber region after the header page */
+#define SHMRING__RING_DATA   (SHMRING__HEADER_SIZE + SHMRING__SUB_REGION)
 
 struct shmring__ring_shared {
     /* line 0: written by the producer only */
@@ -60,7 +84,32 @@ struct shmring__ring_shared {
      * read-only (docs/design.md, "Wake-ups") */
     uint32_t wake_created; /* SHMRING__WAKE_CREATED_* */
     uint32_t pad5[15];
+    /* lines 6..8 */
+    uint64_t pad6[8];
+    uint64_t pad7[8];
+    uint64_t pad8[8];
+    /* line 9: written by the producer only (subscriber.c) */
+    uint64_t sub_announce;
+    uint64_t sub_skipped;
+    uint64_t pad9[6];
+    /* line 10: subscribers, rare; fetch-add by anyone */
+    uint64_t sub_count;
+    uint64_t sub_dead;
+    uint64_t pad10[6];
 };
+
+/* One line per party entry in the subscriber region (see above). */
+struct shmring__sub_line {
+    uint64_t cursor;
+    uint64_t state;
+    uint64_t delivered;
+    uint64_t bytes;
+    uint64_t missed;
+    uint64_t pad[3];
+};
+
+_Static_assert(sizeof(struct shmring__sub_line) == SHMRING__LINE, "sub line is one line");
+_Static_assert(SHMRING__PARTIES *SHMRING__LINE <= SHMRING__SUB_REGION, "sub lines fit");
 
 /* wake_created: every party may use membarrier (0), or none does. */
 #define SHMRING__WAKE_CREATED_MEMBARRIER 0u

@@ -37,9 +37,10 @@
 
 #include "shmring.h"
 
-/* Layout 2: party owner words carry a generation; state lock words name a handle. */
+/* Layout 2: party owner words carry a generation; state lock words name a handle.
+ * Layout 3: rings have a subscriber region after the header page. */
 #define SHMRING__MAGIC        0x474e49524d485353ull /* "SSHMRING" little-endian */
-#define SHMRING__LAYOUT       2u
+#define SHMRING__LAYOUT       3u
 #define SHMRING__HEADER_SIZE  4096u
 #define SHMRING__LINE         64u
 #define SHMRING__OBJECT_LINES 29u
@@ -65,6 +66,9 @@ enum shmring__party_state {
 #define SHMRING__ROLE_CONSUMER 2u
 #define SHMRING__ROLE_OBSERVER 4u
 #define SHMRING__ROLE_USER     8u
+
+/* A broadcast subscriber of a ring (its cursor line: ring.h). */
+#define SHMRING__ROLE_SUBSCRIBER 16u
 
 /* Flag in party.role: the owner holds its OFD liveness lock (also in the
  * owner word, SHMRING__OWNER_LOCKED; kept here for readers such as the tool). */
