@@ -1472,8 +1472,10 @@ static int attach_roles(shmring_t *r, uint32_t roles)
         r->w = resume_position(r);
         /* P3: acquire, pairs with C3. */
         r->cached_read = shmring__load_acquire_64(&r->sh->read_index);
-        /* The first push looks at subscribers (G1): a floor a ring behind. */
-        r->floor = r->w - r->nslots;
+        /* A first look at subscribers (G1..G3), as room_slow() makes. */
+        r->floor = r->cached_read;
+        if (!r->overwrite)
+            subscribers_room(r, r->w, SLOW_NONE);
         if (took_over)
             shmring__log("%s: producer lease taken over from a dead holder (epoch %u)",
                          r->seg->name[0] ? r->seg->name : "(anonymous)", r->lease_generation);

@@ -172,7 +172,7 @@ Test(fault, consumer_killed_before_delivery_holds_nothing)
 
 static const struct fault_scenario *const tables[] = {
     fault_ring_scenarios,  fault_claim_scenarios, fault_party_scenarios,
-    fault_state_scenarios, fault_pool_scenarios,
+    fault_state_scenarios, fault_pool_scenarios,  fault_subscriber_scenarios,
 };
 
 static unsigned scenarios_for(const char *point)

@@ -27,5 +27,6 @@ extern const struct fault_scenario fault_claim_scenarios[];
 extern const struct fault_scenario fault_party_scenarios[];
 extern const struct fault_scenario fault_state_scenarios[];
 extern const struct fault_scenario fault_pool_scenarios[];
+extern const struct fault_scenario fault_subscriber_scenarios[];
 
 #endif /* SHMRING_TEST_FAULT_WALK_H */
