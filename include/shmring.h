@@ -193,7 +193,8 @@ typedef struct shmring_config {
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
  * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name,
- * SHMRING_SINGLE_CONSUMER with SHMRING_OVERWRITE); -EEXIST (the name
+ * SHMRING_SINGLE_CONSUMER with SHMRING_OVERWRITE, SHMRING_SUBSCRIBER with
+ * SHMRING_CONSUMER or SHMRING_OBSERVER); -EEXIST (the name
  * exists; with SHMRING_OPEN_EXISTING: it exists with other slots, slot_size
  * or policy, or is a state table); -ENOSPC (the shm file system is full);
  * -ENOMEM (out of memory, or the memory rule above); -EMFILE/-ENFILE
@@ -206,8 +207,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
 
 /*
  * Open an existing ring by name with the given roles (at least one of
- * SHMRING_PRODUCER, SHMRING_CONSUMER, SHMRING_OBSERVER), optionally with
- * SHMRING_ALLOW_INSECURE.
+ * SHMRING_PRODUCER, SHMRING_CONSUMER, SHMRING_OBSERVER, SHMRING_SUBSCRIBER),
+ * optionally with SHMRING_ALLOW_INSECURE.
  *
  * The segment is validated before its data is touched: the shm directory
  * (see shmring_shm_dir), then, on an O_PATH descriptor before the file
@@ -221,7 +222,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
  * so that no access can later fault on a page the file system cannot
  * supply.
  *
- * Errors: -EINVAL (NULL, bad name, no role, unknown flag); -ENOENT (no such
+ * Errors: -EINVAL (NULL, bad name, no role, unknown flag, SHMRING_SUBSCRIBER
+ * with SHMRING_CONSUMER or SHMRING_OBSERVER); -ENOENT (no such
  * ring); -EACCES (owned by another user or writable by group or others, or
  * no permission, or the shm directory is refused); -ELOOP (a symlink where
  * the segment should be); -EAGAIN (its creator has not finished
@@ -234,7 +236,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
  * -EBUSY (SHMRING_PRODUCER and a live producer holds the lease, or
  * SHMRING_CONSUMER on a SHMRING_SINGLE_CONSUMER ring whose consumer lives);
  * -EUSERS (SHMRING_MAX_CONSUMERS handles already attached); -ENOMEM;
- * -EMFILE/-ENFILE.
+ * -EMFILE/-ENFILE. A subscriber may also get -EPROTO when the ring's
+ * positions are corrupt.
  */
 SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out);
 
@@ -412,13 +415,17 @@ SHMRING_API int shmring_discard(shmring_t *r);
  * then); -EPIPE (end of stream); -EINPROGRESS (not empty, but another consumer
  * is part-way through claiming the oldest message and did not finish within
  * about a millisecond: try again); -EPROTO (corrupt segment).
+ * A subscriber (SHMRING_SUBSCRIBER) claims its next message; in the normal
+ * mode the producer does not pass the oldest claim it holds until it is
+ * released. Its first claim allocates a bitmap of the ring's slots: -ENOMEM
+ * if that fails. It never gets -EINPROGRESS.
  */
 SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m);
 SHMRING_API int shmring_claim_wait(shmring_t *r, shmring_msg_t *m, int64_t timeout_ns);
 
 /*
  * Give a claimed slot back. Errors: -EINVAL (NULL, or m not a claim held by
- * this handle); -ESTALE (overwrite mode: the producer overwrote the slot
+ * this handle, e.g. released already); -ESTALE (overwrite mode: the producer overwrote the slot
  * while it was claimed, so the data read may be torn and must be discarded;
  * the claim is released all the same).
  */

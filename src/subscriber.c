@@ -487,6 +487,12 @@ int shmring__sub_floor(struct shmring__subs *s, uint64_t w, uint64_t *cached_rea
         /* G3: acquire, pairs with S1's release of state. */
         if (shmring__load_acquire_64(&l->state) == 0)
             continue;
+        /* Acquire: pairs with the release in party_setup(). A registration
+         * lives only while its entry is held (S5 runs before the entry is
+         * freed): one on a free entry is garbage, and holds nothing. */
+        uint64_t o = shmring__load_acquire_64(&s->seg->hdr->party[i].owner);
+        if (SHMRING__OWNER_STATE(o) == SHMRING__PARTY_FREE)
+            continue;
         /* G3: acquire, pairs with S3 and S4. Peer-written: a subscriber
          * cannot have passed what is not written; clamp. */
         uint64_t c = shmring__load_acquire_64(&l->cursor);
