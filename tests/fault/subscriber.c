@@ -84,6 +84,8 @@ static void push_past_the_dead(shmring_t *p, shmring_t *live, uint64_t first, ui
 /* sub.attach / sub.advance: a subscriber dies registered; the producer goes on. */
 static unsigned subscriber_killed(const char *point, int pops, const char *spec)
 {
+    if (test_heap_forced())
+        return 0; /* processes share nothing on the heap backend */
     char *name = kit_name("fsub");
     shmring_t *p = test_make(name, SLOTS, 64, SHMRING_PRODUCER);
     shmring_t *live = test_open_as(name, SHMRING_SUBSCRIBER);
@@ -125,6 +127,8 @@ static unsigned advance_killed(const char *point)
  * and the subscriber sees every message once, in order. */
 static unsigned rescan_killed(const char *point)
 {
+    if (test_heap_forced())
+        return 0; /* processes share nothing on the heap backend */
     char *name = kit_name("fresc");
     shmring_config_t cfg = {.slots = SLOTS, .slot_size = 64, .flags = SHMRING_SUBSCRIBER};
     shmring_t *s = NULL;
@@ -156,6 +160,8 @@ static unsigned rescan_killed(const char *point)
  * registration: the producer is free of it; its death may go uncounted. */
 static unsigned reclaim_killed(const char *point)
 {
+    if (test_heap_forced())
+        return 0; /* processes share nothing on the heap backend */
     char *name = kit_name("frecl");
     shmring_t *p = test_make(name, SLOTS, 64, SHMRING_PRODUCER);
     shmring_t *live = test_open_as(name, SHMRING_SUBSCRIBER);
