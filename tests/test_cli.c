@@ -1782,6 +1782,10 @@ Test(cli, recv_subscriber_sees_what_a_consumer_takes, .timeout = 120)
     assert_status(&r, 0, "recv --subscriber -n 3");
     cr_assert_str_eq(r.o.data, "a\nb\nc\n");
     proc_free(&r);
+    RUN(&r, "stat", "/S");
+    assert_status(&r, 0, "stat");
+    assert_contains(r.o.data, "subscribers:     0 (3 delivered, 0 missed, 0 dead, 0 skipped)\n");
+    proc_free(&r);
     shmring_close(c);
     shmring_close(p);
 }
