@@ -538,6 +538,7 @@ Test(subscriber, slowest_subscriber_holds_the_producer)
     cr_assert_eq(st.delivered, 9);
     /* No consumer attached: the consumers' side was passed over. */
     cr_assert_gt(st.skipped, 0);
+    cr_assert_eq(st.pushed, st.popped + st.dropped + st.skipped + st.count);
     test_expect_id(buf, shmring_pop(fast, buf, sizeof buf), 8);
     test_expect_id(buf, shmring_pop(fast, buf, sizeof buf), 9);
     cr_assert_eq(shmring_pop(fast, buf, sizeof buf), -EAGAIN);
