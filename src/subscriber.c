@@ -3,34 +3,34 @@
  *
  * Memory-ordering edges (labels used below; P1, P2, C1, C2 are ring.c's):
  *
- *   S1  attach: cursor := write_index (a conservative start), state := our
+ *   B1  attach: cursor := write_index (a conservative start), state := our
  *       word (release), then sub_count += 1 (fetch-add, seq_cst: a full
  *       barrier).
- *   S2  attach: after S1, load sub_announce and write_index (acquire); the
+ *   B2  attach: after B1, load sub_announce and write_index (acquire); the
  *       start is the larger. Dekker with G1/G2: either the producer's look
- *       sees the registration, or S2 sees the position of that look.
- *   S3  attach: cursor := start (release). Never below S1's value.
- *   S4  delivery: cursor := next position not passed (release; an exchange
+ *       sees the registration, or B2 sees the position of that look.
+ *   B3  attach: cursor := start (release). Never below B1's value.
+ *   B4  delivery: cursor := next position not passed (release; an exchange
  *       when notifies are symmetric). Pairs with G3: the subscriber's reads
  *       of the slots below it happen before the producer rewrites them.
  *       Then the wake-up of a producer waiting for room (M1 / W, ring.c).
- *   S5  close or reclaim: state := 0 (CAS), then sub_count -= 1.
+ *   B5  close or reclaim: state := 0 (CAS), then sub_count -= 1.
  *   G1  producer, at each look (it reached its cached floor): sub_announce
  *       := w, the position it wants room for.
- *   G2  a full fence, then sub_count (acquire, pairs with S1's fetch-add):
+ *   G2  a full fence, then sub_count (acquire, pairs with B1's fetch-add):
  *       0 means no registration to look at.
- *   G3  for each registered line: state (acquire, pairs with S1's release),
- *       then cursor (acquire, pairs with S3 and S4).
+ *   G3  for each registered line: state (acquire, pairs with B1's release),
+ *       then cursor (acquire, pairs with B3 and B4).
  *   K1  no consumer attached (lossless, not single-consumer): CAS read_index
  *       forward to the slowest subscriber (seq_cst; pairs with C3 of a
  *       consumer attaching meanwhile, whose CAS then fails, and whose copy
  *       fails C2 if the slot is rewritten under it).
  *
- * Why the start of S2 is safe: a look that did not see our registration
- * announced a position a <= the value S2 read, and let the producer write
+ * Why the start of B2 is safe: a look that did not see our registration
+ * announced a position a <= the value B2 read, and let the producer write
  * only positions below floor + nslots <= a + nslots: none of them overwrites
  * the start or anything after it. A look that saw it read a cursor at least
- * S1's value and at most our next position.
+ * B1's value and at most our next position.
  *
  * Readers (C1, C2) are exactly those of ring.c, per subscriber: a slot is
  * accepted only if its sequence says "published for this position" before
@@ -101,15 +101,15 @@ int shmring__sub_attach(struct shmring__subs *s, unsigned index)
     s->word = shmring__load_relaxed_64(&s->seg->hdr->party[index].owner);
     /* Acquire: pairs with the producer's write_index store (P2 order). */
     uint64_t start = shmring__load_acquire_64(&s->sh->write_index);
-    /* S1: a conservative cursor first; relaxed, published by the release
+    /* B1: a conservative cursor first; relaxed, published by the release
      * store of state just after. */
     shmring__store_relaxed_64(&l->cursor, start);
-    /* S1: release, pairs with G3's acquire of state. */
+    /* B1: release, pairs with G3's acquire of state. */
     shmring__store_release_64(&l->state, s->word);
-    /* S1: fetch-add, a full barrier before S2 (Dekker with G1/G2). */
+    /* B1: fetch-add, a full barrier before B2 (Dekker with G1/G2). */
     shmring__faa_64(&s->sh->sub_count, 1);
     SHMRING_FAULT(SUB_ATTACH);
-    /* S2: acquire loads, after S1. */
+    /* B2: acquire loads, after B1. */
     uint64_t announced = shmring__load_acquire_64(&s->sh->sub_announce);
     uint64_t wi = shmring__load_acquire_64(&s->sh->write_index);
     if (wi < start)
@@ -122,19 +122,19 @@ int shmring__sub_attach(struct shmring__subs *s, unsigned index)
         wi = announced;
     s->next = wi;
     s->base = wi;
-    /* S3: release, pairs with G3. */
+    /* B3: release, pairs with G3. */
     shmring__store_release_64(&l->cursor, wi);
     return 0;
 }
 
-/* S5: drop the subscription of line `index` whose state is `word`. */
+/* B5: drop the subscription of line `index` whose state is `word`. */
 static int unregister(struct shmring__subs *s, unsigned index, uint64_t word)
 {
     struct shmring__sub_line *l = &s->lines[index];
-    /* S5: CAS (seq_cst), pairs with G3: a look after it skips the line. */
+    /* B5: CAS (seq_cst), pairs with G3: a look after it skips the line. */
     if (word == 0 || !shmring__cas_64(&l->state, &word, 0))
         return 0;
-    /* Fetch-add: S1's counterpart. */
+    /* Fetch-add: B1's counterpart. */
     shmring__faa_64(&s->sh->sub_count, (uint64_t)-1);
     /* The producer may have waited for this subscriber (W, after an RMW). */
     shmring__ec_notify_after_atomic(&s->sh->space_ec);
@@ -155,7 +155,7 @@ void shmring__sub_reclaim(struct shmring__subs *s, unsigned index)
 {
     if (index < 1 || index >= SHMRING__PARTIES)
         return;
-    /* Acquire: pairs with S1. The caller holds the dead entry, so nobody
+    /* Acquire: pairs with B1. The caller holds the dead entry, so nobody
      * registers on this line meanwhile; the CAS decides against a racing
      * reclaimer. */
     uint64_t word = shmring__load_acquire_64(&s->lines[index].state);
@@ -168,25 +168,25 @@ void shmring__sub_reclaim(struct shmring__subs *s, unsigned index)
 
 /* ---- Reading ----------------------------------------------------------- */
 
-/* S4: publish how far this subscriber has passed, and wake the producer. */
+/* B4: publish how far this subscriber has passed, and wake the producer. */
 static void cursor_store(struct shmring__subs *s, int *fenced)
 {
     uint64_t c = s->nheld > 0 ? s->base : s->next;
     uint64_t *cursor = &my_line(s)->cursor;
     if (s->overwrite) {
         /* Release: only a report in overwrite mode (the producer never
-         * waits for subscribers); the same ordering as S4 all the same. */
+         * waits for subscribers); the same ordering as B4 all the same. */
         shmring__store_release_64(cursor, c);
         return;
     }
     if (*fenced) {
-        /* S4: exchange, at least release (pairs with G3) and a full barrier
+        /* B4: exchange, at least release (pairs with G3) and a full barrier
          * before the load of the sleep flag (W, symmetric). */
         shmring__xchg_64(cursor, c);
         shmring__ec_notify_after_atomic(&s->sh->space_ec);
         return;
     }
-    /* S4: release, pairs with G3. */
+    /* B4: release, pairs with G3. */
     shmring__store_release_64(cursor, c);
     /* M1: no barrier; pairs with M2 of a producer waiting for room. */
     shmring__ec_notify_asym(&s->sh->space_ec, fenced, 0);
@@ -370,7 +370,7 @@ int shmring__sub_claim(struct shmring__subs *s, shmring_msg_t *m)
         m->pos = pos;
         m->slot = (uint32_t)(pos & s->mask);
         m->cookie = s->cookie;
-        /* Lossless: the cursor stays at the oldest claim held (S4 at its
+        /* Lossless: the cursor stays at the oldest claim held (B4 at its
          * release): the producer never rewrites a held slot. */
         if (!s->overwrite) {
             if (s->nheld == 0)
@@ -385,7 +385,7 @@ int shmring__sub_claim(struct shmring__subs *s, shmring_msg_t *m)
         /* Overwrite mode: the cursor is a report; lossless: unchanged while
          * a claim is held (it is the oldest), so no store is needed. */
         if (s->overwrite)
-            /* S4 (a report): release. */
+            /* B4 (a report): release. */
             shmring__store_release_64(&l->cursor, s->next);
         return 0;
     }
@@ -476,24 +476,24 @@ int shmring__sub_floor(struct shmring__subs *s, uint64_t w, uint64_t *cached_rea
     *blocker = 0;
     /* G1: relaxed store, ordered before G2's load by the fence. */
     shmring__store_relaxed_64(&s->sh->sub_announce, w);
-    /* G2: full fence, Dekker with S1 (see the legend). */
+    /* G2: full fence, Dekker with B1 (see the legend). */
     shmring__fence_seq_cst();
-    /* G2: acquire, pairs with S1's fetch-add. */
+    /* G2: acquire, pairs with B1's fetch-add. */
     if (shmring__load_acquire_64(&s->sh->sub_count) == 0)
         return 0;
     uint64_t lowest = UINT64_MAX;
     for (unsigned i = 1; i < SHMRING__PARTIES; i++) {
         struct shmring__sub_line *l = &s->lines[i];
-        /* G3: acquire, pairs with S1's release of state. */
+        /* G3: acquire, pairs with B1's release of state. */
         if (shmring__load_acquire_64(&l->state) == 0)
             continue;
         /* Acquire: pairs with the release in party_setup(). A registration
-         * lives only while its entry is held (S5 runs before the entry is
+         * lives only while its entry is held (B5 runs before the entry is
          * freed): one on a free entry is garbage, and holds nothing. */
         uint64_t o = shmring__load_acquire_64(&s->seg->hdr->party[i].owner);
         if (SHMRING__OWNER_STATE(o) == SHMRING__PARTY_FREE)
             continue;
-        /* G3: acquire, pairs with S3 and S4. Peer-written: a subscriber
+        /* G3: acquire, pairs with B3 and B4. Peer-written: a subscriber
          * cannot have passed what is not written; clamp. */
         uint64_t c = shmring__load_acquire_64(&l->cursor);
         if (c > w)

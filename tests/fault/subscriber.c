@@ -1,5 +1,5 @@
-/* Crash scenarios for broadcast subscribers: attach (S1..S3), the cursor's advance (S4), the
- * producer's look at the cursors (G1..G3), and the reclaim of a dead subscriber (S5); see
+/* Crash scenarios for broadcast subscribers: attach (B1..B3), the cursor's advance (B4), the
+ * producer's look at the cursors (G1..G3), and the reclaim of a dead subscriber (B5); see
  * fault_walk.h and src/subscriber.c. */
 #define _GNU_SOURCE
 #include <stddef.h>
