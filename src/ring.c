@@ -44,6 +44,8 @@
  *       at attach; F1: a notifier that sees FENCED fences from then on;
  *       F2: the producer then sets ACK, after which a fenced waiter may rely
  *       on it (docs/design.md, "Wake-ups", proves each case).
+ *   G1..G3, B1..B5, K1  broadcast subscribers: the producer's look at their
+ *       cursors in room_slow(), and their own edges; see subscriber.c.
  *
  * Everything read from the shared segment is treated as untrusted: slot
  * indices are masked, lengths checked against the validated slot size,
