@@ -7,6 +7,8 @@
 #   NAME --csv FILE --dist-dir DIR [options]
 # writing rows figure,transport,metric,value,ratio. The rows of all of them
 # go to BUILD_DIR/bench/results.csv, the printed tables also to results.txt.
+# (bench_fanout: fan-out to 1, 2 and 3 broadcast subscribers against a ring
+# per reader, figures fanout_1..fanout_3.)
 # With gnuplot, BUILD_DIR/bench/ also gets rtt_<size>.svg (round-trip latency
 # by percentile), tput_<figure>.svg (throughput bars) and handover_1m.svg.
 set -eu

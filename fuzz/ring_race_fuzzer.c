@@ -138,7 +138,7 @@ static size_t target(const uint8_t *r, size_t total, uint32_t slots, uint32_t st
 {
     size_t x = (size_t)r[0] << 8 | r[1];
     if (r[2] & 0x80)
-        return SHMRING__HEADER_SIZE + (x % slots) * stride + (r[1] % 4) * 8;
+        return SHMRING__RING_DATA + (x % slots) * stride + (r[1] % 4) * 8;
     if (r[2] & 0x40)
         return 128 + (x * 8) % (SHMRING__HEADER_SIZE - 128);
     return (x * 8) % total;

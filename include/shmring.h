@@ -49,6 +49,31 @@ extern "C" {
 #define SHMRING_PRODUCER 0x0001u /* holds the ring's single producer lease */
 #define SHMRING_CONSUMER 0x0002u /* competes with other consumers for messages */
 #define SHMRING_OBSERVER 0x0004u /* attaches for shmring_stats only */
+/*
+ * Broadcast subscriber: sees every message pushed after it attached, in
+ * order, whatever the competing consumers and the other subscribers take
+ * (shmring_pop, pop_wait, pop_batch, claim, claim_wait, release,
+ * shmring_missed and shmring_stats serve it). Not with SHMRING_CONSUMER or
+ * SHMRING_OBSERVER on the same handle (-EINVAL). Takes an entry like a
+ * consumer (SHMRING_MAX_CONSUMERS in all).
+ *
+ * Normal (lossless) mode: the producer never overwrites a message that a
+ * live subscriber has not passed (popped, or claimed and released): a slow
+ * subscriber makes pushes fail with -EAGAIN (push_wait waits), as a slow
+ * consumer does. A subscriber that dies stops holding the producer back
+ * within SHMRING_DEAD_PEER_NS of a waiting push (a plain push checks on
+ * each full try); it is counted in shmring_stats_t.subscribers_dead. While
+ * subscribers are attached and no consumer is, the consumers' read side
+ * does not hold the producer back either: the messages no consumer is
+ * attached to take are passed over once the ring is full (counted in
+ * shmring_stats_t.skipped). On a SHMRING_SINGLE_CONSUMER ring they never
+ * are: its read index is its consumer's alone.
+ *
+ * Overwrite mode: the producer never waits for subscribers. A subscriber
+ * that falls behind jumps to the oldest message still intact; shmring_missed
+ * tells it how many it lost. A torn or lapped message is never returned.
+ */
+#define SHMRING_SUBSCRIBER 0x0008u
 
 /* Backend selection. */
 #define SHMRING_FORCE_HEAP  0x0100u /* process-private heap memory */
@@ -200,7 +225,8 @@ typedef struct shmring_config {
  * flag, mode with bits outside 0777 or writable by group/others without
  * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name,
  * SHMRING_SINGLE_CONSUMER or SHMRING_REDELIVER with SHMRING_OVERWRITE,
- * SHMRING_FOLLOW without SHMRING_CONSUMER, max_message other than 0 outside
+ * SHMRING_FOLLOW without SHMRING_CONSUMER, SHMRING_SUBSCRIBER with
+ * SHMRING_CONSUMER or SHMRING_OBSERVER, max_message other than 0 outside
  * [slot_size, slots * slot_size / 2], SHMRING_REDELIVER with a max_message
  * above slot_size); -EEXIST (the name exists; with
  * SHMRING_OPEN_EXISTING: it exists with other slots, slot_size, max_message
@@ -215,8 +241,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
 
 /*
  * Open an existing ring by name with the given roles (at least one of
- * SHMRING_PRODUCER, SHMRING_CONSUMER, SHMRING_OBSERVER), optionally with
- * SHMRING_ALLOW_INSECURE, and for a consumer SHMRING_FOLLOW.
+ * SHMRING_PRODUCER, SHMRING_CONSUMER, SHMRING_OBSERVER, SHMRING_SUBSCRIBER),
+ * optionally with SHMRING_ALLOW_INSECURE, and for a consumer SHMRING_FOLLOW.
  *
  * A reused ring: a consumer that attaches after the last producer closed
  * its handle finds the stream ended. Once it has taken what is left, its
@@ -238,7 +264,9 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
  *
  * SHMRING_FOLLOW without SHMRING_CONSUMER is refused with -EINVAL.
  *
- * Errors: -EINVAL (NULL, bad name, no role, unknown flag); -ENOENT (no such
+ * Errors: -EINVAL (NULL, bad name, no role, unknown flag, SHMRING_SUBSCRIBER
+ * with SHMRING_CONSUMER or SHMRING_OBSERVER, SHMRING_SUBSCRIBER on a ring
+ * whose messages span slots); -ENOENT (no such
  * ring); -EACCES (owned by another user or writable by group or others, or
  * no permission, or the shm directory is refused); -ELOOP (a symlink where
  * the segment should be); -EAGAIN (its creator has not finished
@@ -252,7 +280,8 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
  * -EBUSY (SHMRING_PRODUCER and a live producer holds the lease, or
  * SHMRING_CONSUMER on a SHMRING_SINGLE_CONSUMER ring whose consumer lives);
  * -EUSERS (SHMRING_MAX_CONSUMERS handles already attached); -ENOMEM;
- * -EMFILE/-ENFILE.
+ * -EMFILE/-ENFILE. A subscriber may also get -EPROTO when the ring's
+ * positions are corrupt.
  */
 SHMRING_API int shmring_open(const char *name, uint32_t flags, shmring_t **out);
 
@@ -564,6 +593,10 @@ SHMRING_API int shmring_discard(shmring_t *r);
  * claimed as a private copy, see shmring_max_message.
  * shmring_claim_wait: also those of the waiting variants (-ETIMEDOUT,
  * -ECANCELED: nothing claimed).
+ * A subscriber (SHMRING_SUBSCRIBER) claims its next message; in the normal
+ * mode the producer does not pass the oldest claim it holds until it is
+ * released. Its first claim allocates a bitmap of the ring's slots: -ENOMEM
+ * if that fails. It never gets -EINPROGRESS.
  */
 SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m);
 SHMRING_API int shmring_claim_wait(shmring_t *r, shmring_msg_t *m, int64_t timeout_ns);
@@ -571,7 +604,7 @@ SHMRING_API int shmring_claim_wait(shmring_t *r, shmring_msg_t *m, int64_t timeo
 /*
  * Give a claimed slot back (and free the private copy of a message longer
  * than a slot). Errors: -EINVAL (NULL, or m not a claim held by
- * this handle); -ESTALE (overwrite mode: the producer overwrote the slot
+ * this handle, e.g. released already); -ESTALE (overwrite mode: the producer overwrote the slot
  * while it was claimed, so the data read may be torn and must be discarded;
  * the claim is released all the same).
  */
@@ -613,7 +646,9 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
  * Messages the producer dropped (overwrite mode) since this handle last
  * asked or was opened: an upper bound on what this consumer missed, since
  * some dropped messages might have gone to other consumers had they been
- * faster. 0 for NULL.
+ * faster. For a subscriber: exactly the messages it lost to lapping since it
+ * last asked (messages it received plus those it missed are all the
+ * messages pushed after it attached). 0 for NULL.
  */
 SHMRING_API uint64_t shmring_missed(shmring_t *r);
 
@@ -649,7 +684,12 @@ typedef struct shmring_stats {
                                 or closed before release, offered again (low
                                 32 bits of the ring's count; 0 otherwise) */
     uint32_t max_message;    /* largest message (slot_size unless they span) */
+    uint32_t subscribers;    /* live attached subscriber handles */
     uint32_t reserved2;
+    uint64_t delivered;        /* messages read by subscribers, each counting its own */
+    uint64_t sub_missed;       /* messages subscribers lost to lapping (overwrite mode) */
+    uint64_t subscribers_dead; /* subscribers that died attached, detached by a peer */
+    uint64_t skipped;          /* passed over with subscribers and no consumer attached */
 } shmring_stats_t;
 
 /* shmring_stats_t.wake */

@@ -107,6 +107,16 @@
       "descriptor's party entry marked armed, eventcount not yet flagged: no notifier looks")      \
     X(EVENT_SEND, "event.send",                                                                    \
       "notifier cleared an armed entry, datagram not yet sent: that descriptor is not signalled")
+/* ---- Broadcast subscribers (src/subscriber.c) -------------------------- */
+#define SHMRING__FAULT_POINTS_SUBSCRIBER(X)                                                        \
+    X(SUB_ATTACH, "sub.attach",                                                                    \
+      "subscriber registered at a conservative cursor, its start not yet chosen: the producer "    \
+      "may wait for it")                                                                           \
+    X(SUB_ADVANCE, "sub.advance", "subscriber read (or released) messages, cursor not yet moved")  \
+    X(SUB_RESCAN, "sub.rescan",                                                                    \
+      "producer announced its position and read the cursors, floor "                               \
+      "not yet used")                                                                              \
+    X(SUB_RECLAIM, "sub.reclaim", "a dead subscriber's registration cleared, not yet counted dead")
 
 #define SHMRING__FAULT_POINTS(X)                                                                   \
     SHMRING__FAULT_POINTS_RING(X)                                                                  \
@@ -117,6 +127,7 @@
     SHMRING__FAULT_POINTS_POOL(X)                                                                  \
     SHMRING__FAULT_POINTS_CANCEL(X)                                                                \
     SHMRING__FAULT_POINTS_REDELIVER(X)                                                             \
-    SHMRING__FAULT_POINTS_EVENT(X)
+    SHMRING__FAULT_POINTS_EVENT(X)                                                                 \
+    SHMRING__FAULT_POINTS_SUBSCRIBER(X)
 
 #endif /* SHMRING_FAULT_POINTS_H */

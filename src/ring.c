@@ -46,6 +46,8 @@
  *       on it (docs/design.md, "Wake-ups", proves each case).
  *   I*  shmring_interrupt: see cancel.h (a waiting call arms the eventcount
  *       it sleeps on; its interrupt flag is loaded after W / M2).
+ *   G1..G3, B1..B5, K1  broadcast subscribers: the producer's look at their
+ *       cursors in room_slow(), and their own edges; see subscriber.c.
  *
  * Everything read from the shared segment is treated as untrusted: slot
  * indices are masked, lengths checked against the validated slot size,
@@ -69,6 +71,7 @@
 #include "fault.h"
 #include "redeliver.h"
 #include "span.h"
+#include "subscriber.h"
 #include "wait.h"
 
 #define DEFAULT_SLOTS     1024u
@@ -94,7 +97,7 @@ _Static_assert(CLAIM_OWNER_BITS == SHMRING__CLAIM_OWNER_BITS && CLAIM_HELD == SH
                    CLAIM_POS_SHIFT == SHMRING__CLAIM_POS_SHIFT,
                "redeliver.h reads claim words as ring.c writes them");
 
-#define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER)
+#define ROLE_FLAGS    (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_OBSERVER | SHMRING_SUBSCRIBER)
 #define BACKEND_FLAGS (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK)
 #define RING_FLAGS                                                                                 \
     (SHMRING_OVERWRITE | SHMRING_SINGLE_CONSUMER | SHMRING_REDELIVER) /* stored with the ring */
@@ -128,6 +131,7 @@ struct shmring {
     /* producer-local */
     uint64_t w;           /* next position to write */
     uint64_t cached_read; /* last read_index seen (P3) */
+    uint64_t floor;       /* lowest of cached_read and the subscribers seen (G3) */
     int reserved;
     size_t reserved_len;
     struct shmring__slot *reserved_slot;
@@ -151,6 +155,7 @@ struct shmring {
     int redeliver;
     uint64_t rd_next_idle;        /* next idle look for dead consumers' claims */
     struct shmring__event *event; /* shmring_event_fd(), or NULL */
+    struct shmring__subs subs;    /* broadcast subscribers (subscriber.c) */
 };
 
 /* Longest sleep of a waiter that cannot rely on being woken (D1). */
@@ -175,7 +180,7 @@ int shmring__ring_layout(const uint32_t param[4], uint32_t flags, uint64_t *tota
         return -EINVAL;
     if ((flags & ~RING_FLAGS) || RING_FLAGS_BAD(flags))
         return -EINVAL;
-    uint64_t t = SHMRING__HEADER_SIZE + (uint64_t)slots * param[2];
+    uint64_t t = SHMRING__RING_DATA + (uint64_t)slots * param[2];
     if (t > SHMRING__MAX_TOTAL)
         return -EINVAL;
     *total = t;
@@ -288,6 +293,7 @@ static void reclaim_entry(struct shmring__seg *seg, unsigned index, void *ctx)
     shmring_t *r = ctx;
     (void)seg;
     sweep_claims(r, index, 1);
+    shmring__sub_reclaim(&r->subs, index);
 }
 
 /* If consumer entry `owner` is dead, reclaim it. Returns 1 if it did. */
@@ -480,23 +486,44 @@ static int room_from_claims(shmring_t *r, uint64_t w, int slow)
 }
 
 /*
+ * Lossless mode: lower r->floor to the slowest live subscriber (G1..G3 in
+ * subscriber.c). Where the call may make syscalls and a subscriber holds the
+ * producer back, reclaim it if it died, and look again.
+ */
+static void subscribers_room(shmring_t *r, uint64_t w, int slow)
+{
+    for (unsigned i = 0; i < SHMRING__PARTIES; i++) {
+        unsigned blocker = 0;
+        shmring__sub_floor(&r->subs, w, &r->cached_read, &r->floor, &blocker);
+        if (w - r->floor < r->nslots || blocker == 0 || slow == SLOW_NONE ||
+            !reclaim_if_dead(r, blocker))
+            return;
+        r->floor = r->cached_read;
+    }
+}
+
+/*
  * Find room for the slot of position w: -EAGAIN if full (never in overwrite
  * mode), CONTENDED if a claim part-way through pins the slot. No syscall
  * unless the slot is claimed and slow allows it.
  */
 static __attribute__((noinline)) int room_slow(shmring_t *r, uint64_t w, int slow)
 {
-    if (w - r->cached_read >= r->nslots) {
+    if (w - r->floor >= r->nslots) {
         /* P3: acquire, pairs with C3 (and Z1 through it). */
         r->cached_read = shmring__load_acquire_64(&r->sh->read_index);
         if (r->cached_read > w)
             return -EPROTO;
-        if (w - r->cached_read >= r->nslots) {
+        r->floor = r->cached_read;
+        if (!r->overwrite)
+            subscribers_room(r, w, slow);
+        if (w - r->floor >= r->nslots) {
             if (!r->overwrite)
                 return -EAGAIN;
             int rc = overwrite_room(r, w);
             if (rc < 0)
                 return rc;
+            r->floor = r->cached_read;
         }
         SHMRING_FAULT(RING_P3);
     }
@@ -509,7 +536,7 @@ static __attribute__((noinline)) int room_slow(shmring_t *r, uint64_t w, int slo
  * is room, and the slot is not claimed. */
 static inline __attribute__((always_inline)) int room_for(shmring_t *r, uint64_t w, int slow)
 {
-    if (w - r->cached_read < r->nslots) {
+    if (w - r->floor < r->nslots) {
         if (r->overwrite)
             return 0;
         /* Z2: acquire, pairs with Z3 (release) and Z1. */
@@ -957,9 +984,15 @@ static int consumer_check(const shmring_t *r)
 {
     if (r == NULL)
         return -EINVAL;
-    if (!(r->roles & SHMRING_CONSUMER))
+    if (!(r->roles & (SHMRING_CONSUMER | SHMRING_SUBSCRIBER)))
         return -EPERM;
     return 0;
+}
+
+/* A subscriber handle: its reads go to subscriber.c. */
+static inline int is_sub(const shmring_t *r)
+{
+    return r->subs.index >= 0;
 }
 
 /*
@@ -1210,6 +1243,8 @@ SHMRING_API ssize_t shmring_pop(shmring_t *r, void *buf, size_t cap)
         return rc;
     if (buf == NULL && cap > 0)
         return -EINVAL;
+    if (is_sub(r))
+        return pop_result(r, shmring__sub_pop(&r->subs, buf, cap, &r->fenced_notify));
     return pop_result(r, pop_try(r, buf, cap, SLOW_YIELD));
 }
 
@@ -1262,6 +1297,8 @@ SHMRING_API ssize_t shmring_pop_batch(shmring_t *r, struct iovec *iov, size_t n)
         return 0;
     if (n > BATCH_MAX)
         n = BATCH_MAX;
+    if (is_sub(r))
+        return pop_result(r, shmring__sub_pop_batch(&r->subs, iov, n, &r->fenced_notify));
     if (r->redeliver)
         return pop_batch_claimed(r, iov, n);
     if (shmring__span_on(&r->span))
@@ -1450,6 +1487,8 @@ SHMRING_API int shmring_claim(shmring_t *r, shmring_msg_t *m)
         return rc;
     if (m == NULL)
         return -EINVAL;
+    if (is_sub(r))
+        return (int)pop_result(r, shmring__sub_claim(&r->subs, m));
     return (int)pop_result(r, claim_next(r, m, SLOW_YIELD));
 }
 
@@ -1473,6 +1512,8 @@ static void release_claim(shmring_t *r, struct shmring__slot *s)
 
 SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
 {
+    if (r != NULL && m != NULL && is_sub(r))
+        return shmring__sub_release(&r->subs, m, &r->fenced_notify);
     if (r == NULL || m == NULL || r->party < 0 || !(r->roles & SHMRING_CONSUMER))
         return -EINVAL;
     if (m->cookie != r->cookie || m->slot >= r->nslots || (m->pos & r->mask) != m->slot ||
@@ -1521,6 +1562,8 @@ SHMRING_API uint64_t shmring_missed(shmring_t *r)
 {
     if (r == NULL)
         return 0;
+    if (is_sub(r))
+        return shmring__sub_missed(&r->subs);
     /* Relaxed: a statistic. */
     uint64_t d = shmring__load_relaxed_64(&r->sh->dropped);
     uint64_t n = d - r->seen_dropped;
@@ -1681,8 +1724,12 @@ static ssize_t op_try(shmring_t *r, enum wait_op op, struct wait_args *a, int sl
         return reserve_slot(r, a->len, a->payload);
     }
     case OP_POP:
+        if (is_sub(r))
+            return shmring__sub_pop(&r->subs, a->buf, a->len, &r->fenced_notify);
         return pop_try(r, a->buf, a->len, slow);
     case OP_CLAIM:
+        if (is_sub(r))
+            return shmring__sub_claim(&r->subs, a->m);
         return claim_next(r, a->m, slow);
     }
     return -EINVAL;
@@ -1926,11 +1973,12 @@ SHMRING_API int shmring_reserve_wait(shmring_t *r, size_t len, void **payload, i
 static int attach_roles(shmring_t *r, uint32_t roles)
 {
     r->party = -1;
-    if (roles & (SHMRING_CONSUMER | SHMRING_OBSERVER)) {
-        uint32_t role =
-            (roles & SHMRING_CONSUMER) ? SHMRING__ROLE_CONSUMER : SHMRING__ROLE_OBSERVER;
+    if (roles & (SHMRING_CONSUMER | SHMRING_OBSERVER | SHMRING_SUBSCRIBER)) {
+        uint32_t role = (roles & SHMRING_CONSUMER)     ? SHMRING__ROLE_CONSUMER
+                        : (roles & SHMRING_SUBSCRIBER) ? SHMRING__ROLE_SUBSCRIBER
+                                                       : SHMRING__ROLE_OBSERVER;
         /* A single-consumer ring keeps entry 1 for its consumer. */
-        unsigned first = r->single && role == SHMRING__ROLE_OBSERVER ? 2 : 1;
+        unsigned first = r->single && role != SHMRING__ROLE_CONSUMER ? 2 : 1;
         unsigned last = r->single && role == SHMRING__ROLE_CONSUMER ? 1 : SHMRING__PARTIES - 1;
         int idx = shmring__party_take(r->seg, first, last, role | SHMRING__ROLE_KEEP_COUNTERS,
                                       reclaim_entry, r);
@@ -1944,6 +1992,15 @@ static int attach_roles(shmring_t *r, uint32_t roles)
         shmring__store_relaxed_64(&my_party(r)->counter[SHMRING__C_CLAIMS], 0);
         /* Relaxed: a statistic. */
         r->seen_dropped = shmring__load_relaxed_64(&r->sh->dropped);
+        if (role == SHMRING__ROLE_SUBSCRIBER) {
+            int rc = shmring__sub_attach(&r->subs, (unsigned)idx);
+            if (rc < 0) {
+                shmring__sub_detach(&r->subs);
+                shmring__party_release(r->seg, (unsigned)idx, SHMRING__PARTY_FREE);
+                r->party = -1;
+                return rc;
+            }
+        }
     }
     if (roles & SHMRING_PRODUCER) {
         int took_over = 0;
@@ -1961,6 +2018,10 @@ static int attach_roles(shmring_t *r, uint32_t roles)
         r->w = resume_position(r);
         /* P3: acquire, pairs with C3. */
         r->cached_read = shmring__load_acquire_64(&r->sh->read_index);
+        /* A first look at subscribers (G1..G3), as room_slow() makes. */
+        r->floor = r->cached_read;
+        if (!r->overwrite)
+            subscribers_room(r, r->w, SLOW_NONE);
         if (took_over)
             shmring__log("%s: producer lease taken over from a dead holder (epoch %u)",
                          r->seg->name[0] ? r->seg->name : "(anonymous)", r->lease_generation);
@@ -2009,7 +2070,7 @@ static void wake_attach(shmring_t *r)
 {
     r->fenced_notify = 1;
     r->ring_fenced = 1;
-    if (!(r->roles & (SHMRING_PRODUCER | SHMRING_CONSUMER)))
+    if (!(r->roles & (SHMRING_PRODUCER | SHMRING_CONSUMER | SHMRING_SUBSCRIBER)))
         return; /* observers never notify nor wait */
     /* Relaxed: immutable since the segment became ready (acquire at open).
      * Peer-written: any value but MEMBARRIER means fenced. */
@@ -2050,7 +2111,7 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     static uint32_t cookies;
     r->seg = seg;
     r->sh = (struct shmring__ring_shared *)(void *)seg->hdr->object;
-    r->data = seg->base + SHMRING__HEADER_SIZE;
+    r->data = seg->base + SHMRING__RING_DATA;
     /* Validated copies: never re-read from the segment. */
     r->nslots = seg->param[0];
     r->slot_size = seg->param[1];
@@ -2065,11 +2126,16 @@ int shmring__ring_from_seg(struct shmring__seg *seg, uint32_t roles, shmring_t *
     r->spins = SHMRING_DEFAULT_SPINS;
     /* Fetch-add: handles of one process created by several threads. */
     r->cookie = (shmring__faa_32(&cookies, 1) * 2654435761u) | 1u;
+    shmring__subs_init(&r->subs, seg, r->sh, r->data, r->nslots, r->slot_size, r->stride,
+                       r->overwrite, r->single, r->cookie);
     int rc = shmring__span_attach(&r->span, r->sh, r->data, r->nslots, r->slot_size, r->stride);
     /* Redelivery hands out a dead claimer's slot as it is: not for messages
      * that span slots (refused at creation; a segment that says so is corrupt). */
     if (rc == 0 && r->redeliver && shmring__span_on(&r->span))
         rc = -EPROTO;
+    /* Subscribers read slot by slot: not on a ring whose messages span slots. */
+    if (rc == 0 && (r->roles & SHMRING_SUBSCRIBER) && shmring__span_on(&r->span))
+        rc = -EINVAL;
     if (rc == 0)
         rc = shmring__event_register(seg);
     if (rc == 0 && (rc = attach_roles(r, r->roles)) < 0)
@@ -2105,6 +2171,8 @@ static int check_create_config(const shmring_config_t *cfg, uint32_t *slots, uin
         *flags |= SHMRING_PRODUCER;
     if ((*flags & SHMRING_FOLLOW) && !(*flags & SHMRING_CONSUMER))
         return -EINVAL; /* following is for consumers */
+    if ((*flags & SHMRING_SUBSCRIBER) && (*flags & (SHMRING_CONSUMER | SHMRING_OBSERVER)))
+        return -EINVAL;
     return 0;
 }
 
@@ -2215,6 +2283,8 @@ static int check_open_flags(uint32_t flags)
         return -EINVAL;
     if ((flags & SHMRING_FOLLOW) && !(flags & SHMRING_CONSUMER))
         return -EINVAL;
+    if ((flags & SHMRING_SUBSCRIBER) && (flags & (SHMRING_CONSUMER | SHMRING_OBSERVER)))
+        return -EINVAL;
     return 0;
 }
 
@@ -2266,6 +2336,7 @@ SHMRING_API void shmring_close(shmring_t *r)
         return;
     shmring__event_close(r->event);
     if (r->party >= 0) {
+        shmring__sub_detach(&r->subs);
         /* Only a handle that still holds claims walks the slots for them:
          * closing is O(1) otherwise. Relaxed: our own counter line. */
         if (shmring__load_relaxed_64(&my_party(r)->counter[SHMRING__C_CLAIMS]) > 0)
@@ -2323,7 +2394,7 @@ SHMRING_API int shmring_event_fd(shmring_t *r)
 {
     if (r == NULL)
         return -EINVAL;
-    int consumer = (r->roles & SHMRING_CONSUMER) != 0;
+    int consumer = (r->roles & (SHMRING_CONSUMER | SHMRING_SUBSCRIBER)) != 0;
     if (!consumer && !r->producer)
         return -EPERM; /* an observer: nothing to wait for */
     if (!consumer && lease_lost(r))
@@ -2356,6 +2427,9 @@ int shmring__ring_event_ready(shmring_t *r, enum shmring__event_side side)
 {
     if (side == SHMRING__EV_ROOM)
         return r->lease_gone || r->reserved || room_for(r, r->w, SLOW_NONE) != -EAGAIN;
+    if (is_sub(r)) /* a hint too: its own cursor below write_index, or the end */
+        return shmring__sub_ready(&r->subs) ||
+               empty_result(r, shmring__load_acquire_64(&r->sh->write_index)) == -EPIPE;
     /* Acquire: pairs with C3 of other consumers; a hint (the pop decides). */
     uint64_t pos = shmring__load_acquire_64(&r->sh->read_index);
     uint64_t seq;
@@ -2397,6 +2471,8 @@ static void stats_parties(shmring_t *r, shmring_stats_t *st)
             st->consumers++;
         else if (role & SHMRING__ROLE_OBSERVER)
             st->observers++;
+        else if (role & SHMRING__ROLE_SUBSCRIBER)
+            st->subscribers++;
     }
 }
 
@@ -2439,6 +2515,7 @@ SHMRING_API int shmring_stats(shmring_t *r, shmring_stats_t *st)
     st->full_events = shmring__load_relaxed_64(&r->sh->full_events);
     st->redelivered = (uint32_t)shmring__load_relaxed_64(&r->sh->redelivered);
     stats_parties(r, st);
+    shmring__sub_stats(&r->subs, st);
     uint64_t o = shmring__load_acquire_64(&h->party[0].owner);
     uint32_t ls = SHMRING__OWNER_STATE(o);
     st->producer_pid = ls == SHMRING__PARTY_FREE ? 0 : SHMRING__OWNER_PID(o);

@@ -14,9 +14,31 @@
  *           redeliver_hint, redelivered
  *   line 7  event_entries: party entries that may hold an event descriptor's
  *           token (src/event.h), so that a wake-up reads one line, not 33
+ *   line 9  producer, subscribers (subscriber.c): sub_announce (the position
+ *           of the producer's last look at subscribers), sub_skipped
+ *   line 10 subscribers, rare (fetch-add / CAS by anyone): sub_count (live
+ *           registrations), sub_dead (subscribers detached as dead)
  *   line 11 span: max_message (immutable), span_extra (producer); span.h
  *
- * Data: `slots` slots of `stride` bytes (a multiple of 64) after the page:
+ * Subscriber region (layout 3): one page after the header page, one line per
+ * party entry (line i belongs to entry i; line 0 unused):
+ *
+ *   +--------+-------+-----------+-------+--------+-----+
+ *   | cursor | state | delivered | bytes | missed | pad |   x 33, pad to 4096
+ *   +--------+-------+-----------+-------+--------+-----+
+ *   0        8       16          24      32       40    64
+ *
+ * cursor    next position the subscriber has not passed (it may still read
+ *           or hold it): written by the subscriber only, release stores.
+ * state     0, or the owner word of the registered subscriber (nonzero):
+ *           stored by the subscriber at attach; cleared by it at close, or by
+ *           whoever reclaims its dead entry (CAS).
+ * delivered, bytes, missed: the entry's counters, written by the subscriber
+ *           only, carried over from one owner to the next (like party
+ *           counters).
+ *
+ * Data: `slots` slots of `stride` bytes (a multiple of 64) after the
+ * subscriber region (at SHMRING__RING_DATA):
  *
  *   +-------+-------+-----+-----+----------------------------+
  *   | seq   | claim | len | pad | payload (slot_size bytes)  |  pad to 64
@@ -41,6 +63,8 @@
 #include "segment.h"
 
 #define SHMRING__SLOT_HEADER 32u
+#define SHMRING__SUB_REGION  4096u /* the subscriber region after the header page */
+#define SHMRING__RING_DATA   (SHMRING__HEADER_SIZE + SHMRING__SUB_REGION)
 
 struct shmring__ring_shared {
     /* line 0: written by the producer only */
@@ -78,8 +102,16 @@ struct shmring__ring_shared {
      * owner (src/event.c) */
     uint64_t event_entries;
     uint64_t pad7[7];
-    /* lines 8..10: not used yet */
-    uint64_t pad8_10[3 * 8];
+    /* line 8: not used yet */
+    uint64_t pad8[8];
+    /* line 9: written by the producer only (subscriber.c) */
+    uint64_t sub_announce;
+    uint64_t sub_skipped;
+    uint64_t pad9[6];
+    /* line 10: subscribers, rare; fetch-add by anyone */
+    uint64_t sub_count;
+    uint64_t sub_dead;
+    uint64_t pad10[6];
     /* line 11: messages larger than a slot (src/span.h). max_message: written
      * by the creator before the segment is ready, then read-only (0 or the
      * slot size: no message spans). span_extra: written by the producer
@@ -90,6 +122,19 @@ struct shmring__ring_shared {
     uint64_t span_extra;
     uint64_t pad11[6];
 };
+
+/* One line per party entry in the subscriber region (see above). */
+struct shmring__sub_line {
+    uint64_t cursor;
+    uint64_t state;
+    uint64_t delivered;
+    uint64_t bytes;
+    uint64_t missed;
+    uint64_t pad[3];
+};
+
+_Static_assert(sizeof(struct shmring__sub_line) == SHMRING__LINE, "sub line is one line");
+_Static_assert(SHMRING__PARTIES *SHMRING__LINE <= SHMRING__SUB_REGION, "sub lines fit");
 
 /* wake_created: every party may use membarrier (0), or none does. */
 #define SHMRING__WAKE_CREATED_MEMBARRIER 0u

@@ -41,7 +41,8 @@
  * Layout 3: rings may carry messages larger than a slot (ring line 11, src/span.h),
  * redeliver dead claimers' messages (line 6, src/redeliver.h); a ring party's
  * counter[4] holds its event descriptor's token, ring line 7 the entries that
- * have one (src/event.h). */
+ * have one (src/event.h); rings have a subscriber region after the header page
+ * (lines 9 and 10, src/subscriber.h). */
 #define SHMRING__MAGIC        0x474e49524d485353ull /* "SSHMRING" little-endian */
 #define SHMRING__LAYOUT       3u
 #define SHMRING__HEADER_SIZE  4096u
@@ -69,6 +70,9 @@ enum shmring__party_state {
 #define SHMRING__ROLE_CONSUMER 2u
 #define SHMRING__ROLE_OBSERVER 4u
 #define SHMRING__ROLE_USER     8u
+
+/* A broadcast subscriber of a ring (its cursor line: ring.h). */
+#define SHMRING__ROLE_SUBSCRIBER 16u
 
 /* Flag in party.role: the owner holds its OFD liveness lock (also in the
  * owner word, SHMRING__OWNER_LOCKED; kept here for readers such as the tool). */

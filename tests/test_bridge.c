@@ -855,8 +855,8 @@ Test(bridge, invalid_subject_url_or_option_is_exit_2, .timeout = 600)
                      bad_urls[i]);
         cr_assert(log_has("e.log", "is not a NATS URL"), "%s", slurp(path_in("e.log")));
     }
-    cr_assert_eq(run_tool("e.log", "out", "/r", url, "a", "--subscriber", NULL), 2);
-    cr_assert(log_has("e.log", "--subscriber is not available yet"));
+    cr_assert_eq(run_tool("e.log", "in", url, "a", "/r", "--subscriber", NULL), 2);
+    cr_assert(log_has("e.log", "--subscriber is for `out`"));
     cr_assert_eq(run_tool("e.log", "out", "/r", url, "a", "--jetstream", "a.b", NULL), 2);
     cr_assert_eq(run_tool("e.log", "in", url, "a", "/r", "--slots", "1000", NULL), 2);
     cr_assert_eq(run_tool("e.log", "in", url, "a", "/r", "--oversize", "drop", NULL), 2);
@@ -959,5 +959,85 @@ Test(bridge, sigterm_ends_cleanly_with_stats, .timeout = 600)
     cr_assert_eq(shmring_pop_wait(c, buf, sizeof buf, (int64_t)(DEADLINE_S * 1e9)), -EPIPE);
     shmring_close(c);
     shmring_close(p);
+    finish();
+}
+
+/* ---- out --subscriber ------------------------------------------------------------ */
+
+/* A competing consumer on a thread (no assertions here: the test checks). */
+struct ring_reader {
+    pthread_t thread;
+    shmring_t *c;
+    const struct plan *plan;
+    uint64_t msgs; /* messages in order, each well formed */
+    uint64_t bad;  /* anything else */
+    int end;
+};
+
+static void *read_ring(void *arg)
+{
+    struct ring_reader *rr = arg;
+    unsigned char *buf = malloc(rr->plan->slot_size + 1);
+    for (uint64_t next = 0; buf != NULL; next++) {
+        ssize_t n =
+            shmring_pop_wait(rr->c, buf, rr->plan->slot_size + 1, (int64_t)(DEADLINE_S * 1e9));
+        uint64_t id = 0;
+        if (n < 0) {
+            rr->end = (int)n;
+            break;
+        }
+        if (n == (ssize_t)plan_len(rr->plan, next) &&
+            (n == 0 || (test_check(buf, (size_t)n, &id) && id == next)))
+            rr->msgs++;
+        else
+            rr->bad++;
+    }
+    free(buf);
+    return NULL;
+}
+
+/* `out --subscriber` reads every message of its ring while a competing
+ * consumer of the same ring also takes every one of them. */
+Test(bridge, out_subscriber_sees_all_beside_a_consumer, .timeout = 600)
+{
+    setup();
+    server_start(&server);
+    static struct plan plan; /* static: outlives a failed test's exit */
+    plan = (struct plan){
+        .count = scaled(100000, 20000), .slot_size = SLOT_SIZE, .target_size = SLOT_SIZE};
+    struct bridge in, out;
+    bridge_init(&in, "in.log", "in", server.url, "sub.core", "/sbb", "--slots", "4096",
+                "--slot-size", "256", NULL);
+    bridge_init(&out, "out.log", "out", "/sba", server.url, "sub.core", "--subscriber", "--stats",
+                NULL);
+    bridge_start(&in);
+    wait_for_ring("/sbb");
+    struct producer pr = {.plan = &plan};
+    shmring_config_t cfg = {.slots = 4096, .slot_size = plan.slot_size};
+    cr_assert_eq(shmring_create("/sba", &cfg, &pr.ring), 0);
+    bridge_start(&out);
+    /* The bridge sees what is pushed after it attached: wait for it. */
+    shmring_stats_t st = {0};
+    double end = now_s() + DEADLINE_S;
+    while (shmring_stats(pr.ring, &st) == 0 && st.subscribers == 0) {
+        cr_assert(now_s() < end, "out --subscriber did not attach");
+        sleep_s(0.01);
+    }
+    static struct ring_reader local;
+    local = (struct ring_reader){.c = test_open_as("/sba", SHMRING_CONSUMER), .plan = &plan};
+    cr_assert_eq(pthread_create(&local.thread, NULL, read_ring, &local), 0);
+    cr_assert_eq(pthread_create(&pr.thread, NULL, produce, &pr), 0);
+    struct received rx = consume("/sbb", &plan, 0, NULL, NULL);
+    producer_join(&pr);
+    pthread_join(local.thread, NULL);
+    cr_assert_eq(rx.msgs, plan.count, "through the bridge");
+    cr_assert_eq(rx.duplicates, 0);
+    cr_assert(rx.eos, "end of stream did not cross");
+    cr_assert_eq(local.msgs, plan.count, "the ring's own consumer");
+    cr_assert_eq(local.bad, 0);
+    cr_assert_eq(local.end, -EPIPE);
+    shmring_close(local.c);
+    cr_assert_eq(bridge_wait(&out, 60), 0, "out:\n%s", slurp(path_in("out.log")));
+    cr_assert_eq(bridge_wait(&in, 60), 0, "in:\n%s", slurp(path_in("in.log")));
     finish();
 }

@@ -1750,3 +1750,42 @@ Test(cli, ls_escapes_high_bytes)
     shmring_close(a);
     shmring_close(b);
 }
+
+/* recv --subscriber: every message pushed after it attached, beside a consumer that takes them too.
+ */
+Test(cli, recv_subscriber_sees_what_a_consumer_takes, .timeout = 120)
+{
+    setup(1);
+    shmring_t *p = test_make("/S", 8, 64, SHMRING_PRODUCER);
+    test_push_id(p, 100, 20); /* before the subscriber: not for it */
+    shmring_t *c = test_open_as("/S", SHMRING_CONSUMER);
+    struct proc r;
+    char *argv[] = {(char *)"shmring", (char *)"recv", (char *)"/S", (char *)"--subscriber",
+                    (char *)"-n",      (char *)"3",    NULL};
+    start(&r, tool_path, argv, NULL, 0);
+    shmring_stats_t st;
+    double deadline = h_now_s() + DEADLINE_S;
+    while (shmring_stats(p, &st) == 0 && st.subscribers == 0) {
+        cr_assert(h_now_s() < deadline, "recv --subscriber did not attach");
+        sleep_ms(10);
+    }
+    cr_assert_eq(shmring_push(p, "a", 1), 0);
+    cr_assert_eq(shmring_push(p, "b", 1), 0);
+    cr_assert_eq(shmring_push(p, "c", 1), 0);
+    char buf[64];
+    test_expect_id(buf, shmring_pop(c, buf, sizeof buf), 100);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(shmring_pop(c, buf, sizeof buf), 1, "the consumer takes its own copy");
+        cr_assert_eq(buf[0], 'a' + i);
+    }
+    finish(&r, 1);
+    assert_status(&r, 0, "recv --subscriber -n 3");
+    cr_assert_str_eq(r.o.data, "a\nb\nc\n");
+    proc_free(&r);
+    RUN(&r, "stat", "/S");
+    assert_status(&r, 0, "stat");
+    assert_contains(r.o.data, "subscribers:     0 (3 delivered, 0 missed, 0 dead, 0 skipped)\n");
+    proc_free(&r);
+    shmring_close(c);
+    shmring_close(p);
+}

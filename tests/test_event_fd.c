@@ -183,6 +183,36 @@ Test(event_fd, consumer_readable_exactly_when_a_message_is_there)
     shmring_unlink(name);
 }
 
+/* A subscriber's descriptor follows its own cursor, beside a consumer's. */
+Test(event_fd, subscriber_readable_when_a_message_is_there_for_it)
+{
+    const char *name = test_name("ev-sub");
+    shmring_t *p = test_make(name, 8, 64, 0);
+    shmring_t *c = test_open_as(name, SHMRING_CONSUMER);
+    shmring_t *s = test_open_as(name, SHMRING_SUBSCRIBER);
+    int fd = shmring_event_fd(s);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(drain_ring(s), 0);
+    for (uint64_t round = 0; round < 20; round++) {
+        cr_assert_not(readable(fd, 0), "round %llu: readable with nothing new",
+                      (unsigned long long)round);
+        test_push_id(p, round, 32);
+        /* The consumer takes it first: the subscriber still has it to read. */
+        cr_assert_eq(drain_ring(c), 1);
+        cr_assert(readable(fd, 0), "round %llu: a message for the subscriber, not readable",
+                  (unsigned long long)round);
+        cr_assert_eq(drain_ring(s), 1);
+    }
+    /* End of stream: readable, then -EPIPE. */
+    shmring_close(p);
+    cr_assert(readable(fd, 0), "end of stream, not readable");
+    unsigned char buf[64];
+    cr_assert_eq(shmring_pop(s, buf, sizeof buf), -EPIPE);
+    shmring_close(s);
+    shmring_close(c);
+    shmring_unlink(name);
+}
+
 Test(event_fd, claims_arm_it_too)
 {
     const char *name = test_name("ev-claim");

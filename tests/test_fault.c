@@ -181,6 +181,7 @@ static const struct fault_scenario *const tables[] = {
     fault_span_scenarios,
     fault_redeliver_scenarios,
     fault_event_scenarios,
+    fault_subscriber_scenarios,
     // clang-format on
 };
 

@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "harness.h"
+#include "ring.h"
 #include "segment.h"
 
 /* ---- Helpers ------------------------------------------------------------ */
@@ -140,7 +141,7 @@ Test(segment, named_shm_lifecycle)
     struct stat st;
     cr_assert_eq(stat(test_seg_path(d.path, name), &st), 0, "segment file missing in the shm dir");
     cr_assert(S_ISREG(st.st_mode));
-    cr_assert_eq((uint64_t)st.st_size, SHMRING__HEADER_SIZE + 16ull * 128);
+    cr_assert_eq((uint64_t)st.st_size, SHMRING__RING_DATA + 16ull * 128);
     shmring_t *c = NULL;
     cr_assert_eq(shmring_open(name, SHMRING_CONSUMER, &c), 0);
     cr_assert_eq(shmring_backend(c), SHMRING_BACKEND_SHM);
@@ -194,7 +195,7 @@ Test(segment, anonymous_memfd)
     cr_assert_geq(fd, 0);
     struct stat st;
     cr_assert_eq(fstat(fd, &st), 0);
-    cr_assert_eq((uint64_t)st.st_size, SHMRING__HEADER_SIZE + 8ull * 128);
+    cr_assert_eq((uint64_t)st.st_size, SHMRING__RING_DATA + 8ull * 128);
     push_ids(r, 0, 8);
     pop_ids(r, 0, 8);
     /* Nothing named appears anywhere. */
@@ -633,7 +634,7 @@ Test(segment, corrupt_identity)
 Test(segment, corrupt_sizes)
 {
     skip_on_heap();
-    const uint64_t total = SHMRING__HEADER_SIZE + 8ull * 128;
+    const uint64_t total = SHMRING__RING_DATA + 8ull * 128;
     corrupt_u64("total_size +64", HDR_OFF(total_size), total + 64, -EPROTO);
     corrupt_u64("total_size -64", HDR_OFF(total_size), total - 64, -EPROTO);
     corrupt_u64("total_size huge", HDR_OFF(total_size), UINT64_MAX, -EPROTO);
@@ -657,7 +658,7 @@ Test(segment, truncated_after_creation)
     skip_on_heap();
     struct shm_dir d;
     dir_open(&d);
-    const off_t total = SHMRING__HEADER_SIZE + 8 * 128;
+    const off_t total = SHMRING__RING_DATA + 8 * 128;
     const off_t sizes[] = {total - 64, SHMRING__HEADER_SIZE, SHMRING__HEADER_SIZE - 1, 100,
                            0,          total + 4096};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {

@@ -64,8 +64,8 @@ static const char bridge_help[] =
     "                      skipped (default), or stops the bridge with exit status 1\n"
     "                      (with --jetstream it stays unacknowledged in the stream)\n"
     "  --stats             print counters on stderr every second\n"
-    "  --subscriber        out: read as a broadcast subscriber; not available yet:\n"
-    "                      the ring has no subscribers so far (exit status 2)\n"
+    "  --subscriber        out: read RING as a broadcast subscriber (every message\n"
+    "                      pushed after it attached) instead of a competing consumer\n"
     "  --help              show this help\n"
     "\n"
     "Ends cleanly on SIGINT or SIGTERM. Reconnects by itself after the server\n"
@@ -474,7 +474,7 @@ static int out_core(struct bridge_args *a, shmring_t *r, natsConnection *nc)
 static int out_run(struct bridge_args *a)
 {
     shmring_t *r = NULL;
-    int err = shmring_open(a->ring, SHMRING_CONSUMER, &r);
+    int err = shmring_open(a->ring, a->subscriber ? SHMRING_SUBSCRIBER : SHMRING_CONSUMER, &r);
     if (err < 0)
         return cli_fail("bridge", "out: cannot open ring %s: %s", a->ring, shmring_strerror(err));
     natsConnection *nc = NULL;
@@ -797,8 +797,8 @@ static int bridge_option(int opt, const char *arg, struct bridge_args *a)
         a->stats = 1;
         return CLI_OK;
     case OPT_SUBSCRIBER:
-        return cli_usage("bridge", "--subscriber is not available yet: rings have no broadcast "
-                                   "subscribers so far; `out` reads as a competing consumer");
+        a->subscriber = 1;
+        return CLI_OK;
     case OPT_COUNT:
         if (cli_parse_count(arg, 1, UINT64_MAX, &v) < 0)
             return cli_usage("bridge", "--count: '%s' is not a count >= 1", arg);
@@ -876,6 +876,8 @@ static int bridge_parse(int argc, char **argv, struct bridge_args *a)
     a->subject = subject;
     if (a->out && (a->slots || a->slot_size || a->overwrite || a->durable[0]))
         return cli_usage("bridge", "--slots, --slot-size, --overwrite and --durable are for `in`");
+    if (!a->out && a->subscriber)
+        return cli_usage("bridge", "--subscriber is for `out`");
     if ((a->js_memory || a->durable[0]) && a->stream == NULL)
         return cli_usage("bridge", "--js-memory and --durable need --jetstream");
     if (a->durable[0] == '\0') {

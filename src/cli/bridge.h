@@ -23,6 +23,7 @@ struct bridge_args {
     int64_t ack_wait_ns;
     uint32_t slots, slot_size;
     int overwrite, oversize_stop, stats;
+    int subscriber;     /* out: read RING as a broadcast subscriber (--subscriber) */
     int ring_overwrite; /* in: the target ring is in overwrite mode */
     int eos;            /* the stream ended (end of stream crossed) */
     uint64_t oversize_reported;

@@ -34,7 +34,7 @@ static const char send_help[] =
 
 static const char recv_help[] =
     "Usage: shmring recv NAME [-n COUNT] [--timeout SECONDS] [--binary | --framed]\n"
-    "                         [--wait [--wait-timeout SECONDS]] [--follow]\n"
+    "                         [--wait [--wait-timeout SECONDS]] [--follow] [--subscriber]\n"
     "\n"
     "Take messages from a ring as one of its consumers (consumers compete: each\n"
     "message goes to one of them) and print each followed by a newline.\n"
@@ -58,6 +58,8 @@ static const char recv_help[] =
     "  --follow              at end of stream (the producer closed or died and the\n"
     "                        ring is drained), wait for the next producer instead of\n"
     "                        stopping; a ring removed and created again is reopened\n"
+    "  --subscriber          read as a broadcast subscriber instead of a consumer: every\n"
+    "                        message pushed after it attached, whatever consumers take\n"
     "  --help                show this help\n";
 
 struct io_args {
@@ -72,6 +74,7 @@ struct io_args {
     int wait_timeout_given;
     uint64_t size;  /* send --binary chunk size, 0: slot size */
     uint64_t count; /* recv -n, 0: unlimited */
+    uint32_t role;  /* recv: SHMRING_CONSUMER, or SHMRING_SUBSCRIBER (--subscriber) */
 };
 
 enum {
@@ -83,6 +86,7 @@ enum {
     OPT_WAIT_TIMEOUT,
     OPT_FOLLOW,
     OPT_ALLOW_FALLBACK,
+    OPT_SUBSCRIBER,
 };
 
 /* Frame header of --framed: the message length, 32-bit little-endian. */
@@ -108,6 +112,9 @@ static int io_flag(int opt, struct io_args *a)
         return CLI_OK;
     case OPT_ALLOW_FALLBACK:
         a->allow_fallback = 1;
+        return CLI_OK;
+    case OPT_SUBSCRIBER:
+        a->role = SHMRING_SUBSCRIBER;
         return CLI_OK;
     default:
         return -1;
@@ -168,6 +175,7 @@ static int io_parse(const char *cmd, int argc, char **argv, struct io_args *a)
         {"wait", no_argument, NULL, OPT_WAIT},
         {"wait-timeout", required_argument, NULL, OPT_WAIT_TIMEOUT},
         {"follow", no_argument, NULL, OPT_FOLLOW},
+        {"subscriber", no_argument, NULL, OPT_SUBSCRIBER},
         {NULL, 0, NULL, 0},
     };
     int is_send = strcmp(cmd, "send") == 0;
@@ -175,6 +183,7 @@ static int io_parse(const char *cmd, int argc, char **argv, struct io_args *a)
     int opt;
     a->timeout_ns = -1;
     a->wait_timeout_ns = -1;
+    a->role = SHMRING_CONSUMER;
     cli_getopt_reset();
     while ((opt = getopt_long(argc, argv, shorts, is_send ? send_opts : recv_opts, NULL)) != -1) {
         int rc = io_option(cmd, opt, optarg, a);
@@ -381,10 +390,11 @@ static int open_when_there(const char *name, uint32_t flags, uint64_t deadline, 
     return shmring_open_wait(name, flags, timeout, r);
 }
 
-/* recv's open flags: --follow follows the ring across producers. */
+/* recv's open flags: its role (consumer or subscriber); --follow follows the
+ * ring across producers. */
 static uint32_t consumer_flags(const struct io_args *a)
 {
-    return SHMRING_CONSUMER | (a->follow ? SHMRING_FOLLOW : 0);
+    return a->role | (a->follow ? SHMRING_FOLLOW : 0);
 }
 
 static int consumer_open(const struct io_args *a, struct consumer *c)

@@ -73,6 +73,9 @@ static void print_stats(const char *name, const shmring_stats_t *st)
     print_producer(st);
     printf("consumers:       %u\n", st->consumers);
     printf("observers:       %u (this one included)\n", st->observers);
+    printf("subscribers:     %u (%llu delivered, %llu missed, %llu dead, %llu skipped)\n",
+           st->subscribers, (unsigned long long)st->delivered, (unsigned long long)st->sub_missed,
+           (unsigned long long)st->subscribers_dead, (unsigned long long)st->skipped);
     printf("creator:         pid %d\n", (int)st->creator_pid);
     print_created(st->created_ns);
 }

@@ -31,5 +31,6 @@ extern const struct fault_scenario fault_cancel_scenarios[];
 extern const struct fault_scenario fault_span_scenarios[];
 extern const struct fault_scenario fault_redeliver_scenarios[];
 extern const struct fault_scenario fault_event_scenarios[];
+extern const struct fault_scenario fault_subscriber_scenarios[];
 
 #endif /* SHMRING_TEST_FAULT_WALK_H */
