@@ -57,7 +57,7 @@ fault: deps
 	cmake --build $(BUILD)/fault -j $(JOBS)
 
 test-fault: fault
-	cd $(BUILD)/fault && ctest --output-on-failure -j 1 -R '^test_fault'
+	cd $(BUILD)/fault && ctest --output-on-failure -j 1 -R '^test_fault|^test_bridge$$'
 
 fuzz: deps
 	CC=clang cmake -S . -B $(BUILD)/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMRING_FUZZ=ON \

@@ -72,6 +72,8 @@ extern "C" {
  * Overwrite mode: the producer never waits for subscribers. A subscriber
  * that falls behind jumps to the oldest message still intact; shmring_missed
  * tells it how many it lost. A torn or lapped message is never returned.
+ * Not on a ring whose messages span slots (max_message above slot_size):
+ * the open gives -EINVAL.
  */
 #define SHMRING_SUBSCRIBER 0x0008u
 

@@ -75,6 +75,13 @@ Test(span, config_limits)
     shmring_close(r);
     shmring_unlink(name);
     cfg.flags = 0;
+    /* Subscribers read slot by slot: not on a ring whose messages span. */
+    cfg.max_message = 128;
+    cr_assert_eq(shmring_create(name, &cfg, &r), 0);
+    shmring_t *sub = NULL;
+    cr_assert_eq(shmring_open(name, SHMRING_SUBSCRIBER, &sub), -EINVAL);
+    shmring_close(r);
+    shmring_unlink(name);
     /* No slot bytes: only 0 (or 0 == slot_size). */
     cfg = (shmring_config_t){.slots = 16, .slot_size = 0, .max_message = 16};
     cr_assert_eq(shmring_create(name, &cfg, &r), -EINVAL);
