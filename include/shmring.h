@@ -151,7 +151,14 @@ SHMRING_API const char *shmring_version(void);
 
 typedef struct shmring shmring_t;
 
+/*
+ * Ring configuration. Initialise it with SHMRING_CONFIG_INIT, which sets
+ * `size` (see "Config structs" at the top of this header):
+ *     shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 64, .slot_size = 128);
+ * Later releases append fields after the last one.
+ */
 typedef struct shmring_config {
+    uint32_t size;        /* sizeof(shmring_config_t), set by SHMRING_CONFIG_INIT */
     uint32_t slots;       /* power of two >= 2; 0 = default (1024) */
     uint32_t slot_size;   /* largest message in bytes; 0 = default (256) */
     uint32_t flags;       /* roles, backend, SHMRING_OVERWRITE, ... */
@@ -160,6 +167,11 @@ typedef struct shmring_config {
                              slot_size, a message spans consecutive slots:
                              at most slots * slot_size / 2 */
 } shmring_config_t;
+
+#define SHMRING_CONFIG_INIT(...)                                                                   \
+    {                                                                                              \
+        .size = sizeof(shmring_config_t), __VA_ARGS__                                              \
+    }
 
 /*
  * Create a ring. `name` is a POSIX shm name ("/feed": one leading '/', no
@@ -195,14 +207,18 @@ typedef struct shmring_config {
  *
  * SHMRING_FOLLOW is accepted with the SHMRING_CONSUMER role (see that flag).
  *
- * Errors: -EINVAL (NULL out, bad name, slots not a power of two in
+ * Errors: -EINVAL (NULL out, cfg->size 0 or otherwise not the size of a
+ * shmring_config_t of any release, bad name, slots not a power of two in
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
  * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name,
  * SHMRING_SINGLE_CONSUMER or SHMRING_REDELIVER with SHMRING_OVERWRITE,
  * SHMRING_FOLLOW without SHMRING_CONSUMER, max_message other than 0 outside
  * [slot_size, slots * slot_size / 2], SHMRING_REDELIVER with a max_message
- * above slot_size); -EEXIST (the name exists; with
+ * above slot_size); -E2BIG (cfg->size is larger than this library's
+ * shmring_config_t and a field it does not know is not zero: the program
+ * was built against a later release and asks for something this one cannot
+ * do); -EEXIST (the name exists; with
  * SHMRING_OPEN_EXISTING: it exists with other slots, slot_size, max_message
  * or policy, or is a state table); -ENOSPC (the shm file system is full);
  * -ENOMEM (out of memory, or the memory rule above); -EMFILE/-ENFILE

@@ -65,6 +65,7 @@
 #include "appear.h"
 #include "atomic.h"
 #include "cancel.h"
+#include "config.h"
 #include "fault.h"
 #include "redeliver.h"
 #include "span.h"
@@ -2149,8 +2150,13 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
 {
     if (out == NULL)
         return -EINVAL;
+    shmring_config_t own; /* the caller's fields, as far as its size goes */
+    int rc = shmring__config_ring(cfg, &own);
+    if (rc < 0)
+        return rc;
+    cfg = &own;
     uint32_t slots, slot_size, flags, mode;
-    int rc = check_create_config(cfg, &slots, &slot_size, &flags, &mode);
+    rc = check_create_config(cfg, &slots, &slot_size, &flags, &mode);
     if (rc < 0)
         return rc;
     uint32_t param[4] = {slots, slot_size, 0, 0};
@@ -2160,7 +2166,7 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
     if (name == NULL && (flags & SHMRING_OPEN_EXISTING))
         return -EINVAL;
     param[2] = (uint32_t)stride_of(slot_size);
-    int64_t max_message = shmring__span_config(slots, slot_size, cfg ? cfg->max_message : 0);
+    int64_t max_message = shmring__span_config(slots, slot_size, cfg->max_message);
     if (max_message < 0 || ((flags & SHMRING_REDELIVER) && max_message > slot_size))
         return -EINVAL;
     struct shmring__seg *seg;

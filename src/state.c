@@ -68,6 +68,7 @@
 #include "appear.h"
 #include "atomic.h"
 #include "cancel.h"
+#include "config.h"
 #include "fault.h"
 #include "wait.h"
 
@@ -1094,9 +1095,11 @@ int shmring__state_from_seg(struct shmring__seg *seg, shmring_state_t **out)
 static int check_create_config(const shmring_state_config_t *cfg, uint32_t param[4],
                                uint32_t *flags, uint32_t *mode)
 {
-    shmring_state_config_t def = {0, 0, 0, 0};
-    if (cfg == NULL)
-        cfg = &def;
+    shmring_state_config_t def;
+    int rc = shmring__config_state(cfg, &def);
+    if (rc < 0)
+        return rc;
+    cfg = &def;
     uint32_t entries = cfg->entries ? cfg->entries : DEFAULT_ENTRIES;
     uint32_t value_size = cfg->value_size ? cfg->value_size : DEFAULT_VALUE_SIZE;
     *flags = cfg->flags;

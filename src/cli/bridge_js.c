@@ -55,8 +55,9 @@ static int open_table(const char *name, uint32_t entries, uint32_t value_size,
     int err = shmring_state_open(name, 0, out);
     if (err != -ENOENT)
         return err;
-    shmring_state_config_t cfg = {
-        .entries = entries, .value_size = value_size, .flags = SHMRING_NO_FALLBACK};
+    shmring_state_config_t cfg =
+        SHMRING_STATE_CONFIG_INIT(.entries = entries, .value_size = value_size,
+                                  .flags = SHMRING_NO_FALLBACK);
     err = shmring_state_create(name, &cfg, out);
     if (err == -EEXIST)
         err = shmring_state_open(name, 0, out);
