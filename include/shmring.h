@@ -113,6 +113,28 @@ extern "C" {
  */
 #define SHMRING_FOLLOW 0x40000u
 
+/*
+ * Open flag (shmring_open, shmring_open_wait, shmring_state_open,
+ * shmring_state_open_wait): look the name up only among the rings and
+ * tables this process created (its memfd and heap segments), never in the
+ * shm directory. The *_open_fd calls take it and ignore it. SHMRING_FORCE_HEAP
+ * in open flags is its old spelling and still means the same. (Its value
+ * stays clear of the pool flags, so that no value means two things.)
+ *
+ * What SHMRING_FORCE_HEAP means where:
+ *   create flags (shmring_config_t, shmring_state_config_t): the heap
+ *     backend (and, with SHMRING_OPEN_EXISTING, an existing object is
+ *     looked for as with SHMRING_LOCAL_ONLY);
+ *   open flags: the old spelling of SHMRING_LOCAL_ONLY;
+ *   pool flags: the old spelling of SHMRING_POOL_MESSAGE_PASSING.
+ * $SHMRING_FORCE_HEAP (any value but empty or "0"; ignored by setuid and
+ * setcap programs) has one meaning: this process has no shared memory. So
+ * every create uses the heap backend, every open by name looks only in
+ * this process (as SHMRING_LOCAL_ONLY), and pools of processes pass
+ * messages, as they do when shared memory cannot be had.
+ */
+#define SHMRING_LOCAL_ONLY 0x800000u
+
 /* Backends, as returned by shmring_backend(). */
 #define SHMRING_BACKEND_SHM   1 /* named POSIX shared memory */
 #define SHMRING_BACKEND_MEMFD 2 /* anonymous shared memory */
@@ -182,7 +204,7 @@ typedef struct shmring_config {
  * Backends are tried in order: named shm (in $SHMRING_SHM_DIR or /dev/shm),
  * memfd, heap; each fallback is logged with its reason. A ring that fell
  * back from shm can still be opened by name from the creating process.
- * $SHMRING_FORCE_HEAP=1 forces the heap backend.
+ * $SHMRING_FORCE_HEAP=1 forces the heap backend (see SHMRING_LOCAL_ONLY).
  *
  * Memory rule: a segment larger than what this process may use is refused
  * with -ENOMEM before any page is backed (otherwise the pages would be
@@ -232,7 +254,10 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
 /*
  * Open an existing ring by name with the given roles (at least one of
  * SHMRING_PRODUCER, SHMRING_CONSUMER, SHMRING_OBSERVER), optionally with
- * SHMRING_ALLOW_INSECURE, and for a consumer SHMRING_FOLLOW.
+ * SHMRING_ALLOW_INSECURE, SHMRING_LOCAL_ONLY, and for a consumer
+ * SHMRING_FOLLOW. The name is looked up first among the memfd and heap
+ * rings of this process, then (unless SHMRING_LOCAL_ONLY or
+ * $SHMRING_FORCE_HEAP) in the shm directory.
  *
  * A reused ring: a consumer that attaches after the last producer closed
  * its handle finds the stream ended. Once it has taken what is left, its
@@ -291,8 +316,8 @@ SHMRING_API int shmring_open_fd(int fd, uint32_t flags, shmring_t **out);
 /*
  * Wait until ring `name` exists and is initialised, then open it as
  * shmring_open does. The wait sleeps until something is created in the shm
- * directory (inotify on it, not a polling loop); on the heap backend
- * (SHMRING_FORCE_HEAP in flags or $SHMRING_FORCE_HEAP) it waits for a
+ * directory (inotify on it, not a polling loop); with SHMRING_LOCAL_ONLY
+ * (or SHMRING_FORCE_HEAP) in flags or $SHMRING_FORCE_HEAP it waits for a
  * shmring_create of this process. A segment caught while its creator sets
  * it up is tried again every millisecond for up to about two seconds.
  * timeout_ns < 0 waits forever, 0 tries once. Signals do not end it.

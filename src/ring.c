@@ -106,7 +106,8 @@ _Static_assert(CLAIM_OWNER_BITS == SHMRING__CLAIM_OWNER_BITS && CLAIM_HELD == SH
 #define CREATE_FLAGS                                                                               \
     (ROLE_FLAGS | BACKEND_FLAGS | RING_FLAGS | SHMRING_ALLOW_INSECURE | SHMRING_NO_MEMBARRIER |    \
      SHMRING_OPEN_EXISTING | SHMRING_FOLLOW)
-#define OPEN_FLAGS (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE | SHMRING_FOLLOW)
+#define OPEN_FLAGS                                                                                 \
+    (ROLE_FLAGS | SHMRING_LOCAL_ONLY | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE | SHMRING_FOLLOW)
 
 struct shmring {
     struct shmring__seg *seg;
@@ -2128,7 +2129,8 @@ static int open_existing(const char *name, const uint32_t param[4], uint32_t fla
 {
     struct shmring__seg *seg = NULL;
     int rc = shmring__seg_open(name, SHMRING__TYPE_RING,
-                               flags & (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE),
+                               (flags & SHMRING_FORCE_HEAP ? SHMRING_LOCAL_ONLY : 0) |
+                                   (flags & SHMRING_ALLOW_INSECURE),
                                shmring__ring_layout, &seg);
     if (rc == -EPROTOTYPE)
         return -EEXIST;

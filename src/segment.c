@@ -496,7 +496,7 @@ int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__
         }
         return rc;
     }
-    if ((flags & SHMRING_FORCE_HEAP) || shmring__force_heap_env()) {
+    if ((flags & SHMRING__OPEN_LOCAL) || shmring__force_heap_env()) {
         free(s);
         return -ENOENT;
     }

@@ -85,7 +85,7 @@
 #define CREATE_FLAGS                                                                               \
     (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK | SHMRING_ALLOW_INSECURE |     \
      SHMRING_OPEN_EXISTING)
-#define OPEN_FLAGS (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
+#define OPEN_FLAGS (SHMRING_LOCAL_ONLY | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
 
 #define SEQ_VERSION SHMRING__SEQ_VERSION
 #define SEQ_STATE   SHMRING__SEQ_STATE
@@ -1151,7 +1151,8 @@ static int open_existing(const char *name, const uint32_t param[4], uint32_t fla
 {
     struct shmring__seg *seg = NULL;
     int rc = shmring__seg_open(name, SHMRING__TYPE_STATE,
-                               flags & (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE),
+                               (flags & SHMRING_FORCE_HEAP ? SHMRING_LOCAL_ONLY : 0) |
+                                   (flags & SHMRING_ALLOW_INSECURE),
                                shmring__state_layout, &seg);
     if (rc == -EPROTOTYPE)
         return -EEXIST;

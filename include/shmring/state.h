@@ -72,7 +72,7 @@ typedef struct shmring_state_config {
     uint32_t size;       /* sizeof(shmring_state_config_t), set by SHMRING_STATE_CONFIG_INIT */
     uint32_t entries;    /* how many keys it can hold: a power of two; 0 = default (1024) */
     uint32_t value_size; /* largest value in bytes; 0 = default (256) */
-    uint32_t flags;      /* SHMRING_FORCE_HEAP, SHMRING_FORCE_MEMFD, SHMRING_NO_FALLBACK,
+    uint32_t flags;      /* SHMRING_FORCE_HEAP (heap backend), SHMRING_FORCE_MEMFD, SHMRING_NO_FALLBACK,
                             SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING */
     uint32_t mode;       /* permission bits of a named table; 0 = 0600 */
 } shmring_state_config_t;
@@ -111,8 +111,9 @@ SHMRING_API int shmring_state_create(const char *name, const shmring_state_confi
                                      shmring_state_t **out);
 
 /*
- * Open an existing state table by name. `flags`: 0, or SHMRING_FORCE_HEAP
- * (look only in this process) and/or SHMRING_ALLOW_INSECURE. The segment is
+ * Open an existing state table by name. `flags`: 0, or SHMRING_LOCAL_ONLY
+ * (look only among the tables of this process; SHMRING_FORCE_HEAP is its
+ * old spelling) and/or SHMRING_ALLOW_INSECURE. The segment is
  * validated as by shmring_open before its data is touched.
  *
  * Errors: -EINVAL (NULL out, bad name, unknown flag); -ENOENT (no such
