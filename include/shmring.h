@@ -481,14 +481,18 @@ SHMRING_API int shmring_interrupt(shmring_t *r);
 
 /* ---- Zero-copy ---------------------------------------------------------- */
 
-/* A message held in place by shmring_claim. Fields other than data and len
- * are private. */
+/*
+ * A message held in place by shmring_claim. Only data and len are for the
+ * caller; `opaque` belongs to the library (a copy of the struct is the same
+ * claim, so it may be moved or copied, but not edited). Its size is part of
+ * the ABI: 8 + 3 * 8 bytes after data (40 bytes on LP64), one opaque word of
+ * which is spare, so that a later release can keep more per claim without
+ * changing it.
+ */
 typedef struct shmring_msg {
     const void *data; /* payload in shared memory, valid until release */
     size_t len;
-    uint64_t pos;    /* private */
-    uint32_t slot;   /* private */
-    uint32_t cookie; /* private */
+    uint64_t opaque[3]; /* private */
 } shmring_msg_t;
 
 /*

@@ -67,6 +67,7 @@
 #include "cancel.h"
 #include "config.h"
 #include "fault.h"
+#include "msg.h"
 #include "redeliver.h"
 #include "span.h"
 #include "wait.h"
@@ -1293,9 +1294,7 @@ static void fill_msg(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint32_t len)
 {
     m->data = payload_of(slot_at(r, pos));
     m->len = len;
-    m->pos = pos;
-    m->slot = (uint32_t)(pos & r->mask);
-    m->cookie = r->cookie;
+    shmring__msg_set(m, pos, (uint32_t)(pos & r->mask), r->cookie);
 }
 
 /* Overwrite mode: claims do not hold the producer back (checked at release). */
@@ -1467,10 +1466,11 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
 {
     if (r == NULL || m == NULL || r->party < 0 || !(r->roles & SHMRING_CONSUMER))
         return -EINVAL;
-    if (m->cookie != r->cookie || m->slot >= r->nslots || (m->pos & r->mask) != m->slot ||
+    struct shmring__msg_private mp = shmring__msg_get(m);
+    if (mp.cookie != r->cookie || mp.slot >= r->nslots || (mp.pos & r->mask) != mp.slot ||
         m->data == NULL)
         return -EINVAL;
-    struct shmring__slot *s = slot_at(r, m->pos);
+    struct shmring__slot *s = slot_at(r, mp.pos);
     uint64_t *held = &my_party(r)->counter[SHMRING__C_CLAIMS];
     int rc = 0;
     /* A spanning message was claimed as a private copy (never torn). */
@@ -1478,16 +1478,16 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
     if (r->overwrite) {
         if (copied && !shmring__span_buf_free(&r->span, m->data))
             return -EINVAL; /* not a copy this handle still holds */
-        if (!copied && !seq_unchanged(s, published(m->pos)))
+        if (!copied && !seq_unchanged(s, published(mp.pos)))
             rc = -ESTALE;
     } else {
-        uint64_t c = claim_word(m->pos, (unsigned)r->party) | CLAIM_HELD;
+        uint64_t c = claim_word(mp.pos, (unsigned)r->party) | CLAIM_HELD;
         /* Relaxed: our own claim word; only we (or a reclaimer) change it. */
         if (shmring__load_relaxed_64(&s->claim) != c)
             return -EINVAL;
         SHMRING_FAULT(CLAIM_Z3);
         if (r->redeliver)
-            shmring__rd_released(s, m->pos); /* R6 (redeliver.c) */
+            shmring__rd_released(s, mp.pos); /* R6 (redeliver.c) */
         release_claim(r, s);
         if (copied)
             shmring__span_buf_free(&r->span, m->data);
@@ -1496,7 +1496,7 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
     if (shmring__load_relaxed_64(held) > 0)
         count(held, (uint64_t)-1);
     m->data = NULL;
-    m->cookie = 0;
+    shmring__msg_set(m, mp.pos, mp.slot, 0);
     return rc;
 }
 
