@@ -11,6 +11,56 @@
  *  - a handle (shmring_t) is used by one thread at a time; another thread or
  *    process opens its own handle.
  *
+ * Getters and NULL. Every getter (a function that only reports a property
+ * of a handle: shmring_backend, shmring_fd, shmring_slots,
+ * shmring_slot_size, shmring_missed, shmring_state_backend,
+ * shmring_state_fd, shmring_state_entries, shmring_state_value_size,
+ * shmring_pool_workers, shmring_pool_mode, shmring_pool_last_error_item,
+ * shmring_pool_restarts, and any added later) takes a NULL handle and
+ * never crashes on it: one that returns int returns -EINVAL, as every int
+ * function does; one that returns an unsigned type, which cannot carry an
+ * error, returns its "none" value: 0 for a count or a size (no handle has
+ * 0 slots, slot size, entries or value size) and SIZE_MAX for an index.
+ *
+ * Config structs (shmring_config_t, shmring_state_config_t,
+ * shmring_pool_config_t) can grow: each starts with `uint32_t size`, set to
+ * sizeof the struct the program was compiled with; initialise them with
+ * SHMRING_CONFIG_INIT, SHMRING_STATE_CONFIG_INIT and SHMRING_POOL_CONFIG_INIT
+ * (the fields not named are 0, their default). Later releases only append
+ * fields. The library reads only the fields within the caller's size and
+ * takes the others as 0 (their default), so a program built against an
+ * older release keeps working; a size larger than the library knows is
+ * accepted when the unknown bytes are all zero, and refused with -E2BIG
+ * otherwise (a program built against a newer release asks for something
+ * this library cannot do). A size of 0 (a struct not set up with the
+ * macro) or one that ends inside a field is -EINVAL. A NULL config means
+ * all defaults. docs/abi.md says how versions and the SONAME move.
+ *
+ * Ordering (what a program may rely on; docs/design.md proves it):
+ *  - A push, batch push or commit happens-before the pop, batch pop or
+ *    claim that returns the message: after that call the consumer sees the
+ *    payload and everything the producer wrote (to any memory) before the
+ *    push. The same holds across processes and on every backend.
+ *  - Each message goes to exactly one consumer (observers take none).
+ *    Positions only grow, so with one producer a consumer gets its messages
+ *    in push order; with several consumers each one's messages are in push
+ *    order, but which consumer gets which, and the order in which they are
+ *    handled, is not defined. A batch pop takes consecutive messages. A
+ *    batch push publishes its messages one by one, in order: consumers may
+ *    take the first ones before the last are written.
+ *  - Claims may be released in any order. A release (and a copy pop)
+ *    happens-before the producer's reuse of that slot: the producer never
+ *    writes a slot that a consumer still reads, except in overwrite mode.
+ *  - Overwrite mode: the producer drops the oldest unclaimed messages when
+ *    the ring is full; what a consumer gets is still in push order, with
+ *    gaps (shmring_missed). A claim it overwrote is reported by
+ *    shmring_release (-ESTALE); a copy pop never returns a torn message.
+ *  - A state write happens-before every read that returns its value: the
+ *    reader sees everything the writer wrote before shmring_state_write,
+ *    so a later read of another key the writer wrote earlier returns that
+ *    value or a newer one. A read returns the value published last when it
+ *    started, or a newer one; reads of several keys are not a snapshot.
+ *
  * Quick start (a producer and a consumer, error handling left out):
  *
  *     shmring_t *p, *c;
