@@ -50,7 +50,8 @@
  *    take the first ones before the last are written.
  *  - Claims may be released in any order. A release (and a copy pop)
  *    happens-before the producer's reuse of that slot: the producer never
- *    writes a slot that a consumer still reads, except in overwrite mode.
+ *    rewrites a slot whose message a consumer holds (claimed) or is still
+ *    copying out, except in overwrite mode.
  *  - Overwrite mode: the producer drops the oldest unclaimed messages when
  *    the ring is full; what a consumer gets is still in push order, with
  *    gaps (shmring_missed). A claim it overwrote is reported by
