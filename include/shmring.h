@@ -49,9 +49,9 @@
  *    batch push publishes its messages one by one, in order: consumers may
  *    take the first ones before the last are written.
  *  - Claims may be released in any order. A release (and a copy pop)
- *    happens-before the producer's reuse of that slot: the producer never
- *    rewrites a slot whose message a consumer holds (claimed) or is still
- *    copying out, except in overwrite mode.
+ *    happens-before the producer's reuse of that slot: except in overwrite
+ *    mode, the producer rewrites a slot only after the pop that took its
+ *    message has finished copying it, or its claim was released.
  *  - Overwrite mode: the producer drops the oldest unclaimed messages when
  *    the ring is full; what a consumer gets is still in push order, with
  *    gaps (shmring_missed). A claim it overwrote is reported by
