@@ -72,7 +72,7 @@ typedef struct shmring_state_config {
     uint32_t size;       /* sizeof(shmring_state_config_t), set by SHMRING_STATE_CONFIG_INIT */
     uint32_t entries;    /* how many keys it can hold: a power of two; 0 = default (1024) */
     uint32_t value_size; /* largest value in bytes; 0 = default (256) */
-    uint32_t flags;      /* SHMRING_FORCE_HEAP (heap backend), SHMRING_FORCE_MEMFD, SHMRING_NO_FALLBACK,
+    uint32_t flags;      /* SHMRING_FORCE_HEAP, SHMRING_FORCE_MEMFD, SHMRING_NO_FALLBACK,
                             SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING */
     uint32_t mode;       /* permission bits of a named table; 0 = 0600 */
 } shmring_state_config_t;

@@ -4,7 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#if !defined(SHMRING_VERSION_MAJOR) || !defined(SHMRING_VERSION_NUMBER) || SHMRING_SOVERSION != SHMRING_VERSION_MAJOR
+#if !defined(SHMRING_VERSION_MAJOR) || !defined(SHMRING_VERSION_NUMBER) ||                         \
+    SHMRING_SOVERSION != SHMRING_VERSION_MAJOR
 #error "shmring/version.h not installed beside shmring.h"
 #endif
 
