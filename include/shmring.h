@@ -33,7 +33,8 @@
  * accepted when the unknown bytes are all zero, and refused with -E2BIG
  * otherwise (a program built against a newer release asks for something
  * this library cannot do). A size of 0 (a struct not set up with the
- * macro) or one that ends inside a field is -EINVAL. A NULL config means
+ * macro), one that ends inside a field, or one above 4096 is -EINVAL.
+ * A NULL config means
  * all defaults. docs/abi.md says how versions and the SONAME move.
  *
  * Ordering (what a program may rely on; docs/design.md proves it):
@@ -42,12 +43,12 @@
  *    payload and everything the producer wrote (to any memory) before the
  *    push. The same holds across processes and on every backend.
  *  - Each message goes to exactly one consumer (observers take none).
- *    Positions only grow, so with one producer a consumer gets its messages
- *    in push order; with several consumers each one's messages are in push
- *    order, but which consumer gets which, and the order in which they are
- *    handled, is not defined. A batch pop takes consecutive messages. A
- *    batch push publishes its messages one by one, in order: consumers may
- *    take the first ones before the last are written.
+ *    Positions only grow (also across producers taking the lease over), so
+ *    a consumer gets its messages in push order; with several consumers
+ *    each one's messages are in push order, but which consumer gets which,
+ *    and the order in which they are handled, is not defined. A batch pop takes consecutive
+ * messages. A batch push publishes its messages one by one, in order: consumers may take the first
+ * ones before the last are written.
  *  - Claims may be released in any order. A release (and a copy pop)
  *    happens-before the producer's reuse of that slot: except in overwrite
  *    mode, the producer rewrites a slot only after the pop that took its
