@@ -155,7 +155,6 @@ Test(abi, unknown_fields_set_are_e2big_and_change_nothing)
     cr_assert_eq(shmring_pool_create(&pbig.cfg, square, NULL, &p), 0);
     shmring_pool_destroy(p);
 
-    cr_assert_str_not_empty(shmring_strerror(-E2BIG));
     cr_assert_not_null(strstr(shmring_strerror(-E2BIG), "config"));
 }
 
