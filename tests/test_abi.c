@@ -257,7 +257,8 @@ Test(abi, local_only_value_is_unique)
                                SHMRING_OVERWRITE,       SHMRING_NO_MEMBARRIER,
                                SHMRING_SINGLE_CONSUMER, SHMRING_ALLOW_INSECURE,
                                SHMRING_OPEN_EXISTING,   SHMRING_POOL_PROCESSES,
-                               SHMRING_POOL_THREADS,    SHMRING_POOL_MESSAGE_PASSING};
+                               SHMRING_POOL_THREADS,    SHMRING_POOL_MESSAGE_PASSING,
+                               SHMRING_FOLLOW};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         cr_assert_eq(SHMRING_LOCAL_ONLY & others[i], 0, "flag #%zu", i);
 }
