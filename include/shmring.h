@@ -16,11 +16,13 @@
  * shmring_slot_size, shmring_missed, shmring_state_backend,
  * shmring_state_fd, shmring_state_entries, shmring_state_value_size,
  * shmring_pool_workers, shmring_pool_mode, shmring_pool_last_error_item,
- * shmring_pool_restarts, and any added later) takes a NULL handle and
- * never crashes on it: one that returns int returns -EINVAL, as every int
- * function does; one that returns an unsigned type, which cannot carry an
- * error, returns its "none" value: 0 for a count or a size (no handle has
- * 0 slots, slot size, entries or value size) and SIZE_MAX for an index.
+ * shmring_pool_restarts, shmring_max_message, shmring_msg_pos, and any
+ * added later) takes a NULL handle (or message) and never crashes on it:
+ * one that returns int returns -EINVAL, as every int function does; one
+ * that returns an unsigned type, which cannot carry an error, returns its
+ * "none" value: 0 for a count or a size (no handle has 0 slots, slot size,
+ * entries or value size), SIZE_MAX for an index and UINT64_MAX for a
+ * position (shmring_msg_pos).
  *
  * Config structs (shmring_config_t, shmring_state_config_t,
  * shmring_pool_config_t) can grow: each starts with `uint32_t size`, set to
@@ -33,9 +35,9 @@
  * accepted when the unknown bytes are all zero, and refused with -E2BIG
  * otherwise (a program built against a newer release asks for something
  * this library cannot do). A size of 0 (a struct not set up with the
- * macro), one that ends inside a field, or one above 4096 is -EINVAL.
- * A NULL config means
- * all defaults. docs/abi.md says how versions and the SONAME move.
+ * macro), one that ends inside a field, or one above 4096 is -EINVAL. A
+ * NULL config means all defaults. docs/abi.md says how versions and the
+ * SONAME move.
  *
  * Ordering (what a program may rely on; docs/design.md proves it):
  *  - A push, batch push or commit happens-before the pop, batch pop or
@@ -46,9 +48,12 @@
  *    Positions only grow (also across producers taking the lease over), so
  *    a consumer gets its messages in push order; with several consumers
  *    each one's messages are in push order, but which consumer gets which,
- *    and the order in which they are handled, is not defined. A batch pop takes consecutive
- * messages. A batch push publishes its messages one by one, in order: consumers may take the first
- * ones before the last are written.
+ *    and the order in which they are handled, is not defined. A batch pop
+ *    takes consecutive messages. A batch push publishes its messages one
+ *    by one, in order: consumers may take the first ones before the last
+ *    are written. On a SHMRING_REDELIVER ring, a message claimed by a
+ *    consumer that died before releasing it is delivered again, before
+ *    newer ones and so out of push order (shmring_msg_pos tells).
  *  - Claims may be released in any order. A release (and a copy pop)
  *    happens-before the producer's reuse of that slot: except in overwrite
  *    mode, the producer rewrites a slot only after the pop that took its
@@ -590,7 +595,8 @@ SHMRING_API int shmring_discard(shmring_t *r);
  * before its release (in overwrite mode claims do not hold the producer
  * back: release then tells whether the data stayed intact). On a
  * SHMRING_REDELIVER ring a message that a dead consumer held comes before
- * the oldest new one, and the same message (same m->pos) may come twice.
+ * the oldest new one, and the same message (same shmring_msg_pos) may come
+ * twice.
  * Errors: -EINVAL (NULL); -EPERM (no consumer role); -EAGAIN (empty, and only
  * then); -EPIPE (end of stream, as for shmring_pop); -EINPROGRESS (not empty, but another consumer
  * is part-way through claiming the oldest message and did not finish within
@@ -623,6 +629,16 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m);
  * cap > 0).
  */
 SHMRING_API ssize_t shmring_msg_copy(const shmring_msg_t *m, void *buf, size_t cap);
+
+/*
+ * The position of a claimed message in the ring: how many messages were
+ * pushed before it since the ring was created. Unique to the message while
+ * the ring lives, and the same when a SHMRING_REDELIVER ring delivers it
+ * again, so it can name the message (e.g. to drop duplicates). Read from
+ * the caller's copy of the claim, before or after its release; a getter:
+ * UINT64_MAX for NULL.
+ */
+SHMRING_API uint64_t shmring_msg_pos(const shmring_msg_t *m);
 
 /* ---- Batches ------------------------------------------------------------ */
 

@@ -1500,6 +1500,11 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
     return rc;
 }
 
+SHMRING_API uint64_t shmring_msg_pos(const shmring_msg_t *m)
+{
+    return m == NULL ? UINT64_MAX : shmring__msg_get(m).pos;
+}
+
 SHMRING_API ssize_t shmring_msg_copy(const shmring_msg_t *m, void *buf, size_t cap)
 {
     if (m == NULL || (buf == NULL && cap > 0) || (m->data == NULL && m->len > 0))
@@ -1603,7 +1608,7 @@ static ssize_t pop_claimed(shmring_t *r, void *buf, size_t cap, int slow)
         return rc;
     if (m.len > cap) {
         struct shmring__rd_view v = rd_view(r);
-        shmring__rd_give_back(&v, m.pos, (unsigned)r->party);
+        shmring__rd_give_back(&v, shmring__msg_get(&m).pos, (unsigned)r->party);
         uint64_t *held = &my_party(r)->counter[SHMRING__C_CLAIMS];
         /* Relaxed: our own counter line. */
         if (shmring__load_relaxed_64(held) > 0)

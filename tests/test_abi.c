@@ -223,6 +223,7 @@ Test(abi, claim_is_checked_through_its_opaque_words)
     shmring_msg_t m;
     cr_assert_eq(shmring_claim(c, &m), 0);
     test_expect_id(m.data, (ssize_t)m.len, 1);
+    cr_assert_eq(shmring_msg_pos(&m), 0, "the first message pushed");
     /* Each opaque word altered: not this handle's claim. */
     for (int w = 0; w < 2; w++) {
         shmring_msg_t bad = m;
@@ -238,8 +239,10 @@ Test(abi, claim_is_checked_through_its_opaque_words)
     cr_assert_eq(shmring_release(c, &copy), 0);
     cr_assert_eq(shmring_release(c, &m), -EINVAL);
     cr_assert_eq(shmring_release(c, &copy), -EINVAL);
+    cr_assert_eq(shmring_msg_pos(&copy), 0, "still readable after the release");
     cr_assert_eq(shmring_claim(c, &m), 0);
     test_expect_id(m.data, (ssize_t)m.len, 2);
+    cr_assert_eq(shmring_msg_pos(&m), 1);
     cr_assert_eq(shmring_release(c, &m), 0);
     shmring_close(other);
     shmring_close(c);
@@ -405,6 +408,8 @@ Test(abi, getters_take_null)
     cr_assert_eq(shmring_slots(NULL), 0);
     cr_assert_eq(shmring_slot_size(NULL), 0);
     cr_assert_eq(shmring_missed(NULL), 0);
+    cr_assert_eq(shmring_max_message(NULL), 0);
+    cr_assert_eq(shmring_msg_pos(NULL), UINT64_MAX);
     cr_assert_eq(shmring_state_backend(NULL), -EINVAL);
     cr_assert_eq(shmring_state_fd(NULL), -EINVAL);
     cr_assert_eq(shmring_state_entries(NULL), 0);
