@@ -29,17 +29,26 @@ static int failures;
         }                                                                                          \
     } while (0)
 
-/* A later release's struct: 1.0's fields, then fields 1.0 does not know. */
+/*
+ * A much later release's struct: 1.0's fields, then fields left at their
+ * default (0), then, far beyond anything the library knows today, fields
+ * that no release of the library under test knows. (The library may know
+ * some of the middle ones: it grows too, and their 0 is their default.)
+ */
+#define LATER_GAP 96
 struct later_config {
     struct v1_config v1;
+    uint32_t middle[LATER_GAP];
     uint32_t future[3];
 };
 struct later_state_config {
     struct v1_state_config v1;
+    uint32_t middle[LATER_GAP];
     uint32_t future[3];
 };
 struct later_pool_config {
     struct v1_pool_config v1;
+    uint64_t middle[LATER_GAP / 2];
     uint64_t future[2];
 };
 
