@@ -19,6 +19,7 @@ struct v1_config {
     uint32_t slot_size;
     uint32_t flags;
     uint32_t mode;
+    uint32_t max_message;
 };
 
 struct v1_state_config {

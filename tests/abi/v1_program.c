@@ -56,8 +56,11 @@ static char ring_name[64], state_name[64];
 
 static void ring_exact(void)
 {
-    struct v1_config cfg = {
-        .size = sizeof cfg, .slots = 8, .slot_size = 64, .flags = V1_PRODUCER | V1_CONSUMER};
+    struct v1_config cfg = {.size = sizeof cfg,
+                            .slots = 8,
+                            .slot_size = 64,
+                            .flags = V1_PRODUCER | V1_CONSUMER,
+                            .max_message = 128};
     void *r = NULL;
     int rc = shmring_create(ring_name, &cfg, &r);
     CHECK(rc == 0, "create with the 1.0 struct: %d", rc);
@@ -66,8 +69,12 @@ static void ring_exact(void)
     CHECK(shmring_slots(r) == 8 && shmring_slot_size(r) == 64, "slots %u, slot size %u",
           shmring_slots(r), shmring_slot_size(r));
     CHECK(shmring_push(r, "v1", 2) == 0, "push");
-    char buf[64];
+    char buf[128];
     CHECK(shmring_pop(r, buf, sizeof buf) == 2 && memcmp(buf, "v1", 2) == 0, "pop");
+    /* max_message, the last 1.0 field, was read: a 100-byte message spans slots. */
+    memset(buf, 'm', 100);
+    CHECK(shmring_push(r, buf, 100) == 0, "push of a message above slot_size");
+    CHECK(shmring_pop(r, buf, sizeof buf) == 100, "pop of a message above slot_size");
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == 0, "unlink");
 }
