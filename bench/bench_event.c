@@ -286,7 +286,8 @@ static void run(const struct transport *t, struct result *res)
         if (pipe(p) != 0 || pipe(p + 2) != 0)
             die("pipe: %s", strerror(errno));
     } else {
-        shmring_config_t cfg = {.slots = 16, .slot_size = 16, .flags = SHMRING_OBSERVER | t->flags};
+        shmring_config_t cfg =
+            SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 16, .flags = SHMRING_OBSERVER | t->flags);
         int rc = shmring_create(req, &cfg, &keep_req);
         if (rc == 0)
             rc = shmring_create(rep, &cfg, &keep_rep);

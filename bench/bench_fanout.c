@@ -123,7 +123,8 @@ static double run(unsigned k, int subscribers)
     char names[MAX_READER][64];
     shmring_t *p[MAX_READER];
     unsigned rings = subscribers ? 1 : k;
-    shmring_config_t cfg = {.slots = SLOTS, .slot_size = MSG_LEN, .flags = SHMRING_PRODUCER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = SLOTS, .slot_size = MSG_LEN, .flags = SHMRING_PRODUCER);
     for (unsigned i = 0; i < rings; i++) {
         snprintf(names[i], sizeof names[i], "/bench-fanout-%d-%u", (int)getpid(), i);
         int rc = shmring_create(names[i], &cfg, &p[i]);

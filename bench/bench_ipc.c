@@ -517,10 +517,10 @@ static void chan_setup(struct chan *c, const struct transport *t, size_t len, un
     c->mq = (mqd_t)-1;
     if (is_shm(t->kind)) {
         snprintf(c->name, sizeof c->name, "/bench-ipc-%d-%u", (int)getpid(), counter++);
-        shmring_config_t cfg = {.slots = slots,
-                                .slot_size = (uint32_t)len,
+        shmring_config_t cfg =
+            SHMRING_CONFIG_INIT(.slots = slots, .slot_size = (uint32_t)len,
                                 .flags = SHMRING_OBSERVER | SHMRING_NO_FALLBACK |
-                                         (t->kind == K_SHM_SINGLE ? SHMRING_SINGLE_CONSUMER : 0)};
+                                         (t->kind == K_SHM_SINGLE ? SHMRING_SINGLE_CONSUMER : 0));
         int rc = shmring_create(c->name, &cfg, &c->keeper);
         if (rc < 0)
             die("shmring_create(%s): %s", c->name, shmring_strerror(rc));

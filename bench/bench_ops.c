@@ -78,7 +78,8 @@ static void pair_open(struct pair *x, uint32_t flags)
 {
     static unsigned n;
     snprintf(x->name, sizeof x->name, "/bench-ops-%d-%u", (int)getpid(), n++);
-    shmring_config_t cfg = {.slots = SLOTS, .slot_size = LEN, .flags = SHMRING_NO_FALLBACK | flags};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = SLOTS, .slot_size = LEN, .flags = SHMRING_NO_FALLBACK | flags);
     int rc = shmring_create(x->name, &cfg, &x->p);
     if (rc < 0)
         die("shmring_create", rc);

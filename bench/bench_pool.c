@@ -246,8 +246,9 @@ static int selected(const char *only)
 
 static void setup(struct bench *b, unsigned workers)
 {
-    shmring_pool_config_t cfg = {.workers = workers,
-                                 .arena_size = 2 * n * sizeof(double) + (4u << 20)};
+    shmring_pool_config_t cfg =
+        SHMRING_POOL_CONFIG_INIT(.workers = workers,
+                                 .arena_size = 2 * n * sizeof(double) + (4u << 20));
     int rc = shmring_pool_create(&cfg, item_sqrt, NULL, &b->pool);
     if (rc < 0)
         die("shmring_pool_create", rc);

@@ -97,10 +97,9 @@ static double trial(const struct ring_kind *k, uint64_t *bytes)
     static unsigned n;
     char name[64];
     snprintf(name, sizeof name, "/bench-span-%d-%u", (int)getpid(), n++);
-    shmring_config_t cfg = {.slots = k->slots,
-                            .slot_size = k->slot_size,
-                            .max_message = k->max_message,
-                            .flags = SHMRING_NO_FALLBACK};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = k->slots, .slot_size = k->slot_size,
+                            .max_message = k->max_message, .flags = SHMRING_NO_FALLBACK);
     shmring_t *p = NULL;
     int rc = shmring_create(name, &cfg, &p);
     if (rc < 0)

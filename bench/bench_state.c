@@ -49,7 +49,7 @@ struct table {
 
 static void table_open(struct table *t, uint32_t entries, uint32_t nkeys)
 {
-    shmring_state_config_t cfg = {.entries = entries, .value_size = 8};
+    shmring_state_config_t cfg = SHMRING_STATE_CONFIG_INIT(.entries = entries, .value_size = 8);
     int rc = shmring_state_create(NULL, &cfg, &t->s);
     if (rc < 0)
         die("shmring_state_create", rc);

@@ -328,7 +328,8 @@ static void reap_child(void)
 
 static void run_strategy(const struct strategy *s, struct result *res)
 {
-    shmring_config_t cfg = {.slots = 64, .slot_size = 64, .flags = SHMRING_PRODUCER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 64, .slot_size = 64, .flags = SHMRING_PRODUCER);
     struct session ss = {0};
     int rc = shmring_create(NULL, &cfg, &ss.ping);
     if (rc < 0)

@@ -676,7 +676,8 @@ static void shared_free(struct run *run)
 static int ring_create(struct run *run)
 {
     snprintf(run->name, sizeof run->name, "/shmring-demo-%d", (int)getpid());
-    shmring_config_t cfg = {.slots = run->opt.slots, .slot_size = run->opt.slot_size};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = run->opt.slots, .slot_size = run->opt.slot_size);
     int rc = shmring_create(run->name, &cfg, &run->producer);
     if (rc < 0) {
         fprintf(stderr, "demo: shmring_create(%s): %s\n", run->name, shmring_strerror(rc));

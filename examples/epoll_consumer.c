@@ -118,7 +118,8 @@ int main(int argc, char **argv)
     char name[64];
     snprintf(name, sizeof name, "/epoll-example-%d", (int)getpid());
     shmring_unlink(name);
-    shmring_config_t cfg = {.slots = 64, .slot_size = 8, .flags = SHMRING_PRODUCER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 64, .slot_size = 8, .flags = SHMRING_PRODUCER);
     shmring_t *p;
     int rc = shmring_create(name, &cfg, &p);
     if (rc < 0) {

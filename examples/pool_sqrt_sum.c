@@ -50,7 +50,8 @@ static double now_ms(void)
 int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 10000000;
-    shmring_pool_config_t cfg = {.arena_size = n * sizeof(double) + sizeof(struct job) + 4096};
+    shmring_pool_config_t cfg =
+        SHMRING_POOL_CONFIG_INIT(.arena_size = n * sizeof(double) + sizeof(struct job) + 4096);
     shmring_pool_t *pool;
     int rc = shmring_pool_create(&cfg, unused, NULL, &pool);
     if (rc < 0) {

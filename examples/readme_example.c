@@ -8,7 +8,7 @@
 int main(void)
 {
     char buf[256];
-    shmring_config_t cfg = {.flags = SHMRING_CONSUMER}; /* default size: 1024 slots of 256 B */
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.flags = SHMRING_CONSUMER); /* 1024 x 256 B */
     shmring_t *ring, *prod = NULL;
     if (shmring_create("/readme-example", &cfg, &ring) < 0)
         return 1;

@@ -88,7 +88,8 @@ int main(int argc, char **argv)
     snprintf(name, sizeof name, "/uv-example-%d", (int)getpid());
     shmring_unlink(name);
     struct consumer c = {.next = 1};
-    shmring_config_t cfg = {.slots = 256, .slot_size = 8, .flags = SHMRING_CONSUMER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 256, .slot_size = 8, .flags = SHMRING_CONSUMER);
     int rc = shmring_create(name, &cfg, &c.ring);
     if (rc < 0) {
         fprintf(stderr, "create: %s\n", shmring_strerror(rc));

@@ -103,7 +103,9 @@ static void names(const char *name, uint8_t sel)
     if (!ok || (sel & 3) == 3)
         return;
     if (sel & 1) {
-        shmring_state_config_t cfg = {1, 8, SHMRING_NO_FALLBACK, 0};
+        shmring_state_config_t cfg =
+            SHMRING_STATE_CONFIG_INIT(.entries = 1, .value_size = 8, .flags = SHMRING_NO_FALLBACK,
+                                      .mode = 0);
         CHECK(shmring_state_create(name, &cfg, &s) == 0);
         CHECK(dir_entries() == 1);
         shmring_state_t *s2 = NULL;
@@ -114,7 +116,8 @@ static void names(const char *name, uint8_t sel)
         shmring_state_close(s2);
         shmring_state_close(s);
     } else {
-        shmring_config_t cfg = {.slots = 2, .slot_size = 8, .flags = SHMRING_NO_FALLBACK};
+        shmring_config_t cfg =
+            SHMRING_CONFIG_INIT(.slots = 2, .slot_size = 8, .flags = SHMRING_NO_FALLBACK);
         CHECK(shmring_create(name, &cfg, &r) == 0);
         CHECK(dir_entries() == 1);
         shmring_t *c = NULL;

@@ -242,8 +242,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     shmring_set_log(quiet, NULL);
     memset(&M, 0, sizeof M);
     memset(nheld, 0, sizeof nheld);
-    shmring_config_t cfg = {
-        .slots = SLOTS, .slot_size = SLOT_SIZE, .flags = SHMRING_FORCE_HEAP | SHMRING_PRODUCER};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = SLOTS, .slot_size = SLOT_SIZE,
+                                               .flags = SHMRING_FORCE_HEAP | SHMRING_PRODUCER);
     shmring_t *prod = NULL, *cons[CONSUMERS];
     if (shmring_create("/ring-ops-fuzz", &cfg, &prod) != 0)
         abort();

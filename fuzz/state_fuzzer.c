@@ -229,7 +229,8 @@ static void differential(const uint8_t *data, size_t size)
     M_live = 0;
     uint32_t entries = 1u << (data[0] >> 1) % 4; /* 1..8 */
     uint32_t vsize = 1 + data[1] % MAX_VALUE;
-    shmring_state_config_t cfg = {entries, vsize, SHMRING_FORCE_HEAP, 0};
+    shmring_state_config_t cfg = SHMRING_STATE_CONFIG_INIT(.entries = entries, .value_size = vsize,
+                                                           .flags = SHMRING_FORCE_HEAP, .mode = 0);
     shmring_state_t *s = NULL;
     CHECK(shmring_state_create(NULL, &cfg, &s) == 0);
     struct cur c = {data + 2, size - 2, 0};

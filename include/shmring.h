@@ -11,6 +11,63 @@
  *  - a handle (shmring_t) is used by one thread at a time; another thread or
  *    process opens its own handle.
  *
+ * Getters and NULL. Every getter (a function that only reports a property
+ * of a handle: shmring_backend, shmring_fd, shmring_slots,
+ * shmring_slot_size, shmring_missed, shmring_state_backend,
+ * shmring_state_fd, shmring_state_entries, shmring_state_value_size,
+ * shmring_pool_workers, shmring_pool_mode, shmring_pool_last_error_item,
+ * shmring_pool_restarts, shmring_max_message, shmring_msg_pos, and any
+ * added later) takes a NULL handle (or message) and never crashes on it:
+ * one that returns int returns -EINVAL, as every int function does; one
+ * that returns an unsigned type, which cannot carry an error, returns its
+ * "none" value: 0 for a count or a size (no handle has 0 slots, slot size,
+ * entries or value size), SIZE_MAX for an index and UINT64_MAX for a
+ * position (shmring_msg_pos).
+ *
+ * Config structs (shmring_config_t, shmring_state_config_t,
+ * shmring_pool_config_t) can grow: each starts with `uint32_t size`, set to
+ * sizeof the struct the program was compiled with; initialise them with
+ * SHMRING_CONFIG_INIT, SHMRING_STATE_CONFIG_INIT and SHMRING_POOL_CONFIG_INIT
+ * (the fields not named are 0, their default). Later releases only append
+ * fields. The library reads only the fields within the caller's size and
+ * takes the others as 0 (their default), so a program built against an
+ * older release keeps working; a size larger than the library knows is
+ * accepted when the unknown bytes are all zero, and refused with -E2BIG
+ * otherwise (a program built against a newer release asks for something
+ * this library cannot do). A size of 0 (a struct not set up with the
+ * macro), one that ends inside a field, or one above 4096 is -EINVAL. A
+ * NULL config means all defaults. docs/abi.md says how versions and the
+ * SONAME move.
+ *
+ * Ordering (what a program may rely on; docs/design.md proves it):
+ *  - A push, batch push or commit happens-before the pop, batch pop or
+ *    claim that returns the message: after that call the consumer sees the
+ *    payload and everything the producer wrote (to any memory) before the
+ *    push. The same holds across processes and on every backend.
+ *  - Each message goes to exactly one consumer (observers take none).
+ *    Positions only grow (also across producers taking the lease over), so
+ *    a consumer gets its messages in push order; with several consumers
+ *    each one's messages are in push order, but which consumer gets which,
+ *    and the order in which they are handled, is not defined. A batch pop
+ *    takes consecutive messages. A batch push publishes its messages one
+ *    by one, in order: consumers may take the first ones before the last
+ *    are written. On a SHMRING_REDELIVER ring, a message claimed by a
+ *    consumer that died before releasing it is delivered again, before
+ *    newer ones and so out of push order (shmring_msg_pos tells).
+ *  - Claims may be released in any order. A release (and a copy pop)
+ *    happens-before the producer's reuse of that slot: except in overwrite
+ *    mode, the producer rewrites a slot only after the pop that took its
+ *    message has finished copying it, or its claim was released.
+ *  - Overwrite mode: the producer drops the oldest unclaimed messages when
+ *    the ring is full; what a consumer gets is still in push order, with
+ *    gaps (shmring_missed). A claim it overwrote is reported by
+ *    shmring_release (-ESTALE); a copy pop never returns a torn message.
+ *  - A state write happens-before every read that returns its value: the
+ *    reader sees everything the writer wrote before shmring_state_write,
+ *    so a later read of another key the writer wrote earlier returns that
+ *    value or a newer one. A read returns the value published last when it
+ *    started, or a newer one; reads of several keys are not a snapshot.
+ *
  * Quick start (a producer and a consumer, error handling left out):
  *
  *     shmring_t *p, *c;
@@ -140,6 +197,28 @@ extern "C" {
  */
 #define SHMRING_FOLLOW 0x40000u
 
+/*
+ * Open flag (shmring_open, shmring_open_wait, shmring_state_open,
+ * shmring_state_open_wait): look the name up only among the rings and
+ * tables this process created (its memfd and heap segments), never in the
+ * shm directory. The *_open_fd calls take it and ignore it. SHMRING_FORCE_HEAP
+ * in open flags is its old spelling and still means the same. (Its value
+ * stays clear of the pool flags, so that no value means two things.)
+ *
+ * What SHMRING_FORCE_HEAP means where:
+ *   create flags (shmring_config_t, shmring_state_config_t): the heap
+ *     backend (and, with SHMRING_OPEN_EXISTING, an existing object is
+ *     looked for as with SHMRING_LOCAL_ONLY);
+ *   open flags: the old spelling of SHMRING_LOCAL_ONLY;
+ *   pool flags: the old spelling of SHMRING_POOL_MESSAGE_PASSING.
+ * $SHMRING_FORCE_HEAP (any value but empty or "0"; ignored by setuid and
+ * setcap programs) has one meaning: this process has no shared memory. So
+ * every create uses the heap backend, every open by name looks only in
+ * this process (as SHMRING_LOCAL_ONLY), and pools of processes pass
+ * messages, as they do when shared memory cannot be had.
+ */
+#define SHMRING_LOCAL_ONLY 0x800000u
+
 /* Backends, as returned by shmring_backend(). */
 #define SHMRING_BACKEND_SHM   1 /* named POSIX shared memory */
 #define SHMRING_BACKEND_MEMFD 2 /* anonymous shared memory */
@@ -178,7 +257,14 @@ SHMRING_API const char *shmring_version(void);
 
 typedef struct shmring shmring_t;
 
+/*
+ * Ring configuration. Initialise it with SHMRING_CONFIG_INIT, which sets
+ * `size` (see "Config structs" at the top of this header):
+ *     shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 64, .slot_size = 128);
+ * Later releases append fields after the last one.
+ */
 typedef struct shmring_config {
+    uint32_t size;        /* sizeof(shmring_config_t), set by SHMRING_CONFIG_INIT */
     uint32_t slots;       /* power of two >= 2; 0 = default (1024) */
     uint32_t slot_size;   /* largest message in bytes; 0 = default (256) */
     uint32_t flags;       /* roles, backend, SHMRING_OVERWRITE, ... */
@@ -187,6 +273,11 @@ typedef struct shmring_config {
                              slot_size, a message spans consecutive slots:
                              at most slots * slot_size / 2 */
 } shmring_config_t;
+
+#define SHMRING_CONFIG_INIT(...)                                                                   \
+    {                                                                                              \
+        .size = sizeof(shmring_config_t), __VA_ARGS__                                              \
+    }
 
 /*
  * Create a ring. `name` is a POSIX shm name ("/feed": one leading '/', no
@@ -197,7 +288,7 @@ typedef struct shmring_config {
  * Backends are tried in order: named shm (in $SHMRING_SHM_DIR or /dev/shm),
  * memfd, heap; each fallback is logged with its reason. A ring that fell
  * back from shm can still be opened by name from the creating process.
- * $SHMRING_FORCE_HEAP=1 forces the heap backend.
+ * $SHMRING_FORCE_HEAP=1 forces the heap backend (see SHMRING_LOCAL_ONLY).
  *
  * Memory rule: a segment larger than what this process may use is refused
  * with -ENOMEM before any page is backed (otherwise the pages would be
@@ -222,7 +313,8 @@ typedef struct shmring_config {
  *
  * SHMRING_FOLLOW is accepted with the SHMRING_CONSUMER role (see that flag).
  *
- * Errors: -EINVAL (NULL out, bad name, slots not a power of two in
+ * Errors: -EINVAL (NULL out, cfg->size 0 or otherwise not the size of a
+ * shmring_config_t of any release, bad name, slots not a power of two in
  * [2, SHMRING_MAX_SLOTS], slot_size above SHMRING_MAX_SLOT_SIZE, unknown
  * flag, mode with bits outside 0777 or writable by group/others without
  * SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name,
@@ -230,7 +322,10 @@ typedef struct shmring_config {
  * SHMRING_FOLLOW without SHMRING_CONSUMER, SHMRING_SUBSCRIBER with
  * SHMRING_CONSUMER or SHMRING_OBSERVER, max_message other than 0 outside
  * [slot_size, slots * slot_size / 2], SHMRING_REDELIVER with a max_message
- * above slot_size); -EEXIST (the name exists; with
+ * above slot_size); -E2BIG (cfg->size is larger than this library's
+ * shmring_config_t and a field it does not know is not zero: the program
+ * was built against a later release and asks for something this one cannot
+ * do); -EEXIST (the name exists; with
  * SHMRING_OPEN_EXISTING: it exists with other slots, slot_size, max_message
  * or policy, or is a state table); -ENOSPC (the shm file system is full);
  * -ENOMEM (out of memory, or the memory rule above); -EMFILE/-ENFILE
@@ -244,7 +339,10 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
 /*
  * Open an existing ring by name with the given roles (at least one of
  * SHMRING_PRODUCER, SHMRING_CONSUMER, SHMRING_OBSERVER, SHMRING_SUBSCRIBER),
- * optionally with SHMRING_ALLOW_INSECURE, and for a consumer SHMRING_FOLLOW.
+ * optionally with SHMRING_ALLOW_INSECURE, SHMRING_LOCAL_ONLY, and for a
+ * consumer SHMRING_FOLLOW. The name is looked up first among the memfd and
+ * heap rings of this process, then (unless SHMRING_LOCAL_ONLY or
+ * $SHMRING_FORCE_HEAP) in the shm directory.
  *
  * A reused ring: a consumer that attaches after the last producer closed
  * its handle finds the stream ended. Once it has taken what is left, its
@@ -306,8 +404,8 @@ SHMRING_API int shmring_open_fd(int fd, uint32_t flags, shmring_t **out);
 /*
  * Wait until ring `name` exists and is initialised, then open it as
  * shmring_open does. The wait sleeps until something is created in the shm
- * directory (inotify on it, not a polling loop); on the heap backend
- * (SHMRING_FORCE_HEAP in flags or $SHMRING_FORCE_HEAP) it waits for a
+ * directory (inotify on it, not a polling loop); with SHMRING_LOCAL_ONLY
+ * (or SHMRING_FORCE_HEAP) in flags or $SHMRING_FORCE_HEAP it waits for a
  * shmring_create of this process. A segment caught while its creator sets
  * it up is tried again every millisecond for up to about two seconds.
  * timeout_ns < 0 waits forever, 0 tries once. Signals do not end it.
@@ -532,14 +630,18 @@ SHMRING_API int shmring_event_fd(shmring_t *r);
 
 /* ---- Zero-copy ---------------------------------------------------------- */
 
-/* A message held in place by shmring_claim. Fields other than data and len
- * are private. */
+/*
+ * A message held in place by shmring_claim. Only data and len are for the
+ * caller; `opaque` belongs to the library (a copy of the struct is the same
+ * claim, so it may be moved or copied, but not edited). Its size is part of
+ * the ABI: 8 + 3 * 8 bytes after data (40 bytes on LP64), one opaque word of
+ * which is spare, so that a later release can keep more per claim without
+ * changing it.
+ */
 typedef struct shmring_msg {
     const void *data; /* payload in shared memory, valid until release */
     size_t len;
-    uint64_t pos;    /* private */
-    uint32_t slot;   /* private */
-    uint32_t cookie; /* private */
+    uint64_t opaque[3]; /* private */
 } shmring_msg_t;
 
 /*
@@ -585,7 +687,8 @@ SHMRING_API int shmring_discard(shmring_t *r);
  * before its release (in overwrite mode claims do not hold the producer
  * back: release then tells whether the data stayed intact). On a
  * SHMRING_REDELIVER ring a message that a dead consumer held comes before
- * the oldest new one, and the same message (same m->pos) may come twice.
+ * the oldest new one, and the same message (same shmring_msg_pos) may come
+ * twice.
  * Errors: -EINVAL (NULL); -EPERM (no consumer role); -EAGAIN (empty, and only
  * then); -EPIPE (end of stream, as for shmring_pop); -EINPROGRESS (not empty, but another consumer
  * is part-way through claiming the oldest message and did not finish within
@@ -622,6 +725,16 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m);
  * cap > 0).
  */
 SHMRING_API ssize_t shmring_msg_copy(const shmring_msg_t *m, void *buf, size_t cap);
+
+/*
+ * The position of a claimed message in the ring: how many messages were
+ * pushed before it since the ring was created. Unique to the message while
+ * the ring lives, and the same when a SHMRING_REDELIVER ring delivers it
+ * again, so it can name the message (e.g. to drop duplicates). Read from
+ * the caller's copy of the claim, before or after its release; a getter:
+ * UINT64_MAX for NULL.
+ */
+SHMRING_API uint64_t shmring_msg_pos(const shmring_msg_t *m);
 
 /* ---- Batches ------------------------------------------------------------ */
 

@@ -44,7 +44,7 @@ void shmring__appear_notify(void)
 
 static int heap_only(uint32_t flags)
 {
-    return (flags & SHMRING_FORCE_HEAP) || shmring__force_heap_env();
+    return (flags & SHMRING__OPEN_LOCAL) || shmring__force_heap_env();
 }
 
 /* An inotify descriptor watching the shm directory, or -errno. */

@@ -68,6 +68,8 @@ SHMRING_API const char *shmring_strerror(int err)
         return "timed out";
     case ECANCELED:
         return "wait ended by shmring_interrupt or shmring_state_interrupt";
+    case E2BIG:
+        return "a config struct of a later release sets a field this library does not know";
     case EINPROGRESS:
         return "another consumer is part-way through a claim on the slot: neither empty nor full";
     default:

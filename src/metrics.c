@@ -346,11 +346,9 @@ static int pipes_open(struct link *l, size_t bytes)
  */
 static int ring_create(uint32_t slot_size, uint32_t flags, shmring_t **out)
 {
-    shmring_config_t cfg = {
-        .slots = 2,
-        .slot_size = slot_size,
-        .flags = flags | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK,
-    };
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 2, .slot_size = slot_size,
+                            .flags = flags | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK, );
     int rc = shmring_create(NULL, &cfg, out);
     if (rc == -ENOSYS || rc == -EPERM || rc == -EOPNOTSUPP || rc == -EACCES)
         return -ENOTSUP;

@@ -63,6 +63,7 @@
 #include <unistd.h>
 
 #include "atomic.h"
+#include "config.h"
 #include "fault.h"
 #include "wait.h"
 
@@ -1464,9 +1465,9 @@ static int shared_setup(shmring_pool_t *p, size_t arena_size)
         p->arena = NULL;
         return -ENOMEM;
     }
-    shmring_config_t rc = {.slots = RING_SLOTS,
-                           .slot_size = sizeof(struct shmring__pool_token),
-                           .flags = SHMRING_PRODUCER | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK};
+    shmring_config_t rc =
+        SHMRING_CONFIG_INIT(.slots = RING_SLOTS, .slot_size = sizeof(struct shmring__pool_token),
+                            .flags = SHMRING_PRODUCER | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK);
     int e = shmring_create(NULL, &rc, &p->ring);
     if (e < 0) {
         shmring__log("pool: no shared ring (%s): message passing", shmring_strerror(e));
@@ -1485,7 +1486,7 @@ static int check_config(const shmring_pool_config_t *cfg)
     if (cfg == NULL)
         return 0;
     uint32_t f = cfg->flags;
-    if ((f & ~POOL_FLAGS) != 0 || cfg->workers > SHMRING_POOL_MAX_WORKERS ||
+    if ((f & ~POOL_FLAGS) != 0 || cfg->reserved != 0 || cfg->workers > SHMRING_POOL_MAX_WORKERS ||
         (uint64_t)cfg->arena_size > MAX_ARENA)
         return -EINVAL;
     if ((f & SHMRING_POOL_THREADS) &&
@@ -1529,7 +1530,12 @@ SHMRING_API int shmring_pool_create(const shmring_pool_config_t *cfg, shmring_ta
 {
     if (fn == NULL || out == NULL)
         return -EINVAL;
-    int rc = check_config(cfg);
+    shmring_pool_config_t own;
+    int rc = shmring__config_pool(cfg, &own);
+    if (rc < 0)
+        return rc;
+    cfg = cfg ? &own : NULL;
+    rc = check_config(cfg);
     if (rc < 0)
         return rc;
     shmring_pool_t *p = calloc(1, sizeof *p);

@@ -67,8 +67,10 @@
 #include "appear.h"
 #include "atomic.h"
 #include "cancel.h"
+#include "config.h"
 #include "event.h"
 #include "fault.h"
+#include "msg.h"
 #include "redeliver.h"
 #include "span.h"
 #include "subscriber.h"
@@ -109,7 +111,8 @@ _Static_assert(CLAIM_OWNER_BITS == SHMRING__CLAIM_OWNER_BITS && CLAIM_HELD == SH
 #define CREATE_FLAGS                                                                               \
     (ROLE_FLAGS | BACKEND_FLAGS | RING_FLAGS | SHMRING_ALLOW_INSECURE | SHMRING_NO_MEMBARRIER |    \
      SHMRING_OPEN_EXISTING | SHMRING_FOLLOW)
-#define OPEN_FLAGS (ROLE_FLAGS | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE | SHMRING_FOLLOW)
+#define OPEN_FLAGS                                                                                 \
+    (ROLE_FLAGS | SHMRING_LOCAL_ONLY | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE | SHMRING_FOLLOW)
 
 struct shmring {
     struct shmring__seg *seg;
@@ -1338,9 +1341,7 @@ static void fill_msg(shmring_t *r, shmring_msg_t *m, uint64_t pos, uint32_t len)
 {
     m->data = payload_of(slot_at(r, pos));
     m->len = len;
-    m->pos = pos;
-    m->slot = (uint32_t)(pos & r->mask);
-    m->cookie = r->cookie;
+    shmring__msg_set(m, pos, (uint32_t)(pos & r->mask), r->cookie);
 }
 
 /* Overwrite mode: claims do not hold the producer back (checked at release). */
@@ -1516,10 +1517,11 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
         return shmring__sub_release(&r->subs, m, &r->fenced_notify);
     if (r == NULL || m == NULL || r->party < 0 || !(r->roles & SHMRING_CONSUMER))
         return -EINVAL;
-    if (m->cookie != r->cookie || m->slot >= r->nslots || (m->pos & r->mask) != m->slot ||
+    struct shmring__msg_private mp = shmring__msg_get(m);
+    if (mp.cookie != r->cookie || mp.slot >= r->nslots || (mp.pos & r->mask) != mp.slot ||
         m->data == NULL)
         return -EINVAL;
-    struct shmring__slot *s = slot_at(r, m->pos);
+    struct shmring__slot *s = slot_at(r, mp.pos);
     uint64_t *held = &my_party(r)->counter[SHMRING__C_CLAIMS];
     int rc = 0;
     /* A spanning message was claimed as a private copy (never torn). */
@@ -1527,16 +1529,16 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
     if (r->overwrite) {
         if (copied && !shmring__span_buf_free(&r->span, m->data))
             return -EINVAL; /* not a copy this handle still holds */
-        if (!copied && !seq_unchanged(s, published(m->pos)))
+        if (!copied && !seq_unchanged(s, published(mp.pos)))
             rc = -ESTALE;
     } else {
-        uint64_t c = claim_word(m->pos, (unsigned)r->party) | CLAIM_HELD;
+        uint64_t c = claim_word(mp.pos, (unsigned)r->party) | CLAIM_HELD;
         /* Relaxed: our own claim word; only we (or a reclaimer) change it. */
         if (shmring__load_relaxed_64(&s->claim) != c)
             return -EINVAL;
         SHMRING_FAULT(CLAIM_Z3);
         if (r->redeliver)
-            shmring__rd_released(s, m->pos); /* R6 (redeliver.c) */
+            shmring__rd_released(s, mp.pos); /* R6 (redeliver.c) */
         release_claim(r, s);
         if (copied)
             shmring__span_buf_free(&r->span, m->data);
@@ -1545,8 +1547,13 @@ SHMRING_API int shmring_release(shmring_t *r, shmring_msg_t *m)
     if (shmring__load_relaxed_64(held) > 0)
         count(held, (uint64_t)-1);
     m->data = NULL;
-    m->cookie = 0;
+    shmring__msg_set(m, mp.pos, mp.slot, 0);
     return rc;
+}
+
+SHMRING_API uint64_t shmring_msg_pos(const shmring_msg_t *m)
+{
+    return m == NULL ? UINT64_MAX : shmring__msg_get(m).pos;
 }
 
 SHMRING_API ssize_t shmring_msg_copy(const shmring_msg_t *m, void *buf, size_t cap)
@@ -1654,7 +1661,7 @@ static ssize_t pop_claimed(shmring_t *r, void *buf, size_t cap, int slow)
         return rc;
     if (m.len > cap) {
         struct shmring__rd_view v = rd_view(r);
-        shmring__rd_give_back(&v, m.pos, (unsigned)r->party);
+        shmring__rd_give_back(&v, shmring__msg_get(&m).pos, (unsigned)r->party);
         uint64_t *held = &my_party(r)->counter[SHMRING__C_CLAIMS];
         /* Relaxed: our own counter line. */
         if (shmring__load_relaxed_64(held) > 0)
@@ -2209,7 +2216,8 @@ static int open_existing(const char *name, const uint32_t param[4], uint32_t fla
 {
     struct shmring__seg *seg = NULL;
     int rc = shmring__seg_open(name, SHMRING__TYPE_RING,
-                               flags & (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE),
+                               (flags & SHMRING_FORCE_HEAP ? SHMRING_LOCAL_ONLY : 0) |
+                                   (flags & SHMRING_ALLOW_INSECURE),
                                shmring__ring_layout, &seg);
     if (rc == -EPROTOTYPE)
         return -EEXIST;
@@ -2231,8 +2239,13 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
 {
     if (out == NULL)
         return -EINVAL;
+    shmring_config_t own; /* the caller's fields, as far as its size goes */
+    int rc = shmring__config_ring(cfg, &own);
+    if (rc < 0)
+        return rc;
+    cfg = &own;
     uint32_t slots, slot_size, flags, mode;
-    int rc = check_create_config(cfg, &slots, &slot_size, &flags, &mode);
+    rc = check_create_config(cfg, &slots, &slot_size, &flags, &mode);
     if (rc < 0)
         return rc;
     uint32_t param[4] = {slots, slot_size, 0, 0};
@@ -2242,7 +2255,7 @@ SHMRING_API int shmring_create(const char *name, const shmring_config_t *cfg, sh
     if (name == NULL && (flags & SHMRING_OPEN_EXISTING))
         return -EINVAL;
     param[2] = (uint32_t)stride_of(slot_size);
-    int64_t max_message = shmring__span_config(slots, slot_size, cfg ? cfg->max_message : 0);
+    int64_t max_message = shmring__span_config(slots, slot_size, cfg->max_message);
     if (max_message < 0 || ((flags & SHMRING_REDELIVER) && max_message > slot_size))
         return -EINVAL;
     struct shmring__seg *seg;

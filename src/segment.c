@@ -444,6 +444,19 @@ static int open_named(int dfd, const char *name, uint32_t flags)
     return rc < 0 ? rc : fd;
 }
 
+/* 0 once a heap segment's creator has published it (acquire: pairs with the
+ * release in shmring__seg_publish), -EAGAIN after about a second. */
+static int heap_ready(const struct shmring__hdr *h)
+{
+    for (int i = 0; i < 1000; i++) {
+        if (shmring__load_acquire_32(&h->ready) == SHMRING__READY)
+            return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return -EAGAIN;
+}
+
 /* A name of the registry: its heap memory, or its memfd reopened. */
 static int open_registry(const char *name, uint32_t type, shmring__layout_fn layout,
                          struct shmring__seg *s)
@@ -455,7 +468,11 @@ static int open_registry(const char *name, uint32_t type, shmring__layout_fn lay
     if (e->backend == SHMRING_BACKEND_HEAP) {
         seg_set_view(s, e->heap, e->size);
         s->fd = -1;
-        rc = shmring__hdr_check(s->hdr, type, s->size, layout);
+        /* Registered when created, before its creator initialised it: wait
+         * for ready as an open by name does (at most about a second). */
+        rc = heap_ready(s->hdr);
+        if (rc == 0)
+            rc = shmring__hdr_check(s->hdr, type, s->size, layout);
         if (rc == 0)
             seg_copy_identity(s);
     } else {
@@ -496,7 +513,7 @@ int shmring__seg_open(const char *name, uint32_t type, uint32_t flags, shmring__
         }
         return rc;
     }
-    if ((flags & SHMRING_FORCE_HEAP) || shmring__force_heap_env()) {
+    if ((flags & SHMRING__OPEN_LOCAL) || shmring__force_heap_env()) {
         free(s);
         return -ENOENT;
     }

@@ -223,6 +223,10 @@ int shmring__dir_trusted(const struct stat *st);
 /* 1 if $SHMRING_FORCE_HEAP asks for the heap backend (secure_getenv). */
 int shmring__force_heap_env(void);
 
+/* Open flags that look a name up only in this process's registry:
+ * SHMRING_LOCAL_ONLY, and SHMRING_FORCE_HEAP, its old spelling at open. */
+#define SHMRING__OPEN_LOCAL (SHMRING_LOCAL_ONLY | SHMRING_FORCE_HEAP)
+
 /* 0 if a segment file may be used: owned by the caller and writable by
  * neither group nor others (or SHMRING_ALLOW_INSECURE in flags); -EACCES. */
 int shmring__check_owner(const struct stat *st, uint32_t flags);

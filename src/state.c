@@ -68,6 +68,7 @@
 #include "appear.h"
 #include "atomic.h"
 #include "cancel.h"
+#include "config.h"
 #include "fault.h"
 #include "wait.h"
 
@@ -84,7 +85,7 @@
 #define CREATE_FLAGS                                                                               \
     (SHMRING_FORCE_HEAP | SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK | SHMRING_ALLOW_INSECURE |     \
      SHMRING_OPEN_EXISTING)
-#define OPEN_FLAGS (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
+#define OPEN_FLAGS (SHMRING_LOCAL_ONLY | SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE)
 
 #define SEQ_VERSION SHMRING__SEQ_VERSION
 #define SEQ_STATE   SHMRING__SEQ_STATE
@@ -1094,9 +1095,11 @@ int shmring__state_from_seg(struct shmring__seg *seg, shmring_state_t **out)
 static int check_create_config(const shmring_state_config_t *cfg, uint32_t param[4],
                                uint32_t *flags, uint32_t *mode)
 {
-    shmring_state_config_t def = {0, 0, 0, 0};
-    if (cfg == NULL)
-        cfg = &def;
+    shmring_state_config_t def;
+    int rc = shmring__config_state(cfg, &def);
+    if (rc < 0)
+        return rc;
+    cfg = &def;
     uint32_t entries = cfg->entries ? cfg->entries : DEFAULT_ENTRIES;
     uint32_t value_size = cfg->value_size ? cfg->value_size : DEFAULT_VALUE_SIZE;
     *flags = cfg->flags;
@@ -1148,7 +1151,8 @@ static int open_existing(const char *name, const uint32_t param[4], uint32_t fla
 {
     struct shmring__seg *seg = NULL;
     int rc = shmring__seg_open(name, SHMRING__TYPE_STATE,
-                               flags & (SHMRING_FORCE_HEAP | SHMRING_ALLOW_INSECURE),
+                               (flags & SHMRING_FORCE_HEAP ? SHMRING_LOCAL_ONLY : 0) |
+                                   (flags & SHMRING_ALLOW_INSECURE),
                                shmring__state_layout, &seg);
     if (rc == -EPROTOTYPE)
         return -EEXIST;

@@ -50,6 +50,7 @@
 
 #include "atomic.h"
 #include "fault.h"
+#include "msg.h"
 #include "wait.h"
 
 #define SUB_RETRIES (1u << 20) /* bound on retries against peer-written state */
@@ -367,9 +368,7 @@ int shmring__sub_claim(struct shmring__subs *s, shmring_msg_t *m)
             return rc;
         m->data = (unsigned char *)slot_at(s, pos) + SHMRING__SLOT_HEADER;
         m->len = len;
-        m->pos = pos;
-        m->slot = (uint32_t)(pos & s->mask);
-        m->cookie = s->cookie;
+        shmring__msg_set(m, pos, (uint32_t)(pos & s->mask), s->cookie);
         /* Lossless: the cursor stays at the oldest claim held (B4 at its
          * release): the producer never rewrites a held slot. */
         if (!s->overwrite) {
@@ -394,21 +393,22 @@ int shmring__sub_claim(struct shmring__subs *s, shmring_msg_t *m)
 
 int shmring__sub_release(struct shmring__subs *s, shmring_msg_t *m, int *fenced)
 {
-    if (m->cookie != s->cookie || m->slot >= s->nslots || (m->pos & s->mask) != m->slot ||
-        m->data == NULL || m->pos >= s->next)
+    struct shmring__msg_private c = shmring__msg_get(m);
+    if (c.cookie != s->cookie || c.slot >= s->nslots || (c.pos & s->mask) != c.slot ||
+        m->data == NULL || c.pos >= s->next)
         return -EINVAL;
-    struct shmring__slot *sl = slot_at(s, m->pos);
+    struct shmring__slot *sl = slot_at(s, c.pos);
     int rc = 0;
     if (s->overwrite) {
-        if (!seq_unchanged(sl, published(m->pos)))
+        if (!seq_unchanged(sl, published(c.pos)))
             rc = -ESTALE;
     } else {
-        if (s->held == NULL || s->nheld == 0 || m->pos < s->base || !held_bit(s, m->pos))
+        if (s->held == NULL || s->nheld == 0 || c.pos < s->base || !held_bit(s, c.pos))
             return -EINVAL;
-        held_set(s, m->pos, 0);
+        held_set(s, c.pos, 0);
         s->nheld--;
         /* The oldest claim went: the cursor moves up to the next one held. */
-        if (m->pos == s->base) {
+        if (c.pos == s->base) {
             while (s->base < s->next && (s->nheld == 0 || !held_bit(s, s->base)))
                 s->base++;
             SHMRING_FAULT(SUB_ADVANCE);
@@ -416,7 +416,7 @@ int shmring__sub_release(struct shmring__subs *s, shmring_msg_t *m, int *fenced)
         }
     }
     m->data = NULL;
-    m->cookie = 0;
+    shmring__msg_set(m, c.pos, c.slot, 0);
     return rc;
 }
 

@@ -134,7 +134,8 @@ size_t test_len_of(uint64_t id, uint32_t slot_size)
 
 shmring_t *test_make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags)
 {
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = slots, .slot_size = slot_size, .flags = flags);
     shmring_t *r = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &r), 0);
     return r;

@@ -460,7 +460,8 @@ static void producer_start(struct producer *pr, const char *name, const struct p
 {
     memset(pr, 0, sizeof *pr);
     pr->plan = plan;
-    shmring_config_t cfg = {.slots = 4096, .slot_size = plan->slot_size, .flags = flags};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 4096, .slot_size = plan->slot_size, .flags = flags);
     cr_assert_eq(shmring_create(name, &cfg, &pr->ring), 0);
     cr_assert_eq(pthread_create(&pr->thread, NULL, produce, pr), 0);
 }
@@ -1013,7 +1014,7 @@ Test(bridge, out_subscriber_sees_all_beside_a_consumer, .timeout = 600)
     bridge_start(&in);
     wait_for_ring("/sbb");
     struct producer pr = {.plan = &plan};
-    shmring_config_t cfg = {.slots = 4096, .slot_size = plan.slot_size};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 4096, .slot_size = plan.slot_size);
     cr_assert_eq(shmring_create("/sba", &cfg, &pr.ring), 0);
     bridge_start(&out);
     /* The bridge sees what is pushed after it attached: wait for it. */

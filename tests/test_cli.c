@@ -551,7 +551,7 @@ Test(cli, ls_shows_parties_and_fill)
 {
     setup(1);
     shmring_t *p = NULL, *c1 = NULL, *c2 = NULL;
-    shmring_config_t cfg = {.slots = 64, .slot_size = 32};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 64, .slot_size = 32);
     cr_assert_eq(shmring_create("/live", &cfg, &p), 0);
     cr_assert_eq(shmring_open("/live", SHMRING_CONSUMER, &c1), 0);
     cr_assert_eq(shmring_open("/live", SHMRING_CONSUMER, &c2), 0);
@@ -607,7 +607,7 @@ Test(cli, stat_prints_counters)
 {
     setup(1);
     shmring_t *p = NULL, *c = NULL;
-    shmring_config_t cfg = {.slots = 16, .slot_size = 64};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64);
     cr_assert_eq(shmring_create("/s", &cfg, &p), 0);
     cr_assert_eq(shmring_open("/s", SHMRING_CONSUMER, &c), 0);
     char msg[10] = "0123456789", buf[64];
@@ -639,7 +639,7 @@ Test(cli, stat_prints_the_wake_path)
 {
     setup(1);
     shmring_t *m = NULL, *x = NULL;
-    shmring_config_t cfg = {.slots = 16, .slot_size = 64};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64);
     cr_assert_eq(shmring_create("/wm", &cfg, &m), 0);
     cfg.flags = SHMRING_NO_MEMBARRIER;
     cr_assert_eq(shmring_create("/wx", &cfg, &x), 0);
@@ -1252,7 +1252,7 @@ Test(cli, dump_escapes_and_json)
 {
     setup(1);
     shmring_state_t *s = NULL;
-    shmring_state_config_t cfg = {.entries = 16, .value_size = 32};
+    shmring_state_config_t cfg = SHMRING_STATE_CONFIG_INIT(.entries = 16, .value_size = 32);
     cr_assert_eq(shmring_state_create("/d", &cfg, &s), 0);
     struct proc r;
     RUN(&r, "dump", "/d");
@@ -1731,7 +1731,8 @@ Test(cli, ls_escapes_high_bytes)
 {
     setup(1); /* named files that the tool lists */
     shmring_t *a = NULL, *b = NULL;
-    shmring_config_t cfg = {.slots = 16, .slot_size = 32, .flags = SHMRING_OBSERVER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 32, .flags = SHMRING_OBSERVER);
     cr_assert_eq(shmring_create("/caf\xe9", &cfg, &a), 0);         /* Latin-1: not UTF-8 */
     cr_assert_eq(shmring_create("/\xc3\xbcml\\aut", &cfg, &b), 0); /* UTF-8, and a backslash */
     struct proc r;

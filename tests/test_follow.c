@@ -167,7 +167,8 @@ Test(follow, bad_flag_combinations)
     cr_assert_eq(shmring_open(name, SHMRING_FOLLOW | SHMRING_CONSUMER, NULL), -EINVAL);
     cr_assert_null(r);
     const char *other = test_name("fbad2");
-    shmring_config_t cfg = {.slots = SLOTS, .slot_size = SLOT, .flags = SHMRING_FOLLOW};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = SLOTS, .slot_size = SLOT, .flags = SHMRING_FOLLOW);
     cr_assert_eq(shmring_create(other, &cfg, &r), -EINVAL); /* default role: producer */
     cfg.flags = SHMRING_FOLLOW | SHMRING_PRODUCER;
     cr_assert_eq(shmring_create(other, &cfg, &r), -EINVAL);
@@ -255,8 +256,8 @@ Test(follow, producer_closes_and_the_next_one_is_followed, .timeout = 300)
 {
     h_arm_deadline(120);
     const char *name = test_name("fnext");
-    shmring_config_t cfg = {
-        .slots = SLOTS, .slot_size = SLOT, .flags = SHMRING_CONSUMER | SHMRING_FOLLOW};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = SLOTS, .slot_size = SLOT,
+                                               .flags = SHMRING_CONSUMER | SHMRING_FOLLOW);
     struct follower f = {.want = 2 * h_count(2000)};
     cr_assert_eq(shmring_create(name, &cfg, &f.c), 0);
     shmring_t *n = test_open_as(name, SHMRING_CONSUMER); /* no flag: sees the end */
@@ -300,8 +301,8 @@ Test(follow, producer_killed_and_replaced, .timeout = 300)
         cr_skip_test("needs processes");
     h_arm_deadline(120);
     const char *name = test_name("fkill");
-    shmring_config_t cfg = {
-        .slots = 8, .slot_size = SLOT, .flags = SHMRING_CONSUMER | SHMRING_FOLLOW};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = SLOT,
+                                               .flags = SHMRING_CONSUMER | SHMRING_FOLLOW);
     shmring_t *c = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &c), 0);
     shmring_t *n = test_open_as(name, SHMRING_CONSUMER);
@@ -358,7 +359,8 @@ static void spinner_sleeps(int kill_producer)
     struct job a = {.name = name, .first = 0, .n = 0};
     struct follower f = {.want = 2};
     if (kill_producer) {
-        shmring_config_t cfg = {.slots = 8, .slot_size = SLOT, .flags = SHMRING_OBSERVER};
+        shmring_config_t cfg =
+            SHMRING_CONFIG_INIT(.slots = 8, .slot_size = SLOT, .flags = SHMRING_OBSERVER);
         cr_assert_eq(shmring_create(name, &cfg, &p), 0);
         f.c = test_open_as(name, SHMRING_CONSUMER | SHMRING_FOLLOW);
         a.n = 1; /* one message, then a producer that sleeps until killed */

@@ -55,7 +55,7 @@ static void skip_on_heap(void)
 
 static shmring_t *ring_make(const char *name, uint32_t slots, uint32_t slot_size)
 {
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = slots, .slot_size = slot_size);
     shmring_t *r = NULL;
     int rc = shmring_create(name, &cfg, &r);
     cr_assert_eq(rc, 0, "create %s: %s", name ? name : "(anonymous)", shmring_strerror(rc));
@@ -64,7 +64,8 @@ static shmring_t *ring_make(const char *name, uint32_t slots, uint32_t slot_size
 
 static shmring_state_t *state_make(const char *name, uint32_t entries, uint32_t value_size)
 {
-    shmring_state_config_t cfg = {.entries = entries, .value_size = value_size};
+    shmring_state_config_t cfg =
+        SHMRING_STATE_CONFIG_INIT(.entries = entries, .value_size = value_size);
     shmring_state_t *s = NULL;
     int rc = shmring_state_create(name, &cfg, &s);
     cr_assert_eq(rc, 0, "state create %s: %s", name ? name : "(anonymous)", shmring_strerror(rc));
@@ -122,8 +123,8 @@ Test(hardening, ring_null_and_zero_arguments)
 {
     test_quiet_log();
     /* One handle with both roles: the same on every backend. */
-    shmring_config_t cfg = {
-        .slots = 4, .slot_size = 64, .flags = SHMRING_PRODUCER | SHMRING_CONSUMER};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 4, .slot_size = 64,
+                                               .flags = SHMRING_PRODUCER | SHMRING_CONSUMER);
     shmring_t *p = NULL, *c = NULL;
     cr_assert_eq(shmring_create(NULL, &cfg, &p), 0);
     c = p;
@@ -174,13 +175,14 @@ Test(hardening, state_null_and_zero_arguments)
     /* Sizes: 0 means the default; others must be powers of two in range. */
     const uint32_t bad_entries[] = {3, 6, 1000, 1u << 25, 1u << 31, UINT32_MAX};
     for (size_t i = 0; i < sizeof bad_entries / sizeof bad_entries[0]; i++) {
-        shmring_state_config_t cfg = {.entries = bad_entries[i], .value_size = 8};
+        shmring_state_config_t cfg =
+            SHMRING_STATE_CONFIG_INIT(.entries = bad_entries[i], .value_size = 8);
         cr_assert_eq(shmring_state_create(NULL, &cfg, &t), -EINVAL, "entries %u", bad_entries[i]);
     }
-    shmring_state_config_t big = {.entries = 4, .value_size = UINT32_MAX};
+    shmring_state_config_t big = SHMRING_STATE_CONFIG_INIT(.entries = 4, .value_size = UINT32_MAX);
     cr_assert_eq(shmring_state_create(NULL, &big, &t), -EINVAL, "value_size UINT32_MAX");
     cr_assert_eq(t, (shmring_state_t *)(uintptr_t)0x1, "a failed call wrote *out");
-    shmring_state_config_t one = {.entries = 1, .value_size = 1};
+    shmring_state_config_t one = SHMRING_STATE_CONFIG_INIT(.entries = 1, .value_size = 1);
     cr_assert_eq(shmring_state_create(NULL, &one, &s), 0, "the smallest table");
     cr_assert_eq(shmring_state_entries(s), 1);
     int fd = shmring_state_fd(s);
@@ -208,8 +210,8 @@ Test(hardening, lengths_around_the_slot_size)
     const uint32_t sizes[] = {16, 17, 63, 64, 65, 200};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         uint32_t ss = sizes[i];
-        shmring_config_t cfg = {
-            .slots = 2, .slot_size = ss, .flags = SHMRING_PRODUCER | SHMRING_CONSUMER};
+        shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 2, .slot_size = ss,
+                                                   .flags = SHMRING_PRODUCER | SHMRING_CONSUMER);
         shmring_t *r = NULL;
         cr_assert_eq(shmring_create(NULL, &cfg, &r), 0);
         unsigned char buf[256];
@@ -445,8 +447,9 @@ Test(hardening, memfd_segment_cannot_be_truncated_under_a_handle)
     cr_assert_geq(pid, 0);
     if (pid == 0) {
         test_quiet_log();
-        shmring_config_t cfg = {
-            .slots = 8, .slot_size = 64, .flags = SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK};
+        shmring_config_t cfg =
+            SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64,
+                                .flags = SHMRING_FORCE_MEMFD | SHMRING_NO_FALLBACK);
         shmring_t *p = NULL, *c = NULL;
         if (shmring_create(NULL, &cfg, &p) != 0)
             _exit(2);
@@ -483,11 +486,19 @@ Test(hardening, full_shm_filesystem_state_table, .timeout = 30)
     setenv("SHMRING_SHM_DIR", mnt, 1);
     /* A small table fits; 1024 entries of 256 bytes (about 600 KiB) do not. */
     shmring_state_t *small = NULL, *big = NULL;
-    int rc_small = shmring_state_create("/small", &(shmring_state_config_t){4, 32, 0, 0}, &small);
-    int rc_big = shmring_state_create("/big", &(shmring_state_config_t){1024, 256, 0, 0}, &big);
+    int rc_small = shmring_state_create(
+        "/small",
+        &(shmring_state_config_t)SHMRING_STATE_CONFIG_INIT(.entries = 4, .value_size = 32,
+                                                           .flags = 0, .mode = 0),
+        &small);
+    int rc_big = shmring_state_create(
+        "/big",
+        &(shmring_state_config_t)SHMRING_STATE_CONFIG_INIT(.entries = 1024, .value_size = 256,
+                                                           .flags = 0, .mode = 0),
+        &big);
     /* A ring that needs more than what is left fails the same way. */
     shmring_t *ring = NULL;
-    shmring_config_t rcfg = {.slots = 1024, .slot_size = 256};
+    shmring_config_t rcfg = SHMRING_CONFIG_INIT(.slots = 1024, .slot_size = 256);
     int rc_ring = shmring_create("/ring", &rcfg, &ring);
     char path[128];
     snprintf(path, sizeof path, "%s/big", mnt);
@@ -572,7 +583,8 @@ static int limited_call(int op, int ring_fd, int state_fd)
     int rc;
     switch (op) {
     case 0:
-        rc = shmring_create("/made", &(shmring_config_t){.slots = 8, .slot_size = 64}, &r);
+        rc = shmring_create(
+            "/made", &(shmring_config_t)SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64), &r);
         break;
     case 1:
         rc = shmring_open("/ring", SHMRING_CONSUMER, &r);
@@ -581,12 +593,17 @@ static int limited_call(int op, int ring_fd, int state_fd)
         rc = shmring_open_fd(ring_fd, SHMRING_OBSERVER, &r);
         break;
     case 3:
-        rc = shmring_create(
-            NULL, &(shmring_config_t){.slots = 8, .slot_size = 64, .flags = SHMRING_NO_FALLBACK},
-            &r);
+        rc = shmring_create(NULL,
+                            &(shmring_config_t)SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64,
+                                                                   .flags = SHMRING_NO_FALLBACK),
+                            &r);
         break;
     case 4:
-        rc = shmring_state_create("/made-state", &(shmring_state_config_t){4, 16, 0, 0}, &s);
+        rc = shmring_state_create(
+            "/made-state",
+            &(shmring_state_config_t)SHMRING_STATE_CONFIG_INIT(.entries = 4, .value_size = 16,
+                                                               .flags = 0, .mode = 0),
+            &s);
         break;
     case 5:
         rc = shmring_state_open("/state", 0, &s);
@@ -607,8 +624,13 @@ static void descriptor_limit_child(const char *dir)
     test_quiet_log();
     shmring_t *ring = NULL;
     shmring_state_t *state = NULL;
-    if (shmring_create("/ring", &(shmring_config_t){.slots = 8, .slot_size = 64}, &ring) != 0 ||
-        shmring_state_create("/state", &(shmring_state_config_t){4, 16, 0, 0}, &state) != 0)
+    if (shmring_create("/ring", &(shmring_config_t)SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64),
+                       &ring) != 0 ||
+        shmring_state_create(
+            "/state",
+            &(shmring_state_config_t)SHMRING_STATE_CONFIG_INIT(.entries = 4, .value_size = 16,
+                                                               .flags = 0, .mode = 0),
+            &state) != 0)
         CHILD_FAIL(2, "setup failed");
     int ring_fd = shmring_fd(ring), state_fd = shmring_state_fd(state);
     struct rlimit saved;

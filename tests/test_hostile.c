@@ -201,8 +201,9 @@ static int run_tool(const struct other_user *as, char *out, size_t cap, const ch
 static void state_image(uint32_t entries, uint32_t value_size, struct shmring__hdr *h,
                         uint64_t *total)
 {
-    shmring_state_config_t cfg = {
-        .entries = entries, .value_size = value_size, .flags = SHMRING_FORCE_MEMFD};
+    shmring_state_config_t cfg =
+        SHMRING_STATE_CONFIG_INIT(.entries = entries, .value_size = value_size,
+                                  .flags = SHMRING_FORCE_MEMFD);
     shmring_state_t *s = NULL;
     int rc = shmring_state_create(NULL, &cfg, &s);
     cr_assert_eq(rc, 0, "state create: %s", shmring_strerror(rc));
@@ -217,7 +218,8 @@ static void state_image(uint32_t entries, uint32_t value_size, struct shmring__h
 /* The header page of a real ring of slots x slot_size, and its size. */
 static void ring_image(uint32_t slots, uint32_t slot_size, struct shmring__hdr *h, uint64_t *total)
 {
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = SHMRING_FORCE_MEMFD};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = slots, .slot_size = slot_size, .flags = SHMRING_FORCE_MEMFD);
     shmring_t *r = NULL;
     int rc = shmring_create(NULL, &cfg, &r);
     cr_assert_eq(rc, 0, "ring create: %s", shmring_strerror(rc));
@@ -378,7 +380,8 @@ static int unsealed_copy(int fd)
 Test(hostile, unsealed_memfd_refused_unless_insecure)
 {
     skip_on_heap();
-    shmring_config_t cfg = {.slots = 16, .slot_size = 64, .flags = SHMRING_FORCE_MEMFD};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64, .flags = SHMRING_FORCE_MEMFD);
     shmring_t *p = NULL;
     cr_assert_eq(shmring_create(NULL, &cfg, &p), 0);
     int m = unsealed_copy(shmring_fd(p));
@@ -425,7 +428,8 @@ Test(hostile, named_tmpfs_segment_by_descriptor_needs_no_seal)
 Test(hostile, unsealed_state_memfd_refused_unless_insecure)
 {
     skip_on_heap();
-    shmring_state_config_t cfg = {.entries = 16, .value_size = 32, .flags = SHMRING_FORCE_MEMFD};
+    shmring_state_config_t cfg =
+        SHMRING_STATE_CONFIG_INIT(.entries = 16, .value_size = 32, .flags = SHMRING_FORCE_MEMFD);
     shmring_state_t *s = NULL;
     cr_assert_eq(shmring_state_create(NULL, &cfg, &s), 0);
     int m = unsealed_copy(shmring_state_fd(s));
@@ -606,7 +610,8 @@ Test(hostile, shm_dir_of_another_user_refused)
     shmring_close(p);
     cr_assert_eq(chown(d.path, u.uid, u.gid), 0);
     test_quiet_log();
-    shmring_config_t cfg = {.slots = 16, .slot_size = 64, .flags = SHMRING_NO_FALLBACK};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64, .flags = SHMRING_NO_FALLBACK);
     int rc = shmring_create("/new", &cfg, &p);
     cr_assert_eq(rc, -EACCES, "create: %s", shmring_strerror(rc));
     rc = shmring_open("/mine", SHMRING_CONSUMER, &p);
@@ -801,7 +806,8 @@ Test(hostile, huge_ring_in_a_small_memory_cgroup_gets_enomem, .timeout = 120)
         if (read(go[0], &c, 1) != 1)
             _exit(5);
         /* 2 GiB of memfd ring in 256 MiB. */
-        shmring_config_t cfg = {.slots = 1u << 21, .slot_size = 1000, .flags = SHMRING_FORCE_MEMFD};
+        shmring_config_t cfg =
+            SHMRING_CONFIG_INIT(.slots = 1u << 21, .slot_size = 1000, .flags = SHMRING_FORCE_MEMFD);
         shmring_t *r = NULL;
         int crc = shmring_create(NULL, &cfg, &r);
         shmring_config_t heap = cfg;
@@ -829,8 +835,8 @@ Test(hostile, ring_larger_than_physical_memory_gets_enomem)
     uint64_t slot = (2 * phys) >> 16;
     if (slot > SHMRING_MAX_SLOT_SIZE)
         skip_because("physical memory too large to exceed with one ring");
-    shmring_config_t cfg = {
-        .slots = 1u << 16, .slot_size = (uint32_t)slot, .flags = SHMRING_FORCE_HEAP};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 1u << 16, .slot_size = (uint32_t)slot,
+                                               .flags = SHMRING_FORCE_HEAP);
     shmring_t *r = NULL;
     int rc = shmring_create(NULL, &cfg, &r);
     cr_assert_eq(rc, -ENOMEM, "ring of twice the physical memory: %s", shmring_strerror(rc));
@@ -870,8 +876,8 @@ Test(hostile, gc_of_another_users_dead_segment_skips_it, .timeout = 60)
     cr_assert_geq(pid, 0);
     if (pid == 0) {
         /* Readable by others, so that their gc sees what it is. */
-        shmring_config_t cfg = {
-            .slots = 16, .slot_size = 64, .flags = SHMRING_OBSERVER, .mode = 0644};
+        shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64,
+                                                   .flags = SHMRING_OBSERVER, .mode = 0644);
         shmring_t *r = NULL;
         int ok = shmring_create("/roots", &cfg, &r) == 0;
         /* And one it may not read: what it is stays unknown to them. */
@@ -929,10 +935,11 @@ Test(hostile, library_descriptors_are_close_on_exec)
     scratch_make(&d, 0, 0700);
     shmring_t *p = test_make("/cx", 16, 64, 0);
     shmring_t *c = test_open_as("/cx", SHMRING_CONSUMER);
-    shmring_config_t cfg = {.slots = 16, .slot_size = 64, .flags = SHMRING_FORCE_MEMFD};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64, .flags = SHMRING_FORCE_MEMFD);
     shmring_t *m = NULL;
     cr_assert_eq(shmring_create("/cxm", &cfg, &m), 0);
-    shmring_state_config_t scfg = {.entries = 16, .value_size = 16};
+    shmring_state_config_t scfg = SHMRING_STATE_CONFIG_INIT(.entries = 16, .value_size = 16);
     shmring_state_t *s = NULL;
     cr_assert_eq(shmring_state_create("/cxs", &scfg, &s), 0);
     int fds[] = {shmring_fd(p), shmring_fd(c), shmring_fd(m), shmring_state_fd(s)};
@@ -986,7 +993,8 @@ Test(hostile, inspect_describes_rings_and_tables)
     skip_on_heap();
     struct scratch d;
     scratch_make(&d, 0, 0700);
-    shmring_config_t cfg = {.slots = 16, .slot_size = 64, .flags = SHMRING_OVERWRITE};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64, .flags = SHMRING_OVERWRITE);
     shmring_t *p = NULL;
     cr_assert_eq(shmring_create("/r", &cfg, &p), 0);
     shmring_t *c = test_open_as("/r", SHMRING_CONSUMER);
@@ -1018,7 +1026,7 @@ Test(hostile, inspect_describes_rings_and_tables)
     cr_assert(info.producer_closed);
     cr_assert_eq(info.nparties, 0);
 
-    shmring_state_config_t scfg = {.entries = 16, .value_size = 8};
+    shmring_state_config_t scfg = SHMRING_STATE_CONFIG_INIT(.entries = 16, .value_size = 8);
     shmring_state_t *s = NULL;
     cr_assert_eq(shmring_state_create("/s", &scfg, &s), 0);
     cr_assert_eq(shmring_state_write(s, "a", "1", 1), 0);

@@ -154,7 +154,7 @@ Test(interrupt, leaves_errno_alone)
 {
     const char *name = test_name("ierr");
     shmring_t *p = test_make(name, 4, 64, 0);
-    shmring_state_config_t cfg = {.entries = 4, .value_size = 16};
+    shmring_state_config_t cfg = SHMRING_STATE_CONFIG_INIT(.entries = 4, .value_size = 16);
     shmring_state_t *s = NULL;
     cr_assert_eq(shmring_state_create(NULL, &cfg, &s), 0);
     errno = EBADF;
@@ -381,7 +381,7 @@ Test(interrupt, push_wait_from_a_signal_handler)
 
 static shmring_state_t *make_table(const char *name)
 {
-    shmring_state_config_t cfg = {.entries = 8, .value_size = 16};
+    shmring_state_config_t cfg = SHMRING_STATE_CONFIG_INIT(.entries = 8, .value_size = 16);
     shmring_state_t *s = NULL;
     cr_assert_eq(shmring_state_create(name, &cfg, &s), 0);
     cr_assert_eq(shmring_state_write(s, "k", "v1", 2), 0);

@@ -166,7 +166,7 @@ static void forked_after_create(uint32_t create_flags, const char *how)
     pid_t p = fork();
     cr_assert_geq(p, 0);
     if (p == 0) {
-        shmring_config_t cfg = {.flags = SHMRING_PRODUCER | create_flags};
+        shmring_config_t cfg = SHMRING_CONFIG_INIT(.flags = SHMRING_PRODUCER | create_flags);
         shmring_t *r = NULL;
         if (shmring_create(name, &cfg, &r) != 0)
             _exit(2);

@@ -22,7 +22,8 @@
 /* 1 when an anonymous ring can be shared with a child (not the heap backend). */
 static int shared_memory_available(void)
 {
-    shmring_config_t cfg = {.slots = 2, .slot_size = 64, .flags = SHMRING_FORCE_MEMFD};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 2, .slot_size = 64, .flags = SHMRING_FORCE_MEMFD);
     shmring_t *r = NULL;
     test_quiet_log();
     if (shmring_create(NULL, &cfg, &r) < 0)

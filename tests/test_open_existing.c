@@ -15,7 +15,8 @@
 static int ring_or(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags,
                    shmring_t **out)
 {
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = slots, .slot_size = slot_size, .flags = flags);
     *out = NULL;
     return shmring_create(name, &cfg, out);
 }
@@ -23,7 +24,8 @@ static int ring_or(const char *name, uint32_t slots, uint32_t slot_size, uint32_
 static int table_or(const char *name, uint32_t entries, uint32_t value_size, uint32_t flags,
                     shmring_state_t **out)
 {
-    shmring_state_config_t cfg = {.entries = entries, .value_size = value_size, .flags = flags};
+    shmring_state_config_t cfg =
+        SHMRING_STATE_CONFIG_INIT(.entries = entries, .value_size = value_size, .flags = flags);
     *out = NULL;
     return shmring_state_create(name, &cfg, out);
 }
@@ -50,10 +52,9 @@ Test(open_existing, ring_created_then_opened)
     /* Without a role flag the default is the producer role, here taken. */
     cr_assert_eq(ring_or(name, 8, 64, OE, &p2), -EBUSY);
     /* Backend flags and mode play no part in opening. */
-    shmring_config_t cfg = {.slots = 8,
-                            .slot_size = 64,
-                            .flags = OE | SHMRING_CONSUMER | SHMRING_NO_FALLBACK,
-                            .mode = 0640};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64,
+                            .flags = OE | SHMRING_CONSUMER | SHMRING_NO_FALLBACK, .mode = 0640);
     cr_assert_eq(shmring_create(name, &cfg, &c2), 0);
     shmring_close(c2);
     shmring_close(c);
@@ -94,7 +95,7 @@ Test(open_existing, ring_mismatch_and_bad_input)
     cr_assert_eq(ring_or(NULL, 8, 64, OE, &x), -EINVAL);
     cr_assert_eq(ring_or("no-slash", 8, 64, OE, &x), -EINVAL);
     cr_assert_eq(ring_or(name, 7, 64, OE, &x), -EINVAL);
-    shmring_config_t cfg = {.slots = 8, .slot_size = 64, .flags = OE};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64, .flags = OE);
     cr_assert_eq(shmring_create(name, &cfg, NULL), -EINVAL);
     cr_assert_null(x);
     shmring_close(p);
@@ -127,7 +128,8 @@ Test(open_existing, table_created_then_opened_and_mismatches)
     cr_assert_eq(table_or(NULL, 16, 32, OE, &x), -EINVAL, "anonymous");
     cr_assert_eq(table_or("bad/name", 16, 32, OE, &x), -EINVAL);
     cr_assert_eq(table_or(name, 15, 32, OE, &x), -EINVAL);
-    shmring_state_config_t cfg = {.entries = 16, .value_size = 32, .flags = OE};
+    shmring_state_config_t cfg =
+        SHMRING_STATE_CONFIG_INIT(.entries = 16, .value_size = 32, .flags = OE);
     cr_assert_eq(shmring_state_create(name, &cfg, NULL), -EINVAL);
     cr_assert_null(x);
     /* A ring of that name is not a table. */

@@ -158,7 +158,7 @@ Test(open_wait, created_by_another_process, .timeout = 60)
                 shmring_state_close(s);
             } else {
                 shmring_t *p;
-                shmring_config_t cfg = {.slots = 8, .slot_size = 64};
+                shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64);
                 if (shmring_create(name, &cfg, &p) != 0 || shmring_push(p, "z", 1) != 0)
                     _exit(1);
                 /* Stay until the waiter attached: a consumer that attaches

@@ -128,7 +128,8 @@ static void check_results(const unsigned char *results, size_t n, size_t result_
 static shmring_pool_t *make_pool(uint32_t flags, uint32_t workers, size_t arena,
                                  struct behaviour *b)
 {
-    shmring_pool_config_t cfg = {.workers = workers, .flags = flags, .arena_size = arena};
+    shmring_pool_config_t cfg =
+        SHMRING_POOL_CONFIG_INIT(.workers = workers, .flags = flags, .arena_size = arena);
     shmring_pool_t *p = NULL;
     int rc = shmring_pool_create(&cfg, task, b, &p);
     cr_assert_eq(rc, 0, "pool create (flags %#x): %s", flags, shmring_strerror(rc));
@@ -311,7 +312,7 @@ Test(pool, bad_arguments)
 {
     struct behaviour *b = new_behaviour();
     shmring_pool_t *p = NULL;
-    shmring_pool_config_t cfg = {.workers = 2};
+    shmring_pool_config_t cfg = SHMRING_POOL_CONFIG_INIT(.workers = 2);
     cr_assert_eq(shmring_pool_create(&cfg, NULL, b, &p), -EINVAL);
     cr_assert_eq(shmring_pool_create(&cfg, task, b, NULL), -EINVAL);
     cfg.workers = SHMRING_POOL_MAX_WORKERS + 1;
@@ -543,7 +544,7 @@ Test(pool, workers_die_with_their_owner, .timeout = 30)
         pid_t owner = fork();
         cr_assert_geq(owner, 0);
         if (owner == 0) {
-            shmring_pool_config_t cfg = {.workers = 3, .flags = modes[m]};
+            shmring_pool_config_t cfg = SHMRING_POOL_CONFIG_INIT(.workers = 3, .flags = modes[m]);
             shmring_pool_t *p = NULL;
             if (shmring_pool_create(&cfg, task, b, &p) != 0)
                 _exit(1);
@@ -721,7 +722,7 @@ Test(pool, timing_of_100k_items, .timeout = 60)
     unsigned char *items = make_items(n, ITEM);
     uint64_t *results = malloc(n * sizeof *results);
     for (int m = 0; m < NMODES; m++) {
-        shmring_pool_config_t cfg = {.flags = modes[m]};
+        shmring_pool_config_t cfg = SHMRING_POOL_CONFIG_INIT(.flags = modes[m]);
         shmring_pool_t *p = NULL;
         cr_assert_eq(shmring_pool_create(&cfg, trivial, NULL, &p), 0);
         double ms[5];
@@ -1106,7 +1107,7 @@ Test(pool, a_task_that_corrupts_the_control_page_fails_the_map, .timeout = 60)
     if (test_heap_forced())
         cr_skip_test("no control page in message-passing mode");
     test_quiet_log();
-    shmring_pool_config_t cfg = {.workers = 2};
+    shmring_pool_config_t cfg = SHMRING_POOL_CONFIG_INIT(.workers = 2);
     shmring_pool_t *p = NULL;
     cr_assert_eq(shmring_pool_create(&cfg, scribbler, NULL, &p), 0);
     struct shmring__pool_ctl *ctl = shmring__pool_control(p);

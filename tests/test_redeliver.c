@@ -58,8 +58,8 @@ static void claim_release_id(shmring_t *c, uint64_t want)
 Test(redeliver, not_with_overwrite)
 {
     const char *name = test_name("rdow");
-    shmring_config_t cfg = {
-        .slots = 8, .slot_size = SIZE, .flags = SHMRING_REDELIVER | SHMRING_OVERWRITE};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = SIZE,
+                                               .flags = SHMRING_REDELIVER | SHMRING_OVERWRITE);
     shmring_t *r = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &r), -EINVAL);
     cr_assert_null(r);
@@ -82,8 +82,8 @@ Test(redeliver, policy_is_stored_and_matched)
     cr_assert_eq(st.flags & SHMRING_REDELIVER, SHMRING_REDELIVER);
     cr_assert_eq(st.redelivered, 0);
     /* Open-or-create wants the same policy. */
-    shmring_config_t cfg = {
-        .slots = 8, .slot_size = SIZE, .flags = SHMRING_CONSUMER | SHMRING_OPEN_EXISTING};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = SIZE,
+                                               .flags = SHMRING_CONSUMER | SHMRING_OPEN_EXISTING);
     shmring_t *o = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &o), -EEXIST);
     cfg.flags |= SHMRING_REDELIVER;

@@ -48,7 +48,8 @@ Test(resume, successor_after_death_between_batch_and_write_index, .timeout = 30)
     test_quiet_log();
     char name[128];
     snprintf(name, sizeof name, "%s", test_name("resume"));
-    shmring_config_t cfg = {.slots = SLOTS, .slot_size = SLOT_SZ, .flags = SHMRING_CONSUMER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = SLOTS, .slot_size = SLOT_SZ, .flags = SHMRING_CONSUMER);
     shmring_t *c = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &c), 0);
 

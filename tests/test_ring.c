@@ -306,7 +306,7 @@ Test(ring, create_without_role_is_producer)
     char name[64], name2[64];
     snprintf(name, sizeof name, "%s", test_name("norole"));
     snprintf(name2, sizeof name2, "%s", test_name("norole"));
-    shmring_config_t cfg = {.slots = 8, .slot_size = 64};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64);
     shmring_t *p = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &p), 0);
     push_id(p, 0);
@@ -382,7 +382,8 @@ Test(ring, killed_producer_lease_taken_over, .timeout = 60)
     test_quiet_log();
     const char *name = test_name("killed");
     const uint64_t first = 150, second = 150;
-    shmring_config_t cfg = {.slots = 256, .slot_size = 64, .flags = SHMRING_CONSUMER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 256, .slot_size = 64, .flags = SHMRING_CONSUMER);
     shmring_t *c = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &c), 0);
     struct lease_child *sh = test_shared_alloc(sizeof *sh);
@@ -464,14 +465,14 @@ Test(ring, defaults)
     shmring_close(p);
     cr_assert_eq(shmring_unlink(name), 0);
 
-    shmring_config_t zero = {0};
+    shmring_config_t zero = SHMRING_CONFIG_INIT();
     cr_assert_eq(shmring_create(name, &zero, &p), 0);
     cr_assert_eq(shmring_slots(p), 1024);
     cr_assert_eq(shmring_slot_size(p), 256);
     shmring_close(p);
     cr_assert_eq(shmring_unlink(name), 0);
 
-    shmring_config_t some = {.slots = 0, .slot_size = 40};
+    shmring_config_t some = SHMRING_CONFIG_INIT(.slots = 0, .slot_size = 40);
     cr_assert_eq(shmring_create(name, &some, &p), 0);
     cr_assert_eq(shmring_slots(p), 1024);
     cr_assert_eq(shmring_slot_size(p), 40);
@@ -482,11 +483,16 @@ Test(ring, defaults)
 Test(ring, bad_configs)
 {
     const shmring_config_t bad[] = {
-        {.slots = 1, .slot_size = 64},         {.slots = 3, .slot_size = 64},
-        {.slots = 6, .slot_size = 64},         {.slots = 1000, .slot_size = 64},
-        {.slots = 1u << 25, .slot_size = 64},  {.slots = UINT32_MAX, .slot_size = 64},
-        {.slots = 1u << 31, .slot_size = 64},  {.slots = 8, .slot_size = SHMRING_MAX_SLOT_SIZE + 1},
-        {.slots = 8, .slot_size = UINT32_MAX}, {.slots = 8, .slot_size = 64, .flags = 0x80000000u},
+        SHMRING_CONFIG_INIT(.slots = 1, .slot_size = 64),
+        SHMRING_CONFIG_INIT(.slots = 3, .slot_size = 64),
+        SHMRING_CONFIG_INIT(.slots = 6, .slot_size = 64),
+        SHMRING_CONFIG_INIT(.slots = 1000, .slot_size = 64),
+        SHMRING_CONFIG_INIT(.slots = 1u << 25, .slot_size = 64),
+        SHMRING_CONFIG_INIT(.slots = UINT32_MAX, .slot_size = 64),
+        SHMRING_CONFIG_INIT(.slots = 1u << 31, .slot_size = 64),
+        SHMRING_CONFIG_INIT(.slots = 8, .slot_size = SHMRING_MAX_SLOT_SIZE + 1),
+        SHMRING_CONFIG_INIT(.slots = 8, .slot_size = UINT32_MAX),
+        SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64, .flags = 0x80000000u),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *name = test_name("badcfg");
@@ -500,7 +506,7 @@ Test(ring, bad_configs)
         cr_assert_eq(shmring_create(NULL, &bad[i], &r), -EINVAL, "anonymous, config #%zu", i);
     }
     /* The limits themselves are accepted. */
-    shmring_config_t two = {.slots = 2, .slot_size = 8};
+    shmring_config_t two = SHMRING_CONFIG_INIT(.slots = 2, .slot_size = 8);
     shmring_t *r = NULL;
     cr_assert_eq(shmring_create(NULL, &two, &r), 0);
     cr_assert_eq(shmring_slots(r), 2);

@@ -85,7 +85,8 @@ static void capture_log(const char *line, void *ctx)
 
 static shmring_t *make(const char *name, uint32_t slots, uint32_t slot_size, uint32_t flags)
 {
-    shmring_config_t cfg = {.slots = slots, .slot_size = slot_size, .flags = flags};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = slots, .slot_size = slot_size, .flags = flags);
     shmring_t *r = NULL;
     int rc = shmring_create(name, &cfg, &r);
     cr_assert_eq(rc, 0, "create %s: %s", name ? name : "(anonymous)", shmring_strerror(rc));
@@ -287,7 +288,7 @@ Test(segment, name_validation)
     dir_open(&d);
     const char *bad[] = {"",   "x",   "feed",  "/",     "/a/b",   "//a",    "/a/",
                          "/.", "/..", "/a\nb", "/\x01", "/a\x7f", "/tab\t", "/\x1f"};
-    shmring_config_t cfg = {.slots = 8, .slot_size = 64};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         shmring_t *r = NULL;
         cr_assert_eq(shmring_create(bad[i], &cfg, &r), -EINVAL, "create accepted bad name #%zu", i);
@@ -336,7 +337,7 @@ Test(segment, exclusive_create)
     dir_open(&d);
     const char *name = "/excl";
     shmring_t *p = make(name, 8, 64, 0);
-    shmring_config_t other = {.slots = 16, .slot_size = 128};
+    shmring_config_t other = SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 128);
     shmring_t *q = NULL;
     cr_assert_eq(shmring_create(name, &other, &q), -EEXIST);
     cr_assert_null(q);
@@ -377,7 +378,8 @@ Test(segment, exclusive_create_heap_registry)
     dir_open(&d);
     const char *name = test_name("exheap");
     shmring_t *p = make(name, 8, 64, SHMRING_FORCE_HEAP);
-    shmring_config_t cfg = {.slots = 8, .slot_size = 64, .flags = SHMRING_FORCE_HEAP};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64, .flags = SHMRING_FORCE_HEAP);
     shmring_t *q = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &q), -EEXIST);
     cr_assert_null(q);
@@ -422,7 +424,7 @@ Test(segment, explicit_mode_regardless_of_umask)
     const mode_t masks[] = {077, 0777, 022, 0, 0177};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         mode_t old = umask(masks[i]);
-        shmring_config_t cfg = {.slots = 8, .slot_size = 64, .mode = modes[i]};
+        shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64, .mode = modes[i]);
         shmring_t *r = NULL;
         int rc = shmring_create("/m", &cfg, &r);
         umask(old);
@@ -446,7 +448,7 @@ Test(segment, insecure_mode_refused)
     dir_open(&d);
     const uint32_t bad[] = {0620, 0602, 0622, 0666, 0777, 0660};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        shmring_config_t cfg = {.slots = 8, .slot_size = 64, .mode = bad[i]};
+        shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64, .mode = bad[i]);
         shmring_t *r = NULL;
         cr_assert_eq(shmring_create("/insecure", &cfg, &r), -EINVAL, "mode %o accepted", bad[i]);
         cr_assert_null(r);
@@ -454,8 +456,8 @@ Test(segment, insecure_mode_refused)
     /* Bits outside 0777 are refused even with ALLOW_INSECURE. */
     const uint32_t outside[] = {01600, 02600, 04600, 010600};
     for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++) {
-        shmring_config_t cfg = {
-            .slots = 8, .slot_size = 64, .mode = outside[i], .flags = SHMRING_ALLOW_INSECURE};
+        shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64, .mode = outside[i],
+                                                   .flags = SHMRING_ALLOW_INSECURE);
         shmring_t *r = NULL;
         cr_assert_eq(shmring_create("/insecure", &cfg, &r), -EINVAL, "mode %o accepted",
                      outside[i]);
@@ -472,8 +474,8 @@ Test(segment, insecure_mode_allowed_explicitly)
     struct shm_dir d;
     dir_open(&d);
     mode_t old = umask(022);
-    shmring_config_t cfg = {
-        .slots = 8, .slot_size = 64, .mode = 0666, .flags = SHMRING_ALLOW_INSECURE};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64, .mode = 0666,
+                                               .flags = SHMRING_ALLOW_INSECURE);
     shmring_t *p = NULL;
     int rc = shmring_create("/open", &cfg, &p);
     umask(old);
@@ -809,7 +811,8 @@ static void fallback_case(int dir_kind)
     /* NO_FALLBACK: the create fails with the reason, silently, and leaves nothing. */
     cap.lines = 0;
     shmring_set_log(capture_log, &cap);
-    shmring_config_t cfg = {.slots = 16, .slot_size = 64, .flags = SHMRING_NO_FALLBACK};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64, .flags = SHMRING_NO_FALLBACK);
     q = NULL;
     rc = shmring_create(name, &cfg, &q);
     shmring_set_log(NULL, NULL);
@@ -1158,13 +1161,13 @@ Test(segment, bad_arguments_change_nothing)
     struct shm_dir d;
     dir_open(&d);
     const char *name = "/args";
-    shmring_config_t good = {.slots = 8, .slot_size = 64};
+    shmring_config_t good = SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64);
     shmring_config_t bad_cfgs[] = {
-        {.slots = 3, .slot_size = 64},
-        {.slots = 1, .slot_size = 64},
-        {.slots = 8, .slot_size = SHMRING_MAX_SLOT_SIZE + 1},
-        {.slots = 8, .slot_size = 64, .flags = 0x80000000u},
-        {.slots = 8, .slot_size = 64, .mode = 0666},
+        SHMRING_CONFIG_INIT(.slots = 3, .slot_size = 64),
+        SHMRING_CONFIG_INIT(.slots = 1, .slot_size = 64),
+        SHMRING_CONFIG_INIT(.slots = 8, .slot_size = SHMRING_MAX_SLOT_SIZE + 1),
+        SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64, .flags = 0x80000000u),
+        SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64, .mode = 0666),
     };
     shmring_t *r = (shmring_t *)(uintptr_t)0x1;
     cr_assert_eq(shmring_create(name, &good, NULL), -EINVAL);
@@ -1232,7 +1235,7 @@ Test(segment, full_shm_filesystem, .timeout = 30)
     shmring_t *small = make("/small", 8, 64, 0);
     cr_assert_eq(shmring_backend(small), SHMRING_BACKEND_SHM);
     /* 1024 slots of 256 bytes (about 320 KiB) do not. */
-    shmring_config_t cfg = {.slots = 1024, .slot_size = 256};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 1024, .slot_size = 256);
     shmring_t *big = NULL;
     int rc = shmring_create("/big", &cfg, &big);
     char path[128];

@@ -67,8 +67,9 @@ Test(single, creator_as_the_consumer)
 Test(single, not_with_overwrite)
 {
     const char *name = test_name("s3");
-    shmring_config_t cfg = {
-        .slots = 8, .slot_size = 64, .flags = SHMRING_SINGLE_CONSUMER | SHMRING_OVERWRITE};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 8, .slot_size = 64,
+                            .flags = SHMRING_SINGLE_CONSUMER | SHMRING_OVERWRITE);
     shmring_t *r = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &r), -EINVAL);
     cr_assert_null(r);

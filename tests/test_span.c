@@ -25,8 +25,8 @@
 static shmring_t *make_span(const char *name, uint32_t slots, uint32_t slot_size, uint32_t max,
                             uint32_t flags)
 {
-    shmring_config_t cfg = {
-        .slots = slots, .slot_size = slot_size, .flags = flags, .max_message = max};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = slots, .slot_size = slot_size,
+                                               .flags = flags, .max_message = max);
     shmring_t *r = NULL;
     int rc = shmring_create(name, &cfg, &r);
     cr_assert_eq(rc, 0, "create: %s", shmring_strerror(rc));
@@ -57,7 +57,7 @@ Test(span, config_limits)
 {
     const char *name = test_name("cfg");
     shmring_t *r = NULL;
-    shmring_config_t cfg = {.slots = 16, .slot_size = 64};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64);
     /* Above half the ring's bytes. */
     cfg.max_message = 16 * 64 / 2 + 1;
     cr_assert_eq(shmring_create(name, &cfg, &r), -EINVAL);
@@ -83,11 +83,11 @@ Test(span, config_limits)
     shmring_close(r);
     shmring_unlink(name);
     /* No slot bytes: only 0 (or 0 == slot_size). */
-    cfg = (shmring_config_t){.slots = 16, .slot_size = 0, .max_message = 16};
+    cfg = (shmring_config_t)SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 0, .max_message = 16);
     cr_assert_eq(shmring_create(name, &cfg, &r), -EINVAL);
     cr_assert_eq(shmring_create(name, NULL, NULL), -EINVAL);
     /* 0 and slot_size: no spanning. */
-    cfg = (shmring_config_t){.slots = 16, .slot_size = 64, .max_message = 0};
+    cfg = (shmring_config_t)SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64, .max_message = 0);
     cr_assert_eq(shmring_create(name, &cfg, &r), 0);
     cr_assert_eq(shmring_max_message(r), 64);
     unsigned char buf[65] = {0};
@@ -120,10 +120,8 @@ Test(span, open_existing_compares_max_message)
 {
     const char *name = test_name("oe");
     shmring_t *r = make_span(name, 16, 64, 256, SHMRING_CONSUMER);
-    shmring_config_t cfg = {.slots = 16,
-                            .slot_size = 64,
-                            .max_message = 512,
-                            .flags = SHMRING_PRODUCER | SHMRING_OPEN_EXISTING};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 16, .slot_size = 64, .max_message = 512,
+                                               .flags = SHMRING_PRODUCER | SHMRING_OPEN_EXISTING);
     shmring_t *o = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &o), -EEXIST);
     cfg.max_message = 0;

@@ -21,7 +21,8 @@
 
 static shmring_state_t *make(const char *name, uint32_t entries, uint32_t value_size)
 {
-    shmring_state_config_t cfg = {.entries = entries, .value_size = value_size};
+    shmring_state_config_t cfg =
+        SHMRING_STATE_CONFIG_INIT(.entries = entries, .value_size = value_size);
     shmring_state_t *s = NULL;
     int rc = shmring_state_create(name, &cfg, &s);
     cr_assert_eq(rc, 0, "create %s: %s", name, shmring_strerror(rc));
@@ -527,7 +528,7 @@ Test(state, create_and_open_errors)
 {
     test_quiet_log();
     shmring_state_t *s = NULL;
-    shmring_state_config_t cfg = {0};
+    shmring_state_config_t cfg = SHMRING_STATE_CONFIG_INIT();
     cr_assert_eq(shmring_state_create("/x", NULL, NULL), -EINVAL);
     cr_assert_eq(shmring_state_create("no-slash", NULL, &s), -EINVAL);
     cr_assert_eq(shmring_state_create("/a/b", NULL, &s), -EINVAL);
@@ -565,7 +566,7 @@ Test(state, create_and_open_errors)
     const char *rname = test_name("ring");
     char rkept[128];
     snprintf(rkept, sizeof rkept, "%s", rname);
-    shmring_config_t rc = {.slots = 4, .slot_size = 8};
+    shmring_config_t rc = SHMRING_CONFIG_INIT(.slots = 4, .slot_size = 8);
     cr_assert_eq(shmring_create(rkept, &rc, &r), 0);
     cr_assert_eq(shmring_state_open(rkept, 0, &t), -EPROTOTYPE);
     cr_assert_eq(shmring_state_create(rkept, NULL, &t), -EEXIST);
@@ -590,7 +591,7 @@ Test(state, anonymous_table_shared_by_descriptor)
     if (test_heap_forced())
         cr_skip_test("needs processes");
     shmring_state_t *s = NULL;
-    shmring_state_config_t cfg = {.entries = 8, .value_size = 32};
+    shmring_state_config_t cfg = SHMRING_STATE_CONFIG_INIT(.entries = 8, .value_size = 32);
     cr_assert_eq(shmring_state_create(NULL, &cfg, &s), 0);
     cr_assert_eq(shmring_state_backend(s), SHMRING_BACKEND_MEMFD);
     int fd = shmring_state_fd(s);

@@ -15,7 +15,8 @@
 
 static shmring_state_t *make(const char *name, uint32_t entries, uint32_t value_size)
 {
-    shmring_state_config_t cfg = {.entries = entries, .value_size = value_size};
+    shmring_state_config_t cfg =
+        SHMRING_STATE_CONFIG_INIT(.entries = entries, .value_size = value_size);
     shmring_state_t *s = NULL;
     int rc = shmring_state_create(name, &cfg, &s);
     cr_assert_eq(rc, 0, "create %s: %s", name, shmring_strerror(rc));

@@ -158,7 +158,8 @@ Test(stress, one_producer_four_consumer_threads, .timeout = 600)
     const uint64_t n = h_count(MESSAGES);
     char name[64];
     snprintf(name, sizeof name, "%s", test_name("sthreads"));
-    shmring_config_t cfg = {.slots = SLOTS, .slot_size = SLOT_SIZE, .flags = SHMRING_PRODUCER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = SLOTS, .slot_size = SLOT_SIZE, .flags = SHMRING_PRODUCER);
     shmring_t *p = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &p), 0);
     cr_log_info("%llu messages, backend %d", (unsigned long long)n, shmring_backend(p));
@@ -206,7 +207,8 @@ Test(stress, one_producer_three_consumer_processes, .timeout = 600)
     const uint64_t n = h_count(MESSAGES);
     char name[64];
     snprintf(name, sizeof name, "%s", test_name("sprocs"));
-    shmring_config_t cfg = {.slots = SLOTS, .slot_size = SLOT_SIZE, .flags = SHMRING_PRODUCER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = SLOTS, .slot_size = SLOT_SIZE, .flags = SHMRING_PRODUCER);
     shmring_t *p = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &p), 0);
     cr_assert_eq(shmring_backend(p), SHMRING_BACKEND_SHM);

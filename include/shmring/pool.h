@@ -19,8 +19,9 @@
  *  - message passing (processes): the same workers, but each chunk's items
  *    travel to a worker over a Unix socket and its results come back the
  *    same way. Used when asked for (SHMRING_POOL_MESSAGE_PASSING, or
- *    SHMRING_FORCE_HEAP in the flags or $SHMRING_FORCE_HEAP=1), and when
- *    shared memory cannot be had (logged through the log hook).
+ *    SHMRING_FORCE_HEAP, its old spelling, in the flags), when
+ *    $SHMRING_FORCE_HEAP=1 says that this process has no shared memory,
+ *    and when shared memory cannot be had (logged through the log hook).
  *  - threads (SHMRING_POOL_THREADS): threads of the calling process run the
  *    same chunk loop directly over the caller's arrays, with no copy.
  *
@@ -70,7 +71,10 @@
 #error "include <shmring.h>, not <shmring/pool.h>"
 #endif
 
-/* Pool flags (shmring_pool_config_t.flags); SHMRING_FORCE_HEAP also allowed. */
+/*
+ * Pool flags (shmring_pool_config_t.flags). SHMRING_FORCE_HEAP is also
+ * taken, as the old spelling of SHMRING_POOL_MESSAGE_PASSING.
+ */
 #define SHMRING_POOL_PROCESSES       0x100000u /* worker processes (the default) */
 #define SHMRING_POOL_THREADS         0x200000u /* worker threads of this process */
 #define SHMRING_POOL_MESSAGE_PASSING 0x400000u /* processes, items and results over sockets */
@@ -109,24 +113,39 @@ typedef int (*shmring_task_fn)(const void *item, size_t item_size, void *result,
  */
 typedef int (*shmring_range_fn)(size_t begin, size_t end, size_t range, void *ctx);
 
+/*
+ * Pool configuration. Initialise it with SHMRING_POOL_CONFIG_INIT, which
+ * sets `size` (see "Config structs" in <shmring.h>); later releases append
+ * fields after `arena_size`.
+ */
 typedef struct shmring_pool_config {
+    uint32_t size;     /* sizeof(shmring_pool_config_t), set by SHMRING_POOL_CONFIG_INIT */
     uint32_t workers;  /* 1..SHMRING_POOL_MAX_WORKERS; 0 = online CPUs (at most the max) */
     uint32_t flags;    /* SHMRING_POOL_PROCESSES (default), SHMRING_POOL_THREADS,
-                          SHMRING_POOL_MESSAGE_PASSING, SHMRING_FORCE_HEAP (= message
-                          passing for processes) */
+                          SHMRING_POOL_MESSAGE_PASSING (SHMRING_FORCE_HEAP, its old
+                          spelling, is still taken for it) */
+    uint32_t reserved; /* 0 */
     size_t arena_size; /* shared bytes for items and results; 0 = SHMRING_POOL_DEFAULT_ARENA */
 } shmring_pool_config_t;
+
+#define SHMRING_POOL_CONFIG_INIT(...)                                                              \
+    {                                                                                              \
+        .size = sizeof(shmring_pool_config_t), __VA_ARGS__                                         \
+    }
 
 /*
  * Create a pool and start its workers. `cfg` may be NULL for the defaults.
  * Worker processes are forked here, before this function returns: create
  * pools before starting threads where possible.
  *
- * Errors: -EINVAL (NULL fn or out, workers above SHMRING_POOL_MAX_WORKERS,
- * unknown flag, SHMRING_POOL_THREADS together with SHMRING_POOL_PROCESSES,
+ * Errors: -EINVAL (NULL fn or out, cfg->size 0 or otherwise not the size
+ * of a shmring_pool_config_t of any release, workers above
+ * SHMRING_POOL_MAX_WORKERS, unknown flag, reserved not 0,
+ * SHMRING_POOL_THREADS together with SHMRING_POOL_PROCESSES,
  * SHMRING_POOL_MESSAGE_PASSING or SHMRING_FORCE_HEAP, arena_size above
- * 1 TiB); -ENOMEM; -EAGAIN (fork() or pthread_create() failed: process or
- * thread limit); -EMFILE/-ENFILE (descriptor limits).
+ * 1 TiB); -E2BIG (cfg->size larger than this library's struct and a field
+ * it does not know is not zero, as for shmring_create); -ENOMEM; -EAGAIN (fork() or
+ * pthread_create() failed: process or thread limit); -EMFILE/-ENFILE (descriptor limits).
  */
 SHMRING_API int shmring_pool_create(const shmring_pool_config_t *cfg, shmring_task_fn fn, void *ctx,
                                     shmring_pool_t **out);
@@ -182,7 +201,7 @@ SHMRING_API int shmring_pool_map(shmring_pool_t *p, const void *items, size_t n,
  * everything it writes must go to the arena (a worker's other writes stay
  * in the worker). In threads mode ctx is the caller's memory itself.
  *
- * Message-passing mode (SHMRING_FORCE_HEAP, or no shared memory): a range
+ * Message-passing mode (SHMRING_POOL_MESSAGE_PASSING, or no shared memory): a range
  * task could return nothing from another process, so the calling thread
  * runs the ranges itself, in order (the same results, without the
  * parallelism; said once per pool through the log hook).

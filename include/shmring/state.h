@@ -63,7 +63,13 @@
 
 typedef struct shmring_state shmring_state_t;
 
+/*
+ * State table configuration. Initialise it with SHMRING_STATE_CONFIG_INIT,
+ * which sets `size` (see "Config structs" in <shmring.h>); later releases
+ * append fields after `mode`.
+ */
 typedef struct shmring_state_config {
+    uint32_t size;       /* sizeof(shmring_state_config_t), set by SHMRING_STATE_CONFIG_INIT */
     uint32_t entries;    /* how many keys it can hold: a power of two; 0 = default (1024) */
     uint32_t value_size; /* largest value in bytes; 0 = default (256) */
     uint32_t flags;      /* SHMRING_FORCE_HEAP, SHMRING_FORCE_MEMFD, SHMRING_NO_FALLBACK,
@@ -71,20 +77,27 @@ typedef struct shmring_state_config {
     uint32_t mode;       /* permission bits of a named table; 0 = 0600 */
 } shmring_state_config_t;
 
+#define SHMRING_STATE_CONFIG_INIT(...)                                                             \
+    {                                                                                              \
+        .size = sizeof(shmring_state_config_t), __VA_ARGS__                                        \
+    }
+
 /*
  * Create a state table. `name` is a POSIX shm name as for shmring_create, or
  * NULL for an anonymous table (memfd, shared through shmring_state_fd()).
  * `cfg` may be NULL for the defaults. Backends and fallback as for
  * shmring_create. All keys start absent.
  *
- * Errors: -EINVAL (NULL out, bad name, entries not a power of two in
+ * Errors: -EINVAL (NULL out, cfg->size 0 or otherwise not the size of a
+ * shmring_state_config_t of any release, bad name, entries not a power of two in
  * [1, SHMRING_STATE_MAX_ENTRIES], value_size above SHMRING_STATE_MAX_VALUE,
  * a table of more than 1 TiB, unknown flag, mode with bits outside 0777 or writable by group/others
  * without SHMRING_ALLOW_INSECURE, SHMRING_OPEN_EXISTING with a NULL name);
- * -EEXIST (the name exists; with SHMRING_OPEN_EXISTING: it exists with
- * other entries or value_size, or is a ring); -ENOSPC (the shm file system
- * is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits); any errno of the
- * last backend tried when all fail.
+ * -E2BIG (cfg->size larger than this library's struct and a field it does
+ * not know is not zero, as for shmring_create); -EEXIST (the name exists; with
+ * SHMRING_OPEN_EXISTING: it exists with other entries or value_size, or is a ring); -ENOSPC (the
+ * shm file system is full); -ENOMEM; -EMFILE/-ENFILE (descriptor limits); any errno of the last
+ * backend tried when all fail.
  *
  * With SHMRING_OPEN_EXISTING and a name that exists, the existing table is
  * opened as by shmring_state_open if its entries and value_size equal the
@@ -98,8 +111,9 @@ SHMRING_API int shmring_state_create(const char *name, const shmring_state_confi
                                      shmring_state_t **out);
 
 /*
- * Open an existing state table by name. `flags`: 0, or SHMRING_FORCE_HEAP
- * (look only in this process) and/or SHMRING_ALLOW_INSECURE. The segment is
+ * Open an existing state table by name. `flags`: 0, or SHMRING_LOCAL_ONLY
+ * (look only among the tables of this process; SHMRING_FORCE_HEAP is its
+ * old spelling) and/or SHMRING_ALLOW_INSECURE. The segment is
  * validated as by shmring_open before its data is touched.
  *
  * Errors: -EINVAL (NULL out, bad name, unknown flag); -ENOENT (no such

@@ -206,7 +206,7 @@ static int create_state(struct create_args *a)
 
 static int create_run(int argc, char **argv)
 {
-    struct create_args a = {0};
+    struct create_args a = {.cfg = SHMRING_CONFIG_INIT(), .state_cfg = SHMRING_STATE_CONFIG_INIT()};
     int rc = create_parse(argc, argv, &a);
     if (rc != CLI_OK)
         return rc;

@@ -556,10 +556,9 @@ static int open_target(struct bridge_args *a, shmring_t **r)
 {
     int err = shmring_open(a->ring, SHMRING_PRODUCER, r);
     if (err == -ENOENT) {
-        shmring_config_t cfg = {.slots = a->slots,
-                                .slot_size = a->slot_size,
-                                .flags = SHMRING_PRODUCER | SHMRING_NO_FALLBACK |
-                                         (a->overwrite ? SHMRING_OVERWRITE : 0)};
+        shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = a->slots, .slot_size = a->slot_size,
+                                                   .flags = SHMRING_PRODUCER | SHMRING_NO_FALLBACK |
+                                                            (a->overwrite ? SHMRING_OVERWRITE : 0));
         err = shmring_create(a->ring, &cfg, r);
         if (err == -EEXIST)
             err = shmring_open(a->ring, SHMRING_PRODUCER, r);

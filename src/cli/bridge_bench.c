@@ -222,7 +222,8 @@ static double tput_bridged(const char *url, const char *tag, size_t size, uint64
     snprintf(b, sizeof b, "/bench-%d-%s-b", (int)getpid(), tag);
     snprintf(subject, sizeof subject, "shmring.bench.%d.%s", (int)getpid(), tag);
     shmring_t *src = NULL;
-    shmring_config_t cfg = {.slots = 4096, .slot_size = (uint32_t)size, .flags = SHMRING_PRODUCER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 4096, .slot_size = (uint32_t)size, .flags = SHMRING_PRODUCER);
     struct kids k = {.n = 0};
     struct drain d = {.count = count, .size = size};
     double rate = -1;
@@ -357,7 +358,8 @@ static int rtt_bridged(const char *url, size_t size, int64_t *rtt, int rounds)
         snprintf(r[i], sizeof r[i], "/bench-%d-rtt-%d", (int)getpid(), i + 1);
     snprintf(ping, sizeof ping, "shmring.bench.%d.bping", (int)getpid());
     snprintf(pong, sizeof pong, "shmring.bench.%d.bpong", (int)getpid());
-    shmring_config_t cfg = {.slots = 64, .slot_size = 64, .flags = SHMRING_PRODUCER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = 64, .slot_size = 64, .flags = SHMRING_PRODUCER);
     shmring_t *p1 = NULL, *p3 = NULL, *c2 = NULL, *c4 = NULL;
     struct kids k = {.n = 0};
     int rc = -1;

@@ -55,8 +55,9 @@ static int open_table(const char *name, uint32_t entries, uint32_t value_size,
     int err = shmring_state_open(name, 0, out);
     if (err != -ENOENT)
         return err;
-    shmring_state_config_t cfg = {
-        .entries = entries, .value_size = value_size, .flags = SHMRING_NO_FALLBACK};
+    shmring_state_config_t cfg =
+        SHMRING_STATE_CONFIG_INIT(.entries = entries, .value_size = value_size,
+                                  .flags = SHMRING_NO_FALLBACK);
     err = shmring_state_create(name, &cfg, out);
     if (err == -EEXIST)
         err = shmring_state_open(name, 0, out);
@@ -202,7 +203,7 @@ static void window_add(struct bridge_args *a, struct out_ids *o, jsCtx *js, stru
     char id[320];
     jsPubOptions po;
     jsPubOptions_Init(&po);
-    msg_id(o, m->pos, id);
+    msg_id(o, shmring_msg_pos(m), id);
     po.MsgId = id;
     po.ExpectLastMsgId = o->last_id[0] != '\0' ? o->last_id : NULL;
     s = js_PublishMsgAsync(js, &nm, &po);
@@ -236,7 +237,7 @@ static int window_finish(struct bridge_args *a, struct out_ids *o, jsCtx *js, sh
             natsMsgList_Destroy(&pending);
         for (unsigned i = 0; i < w->n; i++) {
             char id[320];
-            msg_id(o, w->claims[i].pos, id);
+            msg_id(o, shmring_msg_pos(&w->claims[i]), id);
             if (publish_sync(a, js, id, w->claims[i].data, w->claims[i].len) < 0)
                 return -1;
             snprintf(o->last_id, sizeof o->last_id, "%s", id);

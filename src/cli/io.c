@@ -214,7 +214,7 @@ static int open_producer(const struct io_args *a, shmring_t **r)
     int rc = shmring_open(a->name, SHMRING_PRODUCER, r);
     if (rc != -ENOENT)
         return rc;
-    shmring_config_t cfg = {.flags = SHMRING_PRODUCER};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.flags = SHMRING_PRODUCER);
     rc = cli_create_ring("send", a->name, &cfg, a->allow_fallback, r);
     if (rc == -EEXIST) /* created meanwhile by someone else */
         return shmring_open(a->name, SHMRING_PRODUCER, r);

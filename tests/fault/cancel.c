@@ -118,7 +118,7 @@ static unsigned state_sleeper_survives(const char *point)
         return 0; /* needs processes */
     h_arm_deadline(60);
     char *name = kit_name("fcw");
-    shmring_state_config_t cfg = {.entries = 8, .value_size = 16};
+    shmring_state_config_t cfg = SHMRING_STATE_CONFIG_INIT(.entries = 8, .value_size = 16);
     shmring_state_t *s = NULL;
     cr_assert_eq(shmring_state_create(name, &cfg, &s), 0);
     cr_assert_eq(shmring_state_write(s, "k", "v1", 2), 0);

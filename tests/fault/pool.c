@@ -66,7 +66,8 @@ static shmring_pool_t *armed_pool(const char *point, struct quota *q, uint32_t k
     snprintf(spec, sizeof spec, "%s:hook", point);
     shmring__fault_hook_set(kill_within_quota, q);
     cr_assert_eq(shmring__fault_set(spec), 0);
-    shmring_pool_config_t cfg = {.workers = 2, .flags = SHMRING_POOL_PROCESSES};
+    shmring_pool_config_t cfg =
+        SHMRING_POOL_CONFIG_INIT(.workers = 2, .flags = SHMRING_POOL_PROCESSES);
     shmring_pool_t *p = NULL;
     cr_assert_eq(shmring_pool_create(&cfg, task, q, &p), 0);
     cr_assert_eq(shmring_pool_mode(p), SHMRING_POOL_MODE_SHARED);
@@ -190,7 +191,7 @@ static unsigned parent_killed_at_handout(const char *point)
     if (child == 0) {
         alarm(20);
         struct quota q = {0, 0, 0};
-        shmring_pool_config_t cfg = {.workers = 2};
+        shmring_pool_config_t cfg = SHMRING_POOL_CONFIG_INIT(.workers = 2);
         shmring_pool_t *p = NULL;
         if (shmring_pool_create(&cfg, task, &q, &p) != 0 ||
             shmring_pool_mode(p) != SHMRING_POOL_MODE_SHARED)

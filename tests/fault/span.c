@@ -21,7 +21,8 @@ static size_t len_of(uint64_t id)
 
 static shmring_t *make(const char *name, uint32_t flags)
 {
-    shmring_config_t cfg = {.slots = SLOTS, .slot_size = SLOT, .max_message = MAXM, .flags = flags};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = SLOTS, .slot_size = SLOT, .max_message = MAXM, .flags = flags);
     shmring_t *r = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &r), 0);
     return r;

@@ -49,7 +49,7 @@ enum op { OP_UPDATE, OP_INSERT, OP_DELETE };
 static shmring_state_t *fs_make(char *name, size_t cap)
 {
     snprintf(name, cap, "%s", test_name("fstate"));
-    shmring_state_config_t cfg = {.entries = 8, .value_size = VSIZE};
+    shmring_state_config_t cfg = SHMRING_STATE_CONFIG_INIT(.entries = 8, .value_size = VSIZE);
     shmring_state_t *s = NULL;
     cr_assert_eq(shmring_state_create(name, &cfg, &s), 0);
     unsigned char v[VSIZE];

@@ -130,7 +130,8 @@ static unsigned rescan_killed(const char *point)
     if (test_heap_forced())
         return 0; /* processes share nothing on the heap backend */
     char *name = kit_name("fresc");
-    shmring_config_t cfg = {.slots = SLOTS, .slot_size = 64, .flags = SHMRING_SUBSCRIBER};
+    shmring_config_t cfg =
+        SHMRING_CONFIG_INIT(.slots = SLOTS, .slot_size = 64, .flags = SHMRING_SUBSCRIBER);
     shmring_t *s = NULL;
     cr_assert_eq(shmring_create(name, &cfg, &s), 0);
     uint32_t *sync = test_shared_alloc(2 * sizeof *sync);

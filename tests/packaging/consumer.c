@@ -4,7 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#if !defined(SHMRING_VERSION_MAJOR) || !defined(SHMRING_VERSION_NUMBER)
+#if !defined(SHMRING_VERSION_MAJOR) || !defined(SHMRING_VERSION_NUMBER) ||                         \
+    SHMRING_SOVERSION != SHMRING_VERSION_MAJOR
 #error "shmring/version.h not installed beside shmring.h"
 #endif
 
@@ -18,8 +19,8 @@ int main(void)
 {
     static const char msg[] = "a message through an installed shmring";
     char buf[64];
-    shmring_config_t cfg = {
-        .slots = 4, .slot_size = sizeof buf, .flags = SHMRING_PRODUCER | SHMRING_CONSUMER};
+    shmring_config_t cfg = SHMRING_CONFIG_INIT(.slots = 4, .slot_size = sizeof buf,
+                                               .flags = SHMRING_PRODUCER | SHMRING_CONSUMER);
     shmring_t *r;
     int err = shmring_create(NULL, &cfg, &r); /* anonymous: leaves no name behind */
     if (err < 0)
