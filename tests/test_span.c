@@ -818,13 +818,13 @@ Test(span, producer_died_mid_message)
         /* Undo the head of the second like a death after its continuations:
          * seq back to "being written". */
         int fd = shmring_fd(p);
-        struct shmring__hdr *h = mmap(NULL, SHMRING__HEADER_SIZE + SLOTS * 128,
+        struct shmring__hdr *h = mmap(NULL, SHMRING__RING_DATA + SLOTS * 128,
                                       PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (h == MAP_FAILED)
             _exit(4);
         struct shmring__ring_shared *sh = (struct shmring__ring_shared *)(void *)h->object;
         struct shmring__slot *head =
-            (struct shmring__slot *)(void *)((unsigned char *)h + SHMRING__HEADER_SIZE + 2 * 128);
+            (struct shmring__slot *)(void *)((unsigned char *)h + SHMRING__RING_DATA + 2 * 128);
         __atomic_store_n(&head->seq, 2 * 2 + 1, __ATOMIC_RELEASE);
         __atomic_store_n(&sh->write_index, 2, __ATOMIC_RELEASE);
         __atomic_store_n(&sh->pushed, 1, __ATOMIC_RELAXED);
