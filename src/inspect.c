@@ -26,20 +26,6 @@ SHMRING_API int shmring_name_check(const char *name)
     return shmring__name_check(name);
 }
 
-/* 1: another open file description holds the byte's lock; 0: none; <0: error. */
-static int lock_held(int fd, unsigned index)
-{
-    struct flock fl;
-    memset(&fl, 0, sizeof fl);
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = (off_t)index;
-    fl.l_len = 1;
-    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
-        return -errno;
-    return fl.l_type != F_UNLCK;
-}
-
 /*
  * Liveness of an ACTIVE or TAKING party from a copy of its entry: its OFD
  * lock when it holds one (our read-only descriptor holds none, so any lock
@@ -49,7 +35,7 @@ static int party_alive(int fd, const struct shmring__party *p, unsigned index)
 {
     if (SHMRING__OWNER_STATE(p->owner) == SHMRING__PARTY_ACTIVE &&
         (p->role & SHMRING__ROLE_LOCKED)) {
-        int held = lock_held(fd, index);
+        int held = shmring__ofd_held(fd, index);
         if (held >= 0)
             return held;
     }

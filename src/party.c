@@ -28,8 +28,7 @@ static int ofd_lock(int fd, unsigned index, short type)
     return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
 }
 
-/* 1: someone (other than this descriptor) holds the lock; 0: nobody; <0: error. */
-static int ofd_held(int fd, unsigned index)
+int shmring__ofd_held(int fd, unsigned index)
 {
     struct flock fl;
     memset(&fl, 0, sizeof fl);
@@ -125,7 +124,7 @@ static int owner_alive(const struct shmring__seg *seg, unsigned index, uint64_t 
     if (pid == getpid())
         return 1;
     if (((uint32_t)o & SHMRING__OWNER_LOCKED) && locks_usable(seg)) {
-        int held = ofd_held(seg->fd, index);
+        int held = shmring__ofd_held(seg->fd, index);
         if (held >= 0)
             return held;
     }

@@ -299,6 +299,10 @@ int shmring__party_alive(const struct shmring__seg *seg, unsigned index);
  */
 int shmring__party_seize_dead(struct shmring__seg *seg, unsigned index);
 
+/* 1 if an open file description other than fd's holds the OFD lock on
+ * byte `index` of fd's file (a live party), 0 if none does, <0 an error. */
+int shmring__ofd_held(int fd, unsigned index);
+
 /* Start time of a process (clock ticks since boot), 0 if unknown. */
 uint64_t shmring__proc_start_time(pid_t pid);
 /* 1 if pid runs and (when start != 0) started at `start`. */
