@@ -112,7 +112,7 @@ static void *zombie_writer(void *arg)
     uint64_t *v = malloc(ZVALUE);
     if (v == NULL)
         _exit(4);
-    for (uint64_t seq = 1; !z->stop; seq++) {
+    for (uint64_t seq = 1; !__atomic_load_n(&z->stop, __ATOMIC_ACQUIRE); seq++) {
         fill_id(v, ZVALUE / 8, 1ull << 56 | seq);
         int rc = shmring_state_write(s, "z", v, ZVALUE);
         if (rc == 0)
@@ -138,7 +138,7 @@ static void *zombie_reader(void *arg)
         return NULL;
     }
     uint64_t *v = malloc(ZVALUE);
-    while (v != NULL && !r->z->stop) {
+    while (v != NULL && !__atomic_load_n(&r->z->stop, __ATOMIC_ACQUIRE)) {
         ssize_t n = shmring_state_read(s, "z", v, ZVALUE);
         if (n == -EAGAIN)
             continue;
@@ -209,7 +209,7 @@ Test(state_recovery, writer_whose_main_thread_exited_is_never_recovered, .timeou
         /* The child still shows Z, and still runs. */
         cr_assert_eq(proc_state(pid), 'Z');
     }
-    z->stop = 1;
+    __atomic_store_n(&z->stop, 1, __ATOMIC_RELEASE);
     pthread_join(reader, NULL);
     cr_assert_eq(wait_child_within(pid, 30), 0);
 
@@ -303,7 +303,7 @@ static uint64_t hostile_odd;
 static void *hostile_peer(void *arg)
 {
     struct hostile *h = arg;
-    while (!h->stop && h_now_ns() < h->end)
+    while (!__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE) && h_now_ns() < h->end)
         rearm(h, hostile_odd);
     return NULL;
 }
@@ -318,7 +318,7 @@ static void count_lines(const char *line, void *ctx)
     struct hostile *h = ctx;
     __atomic_fetch_add(&log_lines, 1, __ATOMIC_RELAXED);
     snprintf(last_line, sizeof last_line, "%s", line);
-    if (!h->stop && h_now_ns() < h->end)
+    if (!__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE) && h_now_ns() < h->end)
         rearm(h, hostile_odd);
 }
 
@@ -364,7 +364,7 @@ Test(state_recovery, rearmed_dead_owner_cannot_hold_a_writer, .timeout = 120)
         cr_assert(rc == -EAGAIN || rc == 0 || rc == -ENOENT, "call %d: %s", calls,
                   shmring_strerror(rc));
     }
-    h.stop = 1;
+    __atomic_store_n(&h.stop, 1, __ATOMIC_RELEASE);
     pthread_join(th, NULL);
     shmring_set_log(NULL, NULL);
     shmring_state_stats_t st;
