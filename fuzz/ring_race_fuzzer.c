@@ -103,7 +103,11 @@ static size_t build_image(const uint8_t *in, unsigned char **out, uint32_t *stri
     uint32_t slot_size = (uint32_t)in[1] % 200; /* 0..199 */
     uint32_t param[4] = {slots, slot_size, 0, 0};
     param[2] = (uint32_t)((SHMRING__SLOT_HEADER + slot_size + 63) & ~63u);
-    uint32_t flags = (in[2] & 1) ? SHMRING_OVERWRITE : (in[2] & 2) ? SHMRING_REDELIVER : 0;
+    /* Redelivery (bit 1) only on rings whose messages do not span (bit 3):
+     * a creator refuses the two together. */
+    uint32_t flags = (in[2] & 1)                     ? SHMRING_OVERWRITE
+                     : ((in[2] & 2) && !(in[2] & 8)) ? SHMRING_REDELIVER
+                                                     : 0;
     uint64_t total = 0;
     if (shmring__ring_layout(param, flags, &total) < 0)
         return 0;
@@ -119,10 +123,10 @@ static size_t build_image(const uint8_t *in, unsigned char **out, uint32_t *stri
     h->flags = flags;
     h->total_size = total;
     memcpy(h->param, param, sizeof param);
-    /* Messages larger than a slot: half the ring (bit 1), or any value
+    /* Messages larger than a slot: half the ring (bit 3), or any value
      * (bit 2: the attach must refuse what no creator could store). */
     struct shmring__ring_shared *sh = (struct shmring__ring_shared *)(void *)h->object;
-    if (in[2] & 2)
+    if (in[2] & 8)
         sh->max_message = slots * slot_size / 2;
     if (in[2] & 4)
         sh->max_message = (uint32_t)in[3] * 37u;
