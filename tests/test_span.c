@@ -818,8 +818,8 @@ Test(span, producer_died_mid_message)
         /* Undo the head of the second like a death after its continuations:
          * seq back to "being written". */
         int fd = shmring_fd(p);
-        struct shmring__hdr *h = mmap(NULL, SHMRING__RING_DATA + SLOTS * 128,
-                                      PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        struct shmring__hdr *h =
+            mmap(NULL, SHMRING__RING_DATA + SLOTS * 128, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (h == MAP_FAILED)
             _exit(4);
         struct shmring__ring_shared *sh = (struct shmring__ring_shared *)(void *)h->object;
