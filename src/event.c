@@ -149,6 +149,7 @@ int shmring__event_register(struct shmring__seg *seg)
     if (n == NULL)
         return -ENOMEM;
     n->hdr = h;
+    /* Relaxed: only a guess for the CAS below, which decides. */
     uint64_t old = shmring__load_relaxed_64(&head);
     do
         n->next = (struct node *)(uintptr_t)old;

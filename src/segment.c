@@ -449,6 +449,7 @@ static int open_named(int dfd, const char *name, uint32_t flags)
 static int heap_ready(const struct shmring__hdr *h)
 {
     for (int i = 0; i < 1000; i++) {
+        /* Acquire: pairs with the release in shmring__seg_publish(). */
         if (shmring__load_acquire_32(&h->ready) == SHMRING__READY)
             return 0;
         struct timespec ts = {0, 1000000};
